@@ -1,0 +1,252 @@
+"""`python -m profilers`: the headless CLI.
+
+Bad input of any kind gets one line on stderr naming the problem and the fix,
+exit code 2, and an unchanged store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .spec import IMPLS, MODES, PRESETS, VARIANTS, SpecError, SweepSpec, default_cpu_spec, default_gpu_spec, parse_shape
+from .store import Store, StoreError, load_export_file
+
+EXIT_USAGE = 2
+PROG = "normscope"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        if "expected one argument" in message:
+            message += " (a value that starts with '-' is written --flag=VALUE)"
+        raise UsageError(f"{message}: see `{self.prog} --help`")
+
+
+def _list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m profilers", description="NormScope: profile normalization layers.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a sweep and store it")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    r.add_argument("--variants", help=f"comma list or 'all': {','.join(VARIANTS)}")
+    r.add_argument("--impls", help=f"comma list or 'all': {','.join(IMPLS)}")
+    r.add_argument("--shapes", help="comma list of TOKENSxHIDDEN, e.g. 1024x768,4096x4096")
+    r.add_argument("--preset", help=f"model preset: {', '.join(PRESETS)}")
+    r.add_argument("--dtypes", help="comma list: float32,bfloat16,float16 (or fp32,bf16,fp16)")
+    r.add_argument("--modes", help=f"comma list: {','.join(MODES)}")
+    r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    r.add_argument("--budget-ms", type=float, help="measurement budget per point in ms")
+    r.add_argument("--warmup-ms", type=float, help="warmup budget per point in ms")
+    r.add_argument("--cuda-graph", action="store_true", help="time CUDA-graph replays (launch-free)")
+    r.add_argument("--seed", type=int, help="input seed (default 0)")
+    r.add_argument("--spec", help="read the sweep from a JSON spec file (flags override it)")
+    r.add_argument("--label", help="a label stored with the run")
+    r.add_argument("--db", help="store path (default data/results.db or $NORMSCOPE_DB)")
+    r.add_argument("--json", action="store_true", help="print the run as JSON on stdout")
+
+    ls = sub.add_parser("runs", help="list stored runs")
+    ls.add_argument("--db")
+    ls.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("export", help="export a run to a portable JSON file")
+    ex.add_argument("run_id", type=int)
+    ex.add_argument("-o", "--output", required=True)
+    ex.add_argument("--db")
+
+    im = sub.add_parser("import", help="import a run exported elsewhere")
+    im.add_argument("file")
+    im.add_argument("--db")
+
+    env = sub.add_parser("env", help="describe this machine and what NormScope can measure on it")
+    env.add_argument("--json", action="store_true")
+    return p
+
+
+def spec_from_args(a: argparse.Namespace) -> SweepSpec:
+    if a.spec:
+        try:
+            base = SweepSpec.from_json(Path(a.spec).read_text(encoding="utf-8")).to_dict()
+        except OSError as e:
+            raise SpecError(f"cannot read spec file {a.spec}: {e.strerror}") from None
+    elif a.device == "cpu":
+        base = default_cpu_spec().to_dict()
+    else:
+        base = default_gpu_spec(device=a.device).to_dict()
+    kw: dict[str, Any] = dict(base)
+    kw["device"] = a.device if (a.device != "cpu" or not a.spec) else base.get("device", "cpu")
+    if a.variants:
+        kw["variants"] = list(VARIANTS) if a.variants == "all" else _list(a.variants)
+    if a.impls:
+        kw["impls"] = list(IMPLS) if a.impls == "all" else _list(a.impls)
+    shapes: list[tuple[int, int]] = []
+    if a.preset:
+        if a.preset not in PRESETS:
+            raise SpecError(f"unknown preset {a.preset!r}: use one of {', '.join(PRESETS)}")
+        shapes += PRESETS[a.preset].shapes()
+        kw["preset"] = a.preset
+    if a.shapes is not None:
+        parts = _list(a.shapes)
+        if not parts:
+            raise SpecError("--shapes is empty: write TOKENSxHIDDEN, e.g. 4096x768")
+        shapes += [parse_shape(s) for s in parts]
+    if shapes:
+        kw["shapes"] = shapes
+    if a.dtypes:
+        kw["dtypes"] = _list(a.dtypes)
+    if a.modes:
+        kw["modes"] = _list(a.modes)
+    if a.threads is not None:
+        kw["threads"] = a.threads
+    if a.budget_ms is not None:
+        kw["budget_ms"] = a.budget_ms
+    if a.warmup_ms is not None:
+        kw["warmup_ms"] = a.warmup_ms
+    if a.cuda_graph:
+        kw["cuda_graph"] = True
+    if a.seed is not None:
+        kw["seed"] = a.seed
+    if a.label is not None:
+        kw["label"] = a.label
+    return SweepSpec.from_dict(kw)
+
+
+def _fmt_progress(done: int, total: int, p, res) -> str:
+    head = f"[{done:>{len(str(total))}}/{total}] {p.describe()}"
+    if res is None:
+        return head + " …"
+    if res.status == "skipped":
+        return f"{head}  skipped: {res.error}"
+    if res.status == "failed":
+        return f"{head}  FAILED: {res.error}"
+    extra = f", {res.gbps:.1f} GB/s" if res.gbps else ""
+    if res.roofline_pct is not None:
+        extra += f", {res.roofline_pct:.0f}% of copy"
+    if res.compile_s is not None:
+        extra += f", compile {res.compile_s:.1f} s"
+    noisy = " (noisy)" if res.noisy else ""
+    return f"{head}  p50 {res.p50_us:,.1f} µs{extra}{noisy}"
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    spec = spec_from_args(a)  # validated before torch is even imported
+
+    from .runner import prepare, run_sweep
+
+    prepare(spec)  # refuse before the store is touched
+    tty = sys.stderr.isatty()
+
+    def progress(done, total, p, res):
+        if res is None and not tty:
+            return
+        line = _fmt_progress(done if res else done + 1, total, p, res)
+        if tty and res is None:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(("\r\033[K" if tty else "") + line + "\n")
+        sys.stderr.flush()
+
+    with Store(a.db) as store:
+        outcome = run_sweep(spec, store, progress=progress, label=a.label)
+        run = store.get_run(outcome.run_id)
+    print(
+        f"run {outcome.run_id} {outcome.status}: {run['points_ok']} ok, {run['points_failed']} failed, "
+        f"{run['points_skipped']} skipped; copy bandwidth {run['copy_gbps'] or 0:.1f} GB/s; store {store.path}",
+        file=sys.stderr,
+    )
+    if a.json:
+        doc = {
+            "run_id": outcome.run_id,
+            "status": outcome.status,
+            "db": str(store.path),
+            "copy_gbps": run["copy_gbps"],
+            "spec": spec.to_dict(),
+            "points": [r.to_dict() for r in outcome.results],
+        }
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    return 0 if outcome.status == "completed" else 130 if outcome.status == "cancelled" else 1
+
+
+def cmd_runs(a: argparse.Namespace) -> int:
+    with Store(a.db) as store:
+        runs = store.list_runs()
+    if a.json:
+        json.dump(runs, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return 0
+    if not runs:
+        print("no runs yet: start one with `python -m profilers run`")
+        return 0
+    print(f"{'id':>4}  {'status':<11} {'created (UTC)':<25} {'device':<7} {'points':>14}  label")
+    for r in runs:
+        pts = f"{r['points_ok']}/{r['points_done']}/{r['points_planned'] or '?'}"
+        device = r["spec"].get("device", "?")
+        print(f"{r['id']:>4}  {r['status']:<11} {r['created_at']:<25} {device:<7} {pts:>14}  {r['label'] or ''}")
+    print("points: ok/done/planned")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    with Store(a.db) as store:
+        doc = store.export_run(a.run_id)
+    out = Path(a.output)
+    if out.is_dir():
+        raise StoreError(f"{out} is a folder: give a file name, e.g. -o run{a.run_id}.json")
+    if not out.parent.exists():
+        raise StoreError(f"folder {out.parent} does not exist: create it or choose another path")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".normscope-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, out)
+    print(f"exported run {a.run_id} ({len(doc['points'])} points) to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    doc = load_export_file(a.file)
+    with Store(a.db) as store:
+        run_id = store.import_run(doc, source=f"import:{Path(a.file).name}")
+    print(f"imported {a.file} as run {run_id}", file=sys.stderr)
+    print(run_id)
+    return 0
+
+
+def cmd_env(a: argparse.Namespace) -> int:
+    from .environment import describe, format_text
+
+    info = describe()
+    if a.json:
+        json.dump(info, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(format_text(info))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "runs": cmd_runs, "export": cmd_export, "import": cmd_import, "env": cmd_env}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, SpecError, StoreError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,124 @@
+"""Peak-memory increment of one call, bytes saved for backward, and fit checks.
+
+CUDA: the caching allocator's peak above the allocation in place before the
+call. CPU: the peak of live bytes from torch.profiler's memory events during one
+call (allocator level; the resident set would hide memory that was reused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from .sensors import Reading
+from .variants import VARIANTS
+
+
+def keep_freed_memory() -> str:
+    """Make glibc reuse freed memory instead of returning it to the OS.
+
+    By default every tensor over the mmap threshold is a fresh mmap whose pages
+    fault in on first touch, so a CPU timing would mostly measure page faults
+    (4096×4096 fp32 LayerNorm: ~35 ms with faults, ~10 ms without on a 2-core
+    VM). Disabling mmap and trimming makes the allocator reuse memory across
+    calls, as a caching allocator does on GPU. Returns what was set, for the
+    run's provenance.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        if libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1:
+            return "glibc malloc, mmap off, trim threshold 1 GiB: freed memory reused, page faults excluded"
+    except (OSError, AttributeError):
+        pass
+    return "system allocator defaults (glibc mallopt unavailable): times may include page faults"
+
+
+def _cpu_allocator_peak(fn: Callable[[], Any]) -> Reading:
+    """Peak of live bytes allocated by torch's CPU allocator during one call.
+
+    Allocations are attributed to the op that made them (its *self* memory) and
+    frees appear as "[memory]" events; their running sum over time peaks at the
+    answer. The resident set would hide memory the allocator reused.
+    """
+    from .kernels import quiet_profile
+
+    try:
+        with quiet_profile(profile_memory=True) as prof:
+            out = fn()
+        del out
+        changes = []
+        for e in prof.events():
+            if e.name == "[memory]":
+                changes.append((e.time_range.start, e.cpu_memory_usage))
+            elif e.self_cpu_memory_usage:
+                changes.append((e.time_range.start, e.self_cpu_memory_usage))
+    except RuntimeError as e:
+        return Reading(None, f"torch.profiler memory events unavailable: {e}")
+    live = peak = 0
+    for _, delta in sorted(changes):
+        live += delta
+        peak = max(peak, live)
+    return Reading(peak)
+
+
+def peak_increment(fn: Callable[[], Any], device: torch.device) -> Reading:
+    """Peak bytes above the baseline during one call of ``fn``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        del out
+        return Reading(max(0, peak - base))
+    return _cpu_allocator_peak(fn)
+
+
+@contextlib.contextmanager
+def count_saved_bytes() -> Iterator[dict[str, int]]:
+    """Sum the distinct storages autograd saves for backward inside the block."""
+    seen: set[tuple[int, int]] = set()
+    total = {"bytes": 0}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            if key not in seen:
+                seen.add(key)
+                total["bytes"] += t.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):
+            total["bytes"] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield total
+
+
+def estimate_point_bytes(variant: str, mode: str, tokens: int, hidden: int, elem_bytes: int) -> int:
+    """A generous upper estimate of what one point allocates, to refuse before allocating.
+
+    Inputs, outputs and (in training modes) their gradients in the point's dtype,
+    their float64 copies for the reference, and four fp32 temporaries for eager code.
+    """
+    v = VARIANTS[variant]
+    n = tokens * hidden
+    act = sum(1 for name in v.inputs if name in ("x", "residual", "f")) + v.n_outputs
+    factor = 2 if mode != "fwd" else 1
+    return n * (act * factor * (elem_bytes + 8) + 4 * 4)
+
+
+def available_bytes(device: torch.device) -> tuple[int, str]:
+    """Free memory on the device and what the figure is."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free), f"free on {device}"
+    import psutil
+
+    return int(psutil.virtual_memory().available), "available host memory"

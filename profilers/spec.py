@@ -1,0 +1,283 @@
+"""What to measure: a declarative sweep that round-trips through JSON.
+
+A SweepSpec says *what* runs; it holds no measurement. Every field is validated
+when the spec is built, so a bad flag or a bad JSON file fails before anything is
+allocated or stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+VARIANTS: tuple[str, ...] = (
+    "layernorm",
+    "rmsnorm",
+    "batchnorm",
+    "groupnorm",
+    "dyt",
+    "layerscale",
+    "add_rmsnorm",
+)
+IMPLS: tuple[str, ...] = ("eager", "native", "compiled", "liger")
+MODES: tuple[str, ...] = ("fwd", "bwd", "fwdbwd")
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+DTYPE_ALIASES = {
+    "fp32": "float32",
+    "f32": "float32",
+    "float": "float32",
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "f16": "float16",
+    "half": "float16",
+}
+TIMING_METHODS = ("cpu_blocks", "cuda_event_flush", "cuda_graph")
+MAX_TOKENS = 1 << 24
+MAX_HIDDEN = 1 << 20
+
+
+class SpecError(ValueError):
+    """A sweep that cannot run as written; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """Typical normalized-activation shapes of a known model."""
+
+    name: str
+    hidden: int
+    tokens: tuple[int, ...]
+    description: str
+
+    def shapes(self) -> list[tuple[int, int]]:
+        return [(t, self.hidden) for t in self.tokens]
+
+
+PRESETS: dict[str, ModelPreset] = {
+    p.name: p
+    for p in (
+        ModelPreset("bert-base", 768, (512, 4096, 16384), "BERT-base: hidden 768, batches of 512-token sequences"),
+        ModelPreset(
+            "vit-b", 768, (197, 3152, 12608), "ViT-B/16: hidden 768, 197 tokens per 224px image, batch 1/16/64"
+        ),
+        ModelPreset("llama-3-8b", 4096, (2048, 8192, 32768), "Llama-3-8B: hidden 4096, 2k-32k tokens per step"),
+        ModelPreset("llama-3-70b", 8192, (2048, 8192, 32768), "Llama-3-70B: hidden 8192, 2k-32k tokens per step"),
+    )
+}
+
+
+def normalize_dtype(name: str) -> str:
+    key = name.strip().lower().removeprefix("torch.")
+    key = DTYPE_ALIASES.get(key, key)
+    if key not in DTYPES:
+        raise SpecError(f"unknown dtype {name!r}: use one of {', '.join(DTYPES)} (or bf16, fp16, fp32)")
+    return key
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """Parse 'TOKENSxHIDDEN' (e.g. 4096x768)."""
+    m = re.fullmatch(r"\s*(-?\d+)\s*[xX×]\s*(-?\d+)\s*", text)
+    if not m:
+        raise SpecError(f"malformed shape {text!r}: write TOKENSxHIDDEN, e.g. 4096x768")
+    shape = (int(m.group(1)), int(m.group(2)))
+    _check_shape(shape)
+    return shape
+
+
+def _check_shape(shape: Any) -> tuple[int, int]:
+    if (
+        not isinstance(shape, (list, tuple))
+        or len(shape) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+    ):
+        raise SpecError(f"malformed shape {shape!r}: a shape is [tokens, hidden], two integers")
+    tokens, hidden = shape
+    if tokens <= 0 or hidden <= 0:
+        raise SpecError(f"shape {tokens}x{hidden} must be positive: tokens and hidden are at least 1")
+    if tokens > MAX_TOKENS or hidden > MAX_HIDDEN:
+        raise SpecError(f"shape {tokens}x{hidden} is out of range: tokens ≤ {MAX_TOKENS}, hidden ≤ {MAX_HIDDEN}")
+    return (tokens, hidden)
+
+
+def _check_choices(kind: str, values: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(values, str) or not isinstance(values, (list, tuple)) or not values:
+        raise SpecError(f"{kind}s must be a non-empty list: choose from {', '.join(allowed)}")
+    out = []
+    for v in values:
+        if v not in allowed:
+            raise SpecError(f"unknown {kind} {v!r}: use one of {', '.join(allowed)}")
+        if v not in out:
+            out.append(v)
+    return tuple(out)
+
+
+def _check_device(device: Any) -> str:
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise SpecError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+    return "cuda:0" if device == "cuda" else device
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement to take: the unit the runner executes and the store keeps."""
+
+    variant: str
+    impl: str
+    dtype: str
+    tokens: int
+    hidden: int
+    mode: str
+
+    @property
+    def shape(self) -> str:
+        return f"{self.tokens}x{self.hidden}"
+
+    def describe(self) -> str:
+        return f"{self.variant:<11} {self.impl:<8} {self.dtype:<8} {self.shape:>11} {self.mode}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep: the cross product of variants, implementations, shapes, dtypes and modes."""
+
+    variants: tuple[str, ...]
+    impls: tuple[str, ...]
+    shapes: tuple[tuple[int, int], ...]
+    dtypes: tuple[str, ...] = ("float32",)
+    modes: tuple[str, ...] = ("fwd",)
+    device: str = "cpu"
+    threads: int | None = None
+    warmup_ms: float = 25.0
+    budget_ms: float = 100.0
+    cuda_graph: bool = False
+    seed: int = 0
+    eps: float = 1e-5
+    groups: int = 32
+    label: str | None = None
+    preset: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "variants", _check_choices("variant", self.variants, VARIANTS))
+        set_(self, "impls", _check_choices("implementation", self.impls, IMPLS))
+        if not isinstance(self.dtypes, (list, tuple)) or not self.dtypes:
+            raise SpecError(f"dtypes must be a non-empty list: choose from {', '.join(DTYPES)}")
+        set_(self, "dtypes", tuple(dict.fromkeys(normalize_dtype(str(d)) for d in self.dtypes)))
+        set_(self, "modes", _check_choices("mode", self.modes, MODES))
+        if not isinstance(self.shapes, (list, tuple)) or not self.shapes:
+            raise SpecError("no shapes: give --shapes TOKENSxHIDDEN,... or --preset NAME")
+        set_(
+            self,
+            "shapes",
+            tuple(dict.fromkeys(_check_shape(tuple(s) if isinstance(s, list) else s) for s in self.shapes)),
+        )
+        set_(self, "device", _check_device(self.device))
+        if self.threads is not None and (
+            not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1
+        ):
+            raise SpecError(f"threads must be a whole number ≥ 1, got {self.threads!r}: use e.g. --threads 2")
+        for name in ("warmup_ms", "budget_ms"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v <= 600_000):
+                raise SpecError(f"{name} must be a number of milliseconds in (0, 600000], got {v!r}")
+            set_(self, name, float(v))
+        if not isinstance(self.eps, (int, float)) or not (0 < self.eps < 1):
+            raise SpecError(f"eps must be in (0, 1), got {self.eps!r}")
+        if not isinstance(self.groups, int) or self.groups < 1:
+            raise SpecError(f"groups must be a whole number ≥ 1, got {self.groups!r}")
+        if self.label is not None and (not isinstance(self.label, str) or len(self.label) > 200):
+            raise SpecError("label must be text of at most 200 characters")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise SpecError(f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}")
+        if self.cuda_graph and not self.device.startswith("cuda"):
+            raise SpecError("--cuda-graph needs a CUDA device: add --device cuda or drop --cuda-graph")
+
+    @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
+
+    def points(self) -> list[Point]:
+        """Points in a stable order: shape-major, so one shape's inputs are reused."""
+        return [
+            Point(v, i, d, t, h, m)
+            for (t, h), d, m, v, i in itertools.product(self.shapes, self.dtypes, self.modes, self.variants, self.impls)
+        ]
+
+    def timing_method(self) -> str:
+        if self.device_type == "cpu":
+            return "cpu_blocks"
+        return "cuda_graph" if self.cuda_graph else "cuda_event_flush"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["shapes"] = [list(s) for s in self.shapes]
+        for k in ("variants", "impls", "dtypes", "modes"):
+            d[k] = list(d[k])
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> SweepSpec:
+        if not isinstance(d, dict):
+            raise SpecError("a sweep spec must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SpecError(f"unknown spec field(s) {', '.join(unknown)}: allowed are {', '.join(sorted(known))}")
+        missing = [k for k in ("variants", "impls", "shapes") if k not in d]
+        if missing:
+            raise SpecError(f"spec lacks {', '.join(missing)}")
+        kw = dict(d)
+        kw["shapes"] = (
+            tuple(tuple(s) if isinstance(s, list) else s for s in d["shapes"])
+            if isinstance(d["shapes"], list)
+            else d["shapes"]
+        )
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"spec is not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(data)
+
+
+def default_cpu_spec(**overrides: Any) -> SweepSpec:
+    """The quick CPU sweep: the three cheapest-to-argue-about variants, two shapes."""
+    kw: dict[str, Any] = dict(
+        variants=("layernorm", "rmsnorm", "dyt"),
+        impls=("eager", "native", "compiled"),
+        shapes=((1024, 768), (4096, 4096)),
+        dtypes=("float32",),
+        modes=("fwd",),
+        device="cpu",
+        warmup_ms=50.0,
+        budget_ms=300.0,
+    )
+    kw.update(overrides)
+    return SweepSpec(**kw)
+
+
+def default_gpu_spec(**overrides: Any) -> SweepSpec:
+    """The GPU sweep: every variant and implementation on Llama-sized shapes in bf16."""
+    kw: dict[str, Any] = dict(
+        variants=VARIANTS,
+        impls=IMPLS,
+        shapes=((2048, 4096), (8192, 4096), (32768, 4096), (8192, 8192), (32768, 8192)),
+        dtypes=("bfloat16",),
+        modes=("fwd", "fwdbwd"),
+        device="cuda",
+        warmup_ms=25.0,
+        budget_ms=100.0,
+    )
+    kw.update(overrides)
+    return SweepSpec(**kw)

@@ -1,0 +1,147 @@
+import dataclasses
+
+import pytest
+import torch
+
+from profilers import compile as compiling
+from profilers import variants
+from profilers.measure import Context, measure_point
+from profilers.spec import Point, SweepSpec
+from profilers.timing import CpuTimer
+from profilers.variants import Config
+
+
+def _ctx(**spec_kw) -> Context:
+    spec = SweepSpec(variants=("rmsnorm",), impls=("native",), shapes=((32, 64),), **spec_kw)
+    timer = CpuTimer(warmup_ms=1, budget_ms=5, threads=1)
+    return Context(spec, torch.device("cpu"), Config(), lambda: timer, copy_gbps=10.0, threads=1)
+
+
+def test_ok_point_has_stats_bytes_and_roofline():
+    r = measure_point(Point("rmsnorm", "native", "float32", 32, 64, "fwd"), _ctx())
+    assert r.status == "ok", r.error
+    assert r.p20_us <= r.p50_us <= r.p80_us
+    assert r.bytes_moved == 2 * 32 * 64 * 4 + 64 * 4
+    assert r.gbps == pytest.approx(r.bytes_moved / r.p50_us / 1e3)
+    assert r.roofline_pct == pytest.approx(r.gbps / 10.0 * 100)
+    assert r.max_abs_err is not None and r.max_abs_err < 1e-5
+    assert r.timing_method == "cpu_blocks"
+    assert r.peak_bytes is not None and r.peak_bytes >= 32 * 64 * 4
+    assert r.saved_bytes is None and "inference" in r.saved_note
+
+
+def test_training_modes_record_saved_bytes():
+    r = measure_point(Point("layernorm", "eager", "float32", 32, 64, "fwdbwd"), _ctx())
+    assert r.status == "ok", r.error
+    assert r.saved_bytes and r.saved_bytes >= 32 * 64 * 4
+    b = measure_point(Point("layernorm", "native", "float32", 32, 64, "bwd"), _ctx())
+    assert b.status == "ok", b.error
+    assert b.bytes_moved == 3 * 32 * 64 * 4 + 2 * 2 * 64 * 4
+
+
+def test_unsupported_point_is_skipped_with_reason():
+    r = measure_point(Point("dyt", "native", "float32", 32, 64, "fwd"), _ctx())
+    assert r.status == "skipped" and "DyT" in r.error
+    assert r.p50_us is None
+
+
+def _plant(monkeypatch, variant: str, **fields):
+    planted = dataclasses.replace(variants.VARIANTS[variant], **fields)
+    monkeypatch.setitem(variants.VARIANTS, variant, planted)
+
+
+def test_gate_catches_a_planted_wrong_implementation(monkeypatch):
+    def wrong_native(x, w, *, cfg):  # forgets eps and adds a bias nobody asked for
+        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True)) * w + 0.01,)
+
+    _plant(monkeypatch, "rmsnorm", native=wrong_native)
+    r = measure_point(Point("rmsnorm", "native", "float32", 32, 64, "fwd"), _ctx())
+    assert r.status == "failed"
+    assert r.error.startswith("correctness:") and "float64 reference" in r.error
+    assert r.p50_us is None  # never timed
+
+
+def test_gate_checks_gradients_too(monkeypatch):
+    class WrongGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g
+
+    def wrong(x, w, *, cfg):
+        return variants._rms_native(WrongGrad.apply(x), w, cfg=cfg)
+
+    _plant(monkeypatch, "rmsnorm", native=wrong)
+    ok_fwd = measure_point(Point("rmsnorm", "native", "float32", 32, 64, "fwd"), _ctx())
+    assert ok_fwd.status == "ok"
+    bad = measure_point(Point("rmsnorm", "native", "float32", 32, 64, "fwdbwd"), _ctx())
+    assert bad.status == "failed" and "dx" in bad.error
+
+
+def test_compiled_point_records_compile_time_apart():
+    r = measure_point(Point("rmsnorm", "compiled", "float32", 32, 64, "fwd"), _ctx())
+    assert r.status == "ok", r.error
+    assert r.compile_s is not None and r.compile_s > 0
+    assert r.p50_us * 1e-6 < r.compile_s  # compile time is not in the run time
+
+
+def test_compiled_backward_only_mode_works():
+    r = measure_point(Point("rmsnorm", "compiled", "float32", 32, 64, "bwd"), _ctx())
+    assert r.status == "ok", r.error
+
+
+def test_graph_break_is_reported_as_fallback_not_as_compiled(monkeypatch):
+    def breaking(x, w, *, cfg):
+        torch._dynamo.graph_break()
+        return variants._rms_eager(x, w, cfg=cfg)
+
+    _plant(monkeypatch, "rmsnorm", eager=breaking)
+    r = measure_point(Point("rmsnorm", "compiled", "float32", 32, 64, "fwd"), _ctx())
+    assert r.status == "failed"
+    assert r.error.startswith(compiling.FALLBACK)
+
+
+def test_silent_fallback_is_detected(monkeypatch):
+    """With suppress_errors dynamo swallows the graph break and runs eager quietly."""
+
+    def breaking(x, w, *, cfg):
+        torch._dynamo.graph_break()
+        return variants._rms_eager(x, w, cfg=cfg)
+
+    _plant(monkeypatch, "rmsnorm", eager=breaking)
+    with torch._dynamo.config.patch(suppress_errors=True):
+        r = measure_point(Point("rmsnorm", "compiled", "float32", 32, 64, "fwd"), _ctx())
+    assert r.status == "failed"
+    assert compiling.FALLBACK in r.error
+
+
+def test_recompile_limit_reuse_is_caught():
+    """The H100 pitfall: one compiled function reused across shapes runs eager after the limit."""
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: x * 2 + 1, dynamic=False)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        f(torch.randn(3))
+        with pytest.raises(compiling.CompileFallback, match="compile fell back to eager"), compiling.steady_state():
+            f(torch.randn(4))
+            f(torch.randn(5))
+
+
+def test_watch_accepts_a_clean_compile():
+    watch = compiling.CompileWatch()
+    compiled = compiling.compile_fresh(lambda x: x.sin() + 1)
+    compiled(torch.randn(8))
+    assert watch.problem(expect_new_graph=True) is None
+
+
+def test_watch_sees_recompile_limit_hits_from_counters_alone():
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: x * 3 - 1, dynamic=False)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        f(torch.randn(3))
+        watch = compiling.CompileWatch()
+        f(torch.randn(4))
+        f(torch.randn(5))
+    assert "recompile limit" in watch.problem(expect_new_graph=False)

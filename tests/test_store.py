@@ -1,0 +1,174 @@
+import json
+import os
+import socket
+import sqlite3
+
+import pytest
+
+from profilers.records import PointResult
+from profilers.spec import SweepSpec
+from profilers.store import SCHEMA_VERSION, Store, StoreError, validate_export
+
+SPEC = SweepSpec(variants=("rmsnorm",), impls=("native", "eager"), shapes=((8, 16),))
+
+
+def _point(**kw) -> PointResult:
+    base = dict(
+        variant="rmsnorm",
+        impl="native",
+        device="cpu",
+        dtype="float32",
+        tokens=8,
+        hidden=16,
+        mode="fwd",
+        status="ok",
+        timing_method="cpu_blocks",
+        n_samples=5,
+        p20_us=1.0,
+        p50_us=2.0,
+        p80_us=3.0,
+        mean_us=2.0,
+        iqr_us=1.0,
+        noisy=True,
+        bytes_moved=1088,
+        gbps=0.5,
+        roofline_pct=2.0,
+        peak_bytes=512,
+        max_abs_err=1e-7,
+        compile_s=None,
+        extra={"k": 1},
+    )
+    base.update(kw)
+    return PointResult(**base)
+
+
+def _run(store: Store, n_points: int = 2, status: str = "completed") -> int:
+    rid = store.create_run(SPEC, {"cpu_model": "x"}, {"torch": "t"}, n_points, label="lab")
+    for i in range(n_points):
+        store.add_point(rid, i, _point(impl=("native", "eager")[i % 2]))
+    store.finish_run(rid, status)
+    return rid
+
+
+def test_schema_version_and_wal(tmp_path):
+    with Store(tmp_path / "s.db") as s:
+        assert s.schema_version == SCHEMA_VERSION
+        assert s.con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_points_round_trip_with_units_and_none(tmp_path):
+    with Store(tmp_path / "s.db") as s:
+        rid = _run(s)
+        pts = s.points(rid)
+        assert [p["seq"] for p in pts] == [0, 1]
+        assert pts[0]["p50_us"] == 2.0 and pts[0]["noisy"] is True and pts[0]["extra"] == {"k": 1}
+        assert pts[0]["compile_s"] is None
+        run = s.get_run(rid)
+        assert run["status"] == "completed" and run["points_ok"] == 2 and run["label"] == "lab"
+        assert run["spec"]["variants"] == ["rmsnorm"]
+
+
+def test_unknown_run_is_a_store_error(tmp_path):
+    with Store(tmp_path / "s.db") as s, pytest.raises(StoreError, match="no run 42"):
+        s.get_run(42)
+
+
+def test_running_run_of_dead_process_is_marked_interrupted(tmp_path):
+    path = tmp_path / "s.db"
+    with Store(path) as s:
+        rid = s.create_run(SPEC, {}, {}, 3)
+        s.add_point(rid, 0, _point())
+        # pretend a process that no longer exists owned it
+        s.con.execute("UPDATE runs SET pid=?, pid_started=? WHERE id=?", (2**22 + 12345, 1.0, rid))
+        s.con.commit()
+    with Store(path) as s:
+        run = s.get_run(rid)
+        assert run["status"] == "interrupted" and run["points_done"] == 1
+
+
+def test_running_run_of_live_process_stays_running(tmp_path):
+    path = tmp_path / "s.db"
+    with Store(path) as s:
+        rid = s.create_run(SPEC, {}, {}, 3)
+    with Store(path) as s:
+        assert s.get_run(rid)["status"] == "running"
+        assert s.get_run(rid)["host"] == socket.gethostname() and s.get_run(rid)["pid"] == os.getpid()
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "s.db"
+    Store(path).close()
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="newer than NormScope"):
+        Store(path)
+
+
+def test_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a NormScope store"):
+        Store(path)
+
+
+def test_export_import_round_trip(tmp_path):
+    with Store(tmp_path / "a.db") as a:
+        rid = _run(a)
+        doc = a.export_run(rid)
+    doc = json.loads(json.dumps(doc))  # through real JSON
+    with Store(tmp_path / "b.db") as b:
+        new_id = b.import_run(doc, source="import:test.json")
+        run = b.get_run(new_id)
+        assert run["uid"] == doc["run"]["uid"] and run["source"] == "import:test.json"
+        assert len(b.points(new_id)) == 2
+        assert b.points(new_id)[1]["impl"] == "eager"
+        with pytest.raises(StoreError, match="already in this store"):
+            b.import_run(doc)
+
+
+def _valid_doc(tmp_path):
+    with Store(tmp_path / "v.db") as s:
+        return json.loads(json.dumps(s.export_run(_run(s))))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(format="other"), "not a NormScope run export"),
+        (lambda d: d.update(schema_version=99), "newer than"),
+        (lambda d: d["run"].update(status="exploded"), "run.status"),
+        (lambda d: d["run"].update(copy_gbps="fast"), "run.copy_gbps should be float"),
+        (lambda d: d["run"]["spec"].update(variants=["nope"]), "run.spec is invalid"),
+        (lambda d: d["points"][0].update(p50_us="1"), r"points\[0\].p50_us should be float"),
+        (lambda d: d["points"][0].update(variant="superNorm"), r"points\[0\].variant"),
+        (lambda d: d["points"][1].update(tokens=None), r"points\[1\].tokens is missing"),
+        (lambda d: d["points"][0].update(evil="__import__('os')"), "unknown field"),
+        (lambda d: d["points"][0].update(tokens=-4), "non-positive shape"),
+        (lambda d: d.pop("points"), "lacks"),
+    ],
+)
+def test_import_rejects_malformed_files_and_changes_nothing(tmp_path, mutate, message):
+    doc = _valid_doc(tmp_path)
+    mutate(doc)
+    with Store(tmp_path / "target.db") as s:
+        before = s.con.execute("SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM points)").fetchone()
+        with pytest.raises(StoreError, match=message):
+            s.import_run(doc)
+        after = s.con.execute("SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM points)").fetchone()
+        assert tuple(before) == tuple(after) == (0, 0)
+
+
+def test_validate_accepts_an_export(tmp_path):
+    run, points = validate_export(_valid_doc(tmp_path))
+    assert run["status"] == "completed" and len(points) == 2
+
+
+def test_delete_and_label(tmp_path):
+    with Store(tmp_path / "s.db") as s:
+        rid = _run(s)
+        s.set_label(rid, "renamed")
+        assert s.get_run(rid)["label"] == "renamed"
+        s.delete_run(rid)
+        assert s.list_runs() == [] and s.points(rid) == []

@@ -1,0 +1,77 @@
+import random
+
+import pytest
+
+from profilers.timing import CpuTimer, Stats, quantile, summarize
+
+
+def test_summarize_known_samples():
+    s = summarize([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert s == Stats(n=5, p20_us=1.8, p50_us=3.0, p80_us=4.2, mean_us=3.0, iqr_us=2.0, min_us=1.0, max_us=5.0)
+    assert s.noisy  # IQR/p50 = 0.67
+
+
+def test_quantile_interpolates_like_numpy():
+    vals = sorted([10.0, 20.0, 30.0, 40.0])
+    assert quantile(vals, 0.5) == 25.0
+    assert quantile(vals, 0.0) == 10.0 and quantile(vals, 1.0) == 40.0
+
+
+def test_summarize_refuses_empty_and_non_finite():
+    with pytest.raises(ValueError):
+        summarize([])
+    with pytest.raises(ValueError):
+        summarize([1.0, float("nan")])
+
+
+def test_noise_flag_threshold():
+    tight = summarize([100.0, 101.0, 99.0, 100.5, 99.5])
+    assert not tight.noisy
+    wide = summarize([100.0, 150.0, 60.0, 130.0, 80.0])
+    assert wide.noisy
+
+
+class FakeClock:
+    """A clock that advances only when the fake kernel runs: each call costs a seeded random time."""
+
+    def __init__(self, seed: int, mean_s: float, jitter: float):
+        self.t = 0.0
+        self.rng = random.Random(seed)
+        self.mean_s = mean_s
+        self.jitter = jitter
+        self.calls = 0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def kernel(self) -> None:
+        self.calls += 1
+        self.t += self.mean_s * (1 + self.rng.uniform(-self.jitter, self.jitter))
+
+
+def test_cpu_timer_blocks_and_budget_with_fake_clock():
+    clock = FakeClock(seed=7, mean_s=100e-6, jitter=0.02)
+    timer = CpuTimer(warmup_ms=5, budget_ms=50, threads=2, clock=clock)
+    m = timer.measure(clock.kernel)
+    # 100 µs calls, blocks of ≥1 ms → 10 calls per sample (the fastest warmup call is a little under 100 µs)
+    assert m.calls_per_sample in (10, 11)
+    s = m.stats
+    assert s.p50_us == pytest.approx(100.0, rel=0.01)
+    assert not s.noisy
+    assert m.method == "cpu_blocks" and m.threads == 2
+    # budget respected: ~50 ms of samples, so ~50 samples, never hundreds
+    assert 40 <= s.n <= 60
+
+
+def test_cpu_timer_takes_minimum_samples_for_slow_calls():
+    clock = FakeClock(seed=1, mean_s=0.5, jitter=0.0)
+    m = CpuTimer(warmup_ms=1, budget_ms=10, clock=clock).measure(clock.kernel)
+    assert m.calls_per_sample == 1
+    assert m.stats.n == 5  # MIN_SAMPLES even though one call exceeds the budget
+    assert m.stats.p50_us == pytest.approx(500_000.0)
+
+
+def test_cpu_timer_flags_noisy_kernels():
+    clock = FakeClock(seed=3, mean_s=2e-3, jitter=0.6)
+    m = CpuTimer(warmup_ms=1, budget_ms=200, clock=clock).measure(clock.kernel)
+    assert m.stats.noisy

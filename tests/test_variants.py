@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from profilers.measure import compare, gate
+from profilers.variants import VARIANTS, Config, build, reference, unsupported_reason
+
+CFG = Config(eps=1e-5, groups=4)
+
+
+def _inputs(variant: str, dtype=torch.float32, tokens=16, hidden=64, grad=False):
+    ins = VARIANTS[variant].make_inputs(tokens, hidden, dtype, torch.device("cpu"), 0, CFG)
+    return [t.requires_grad_(grad) for t in ins]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("impl", ["eager", "native"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_every_variant_matches_float64_reference(variant, impl, dtype):
+    if unsupported_reason(variant, impl, "cpu", 16, 64, CFG):
+        pytest.skip("unsupported combination")
+    ins = _inputs(variant, getattr(torch, dtype), grad=True)
+    outs = build(variant, impl, CFG)(*ins)
+    dys = [torch.randn_like(o) for o in outs]
+    grads = torch.autograd.grad(outs, ins, dys)
+    x64 = [t.detach().double().requires_grad_(True) for t in ins]
+    ref = reference(variant, CFG)(*x64)
+    ref_grads = torch.autograd.grad(ref, x64, [d.double() for d in dys])
+    names = [f"t{i}" for i in range(len(outs) + len(grads))]
+    errs = compare([*outs, *grads], [*ref, *ref_grads], names)
+    assert gate(errs, dtype) is None, errs
+
+
+def test_inputs_are_random_not_zeros():
+    x, w, b = _inputs("layernorm")
+    assert x.std() > 0.5 and w.std() > 0.01 and b.abs().sum() > 0
+
+
+def test_batchnorm_normalizes_over_tokens_and_layernorm_over_hidden():
+    x = _inputs("batchnorm")[0]
+    ones, zeros = torch.ones(64), torch.zeros(64)
+    bn = build("batchnorm", "native", CFG)(x, ones, zeros)[0]
+    ln = build("layernorm", "native", CFG)(x, ones, zeros)[0]
+    assert bn.mean(0).abs().max() < 1e-5
+    assert ln.mean(1).abs().max() < 1e-5
+
+
+def test_add_rmsnorm_returns_normed_and_new_residual():
+    x, r, w = _inputs("add_rmsnorm")
+    y, h = build("add_rmsnorm", "eager", CFG)(x, r, w)
+    assert torch.equal(h, x + r)
+    assert torch.allclose(y, build("rmsnorm", "native", CFG)(x + r, w)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("variant", "impl", "device", "tokens", "hidden", "needle"),
+    [
+        ("dyt", "native", "cpu", 8, 64, "no fused DyT"),
+        ("groupnorm", "native", "cpu", 8, 66, "divisible by groups"),
+        ("batchnorm", "eager", "cpu", 1, 64, "at least 2 tokens"),
+        ("rmsnorm", "liger", "cpu", 8, 64, "runs only on cuda"),
+        ("batchnorm", "liger", "cuda", 8, 64, "no batchnorm kernel"),
+    ],
+)
+def test_unsupported_combinations_have_reasons(variant, impl, device, tokens, hidden, needle):
+    reason = unsupported_reason(variant, impl, device, tokens, hidden, CFG)
+    assert reason and needle in reason
+
+
+def test_supported_combination_has_no_reason():
+    assert unsupported_reason("rmsnorm", "native", "cpu", 8, 64, CFG) is None
+
+
+def test_gate_rejects_nan_and_large_errors():
+    ref = [torch.ones(4, dtype=torch.float64)]
+    assert "NaN or Inf" in gate(compare([torch.tensor([1.0, float("nan"), 1, 1])], ref, ["y"]), "float32")
+    assert "differs" in gate(compare([torch.full((4,), 1.01)], ref, ["y"]), "float32")
+    assert gate(compare([torch.full((4,), 1.01)], ref, ["y"]), "bfloat16") is None
