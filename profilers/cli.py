@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .energy import WINDOWS_S
 from .spec import IMPLS, MODES, PRESETS, VARIANTS, SpecError, SweepSpec, default_cpu_spec, default_gpu_spec, parse_shape
 from .store import Store, StoreError, load_export_file
 
@@ -54,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cuda-graph", action="store_true", help="time CUDA-graph replays (launch-free)")
     r.add_argument("--seed", type=int, help="input seed (default 0)")
     r.add_argument("--spec", help="read the sweep from a JSON spec file (flags override it)")
+    r.add_argument(
+        "--energy",
+        nargs="?",
+        const="quick",
+        choices=sorted(WINDOWS_S),
+        help="measure energy per call: quick (1 s windows, default) or accurate (5 s)",
+    )
+    r.add_argument("--energy-window-s", type=float, help="energy window per repeat in seconds (overrides the preset)")
+    r.add_argument("--energy-repeats", type=int, help="energy repeats per point (default 3)")
+    r.add_argument("--trace", action="store_true", help="record the kernels each call launches (torch.profiler)")
+    r.add_argument("--save-traces", action="store_true", help="also save a Chrome trace per point (Perfetto)")
+    r.add_argument("--sample-ms", type=float, help="sensor sampling period in ms (default 100; 0 turns it off)")
     r.add_argument("--label", help="a label stored with the run")
     r.add_argument("--db", help="store path (default data/results.db or $NORMSCOPE_DB)")
     r.add_argument("--json", action="store_true", help="print the run as JSON on stdout")
@@ -73,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="describe this machine and what NormScope can measure on it")
     env.add_argument("--json", action="store_true")
+
+    se = sub.add_parser("sensors", help="read GPU and host sensors (live with --watch, Ctrl-C to stop)")
+    se.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    se.add_argument("--interval-s", type=float, default=1.0, help="refresh period (default 1 s)")
+    se.add_argument("--count", type=int, help="stop after this many readings")
+    se.add_argument("--json", action="store_true", help="one JSON object per reading")
     return p
 
 
@@ -121,6 +140,20 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
         kw["seed"] = a.seed
     if a.label is not None:
         kw["label"] = a.label
+    if a.energy:
+        kw["energy"] = True
+        kw["energy_window_s"] = WINDOWS_S[a.energy]
+    if a.energy_window_s is not None:
+        kw["energy"] = True
+        kw["energy_window_s"] = a.energy_window_s
+    if a.energy_repeats is not None:
+        kw["energy_repeats"] = a.energy_repeats
+    if a.trace:
+        kw["trace"] = True
+    if a.save_traces:
+        kw["save_traces"] = True
+    if a.sample_ms is not None:
+        kw["sample_ms"] = a.sample_ms
     return SweepSpec.from_dict(kw)
 
 
@@ -137,6 +170,10 @@ def _fmt_progress(done: int, total: int, p, res) -> str:
         extra += f", {res.roofline_pct:.0f}% of copy"
     if res.compile_s is not None:
         extra += f", compile {res.compile_s:.1f} s"
+    if res.energy_mj_per_call is not None:
+        extra += f", {res.energy_mj_per_call:.3g} mJ/call at {res.energy_mean_power_w:.0f} W"
+    if res.kernels_per_call is not None:
+        extra += f", {res.kernels_per_call:g} {'kernels' if res.device.startswith('cuda') else 'ops'}/call"
     noisy = " (noisy)" if res.noisy else ""
     return f"{head}  p50 {res.p50_us:,.1f} µs{extra}{noisy}"
 
@@ -174,11 +211,23 @@ def cmd_run(a: argparse.Namespace) -> int:
             "db": str(store.path),
             "copy_gbps": run["copy_gbps"],
             "spec": spec.to_dict(),
-            "points": [r.to_dict() for r in outcome.results],
+            "energy_note": None if spec.energy else "not requested: run with --energy",
+            "idle_power_w": run["idle_power_w"],
+            "sensors": run["sensors"],
+            "points": [_point_json(r) for r in outcome.results],
         }
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
     return 0 if outcome.status == "completed" else 130 if outcome.status == "cancelled" else 1
+
+
+def _point_json(r) -> dict[str, Any]:
+    d = r.to_dict()
+    extra = d.pop("extra")
+    d["kernels"] = extra.get("kernels")
+    d["sensors"] = extra.get("sensors")
+    d["extra"] = {k: v for k, v in extra.items() if k not in ("kernels", "sensors")}
+    return d
 
 
 def cmd_runs(a: argparse.Namespace) -> int:
@@ -237,7 +286,29 @@ def cmd_env(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "runs": cmd_runs, "export": cmd_export, "import": cmd_import, "env": cmd_env}
+def cmd_sensors(a: argparse.Namespace) -> int:
+    from .environment import watch
+
+    if a.interval_s <= 0 or a.interval_s > 3600:
+        raise UsageError(f"--interval-s must be in (0, 3600], got {a.interval_s}")
+    if a.count is not None and a.count < 1:
+        raise UsageError(f"--count must be at least 1, got {a.count}")
+    count = a.count if a.count is not None else (None if a.watch else 1)
+    try:
+        watch(a.interval_s, count, a.json)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "runs": cmd_runs,
+    "export": cmd_export,
+    "import": cmd_import,
+    "env": cmd_env,
+    "sensors": cmd_sensors,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,16 +7,20 @@ formula is failed and never timed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from . import compile as compiling
+from . import energy, kernels
 from .memory import count_saved_bytes, peak_increment
 from .records import PointResult
 from .roofline import bytes_moved, gbps, roofline_pct
+from .sensors.sampler import Sampler
 from .spec import Point, SweepSpec
 from .timing import Timer
 from .variants import VARIANTS, Config, build, reference, unsupported_reason
@@ -79,6 +83,10 @@ class Context:
     make_timer: Callable[[], Timer]
     copy_gbps: float | None
     threads: int | None
+    meter: energy.Meter | None = None  # None: energy not requested
+    idle_power_w: float | None = None
+    sampler: Sampler | None = None
+    trace_dir: Path | None = None  # where Chrome traces go when spec.save_traces
 
 
 def _first_line(exc: BaseException) -> str:
@@ -190,13 +198,15 @@ def _measure(p: Point, ctx: Context) -> PointResult:
             return torch.autograd.grad(kept_outs, inputs, dys, retain_graph=True)
 
     timer = ctx.make_timer()
-    if compiled is not None:
-        with compiling.steady_state():
-            m = timer.measure(call)
-            peak = peak_increment(call, ctx.device)
-    else:
+    with compiling.steady_state() if compiled is not None else contextlib.nullcontext():
+        t_start = ctx.sampler.now_s() if ctx.sampler else None
         m = timer.measure(call)
+        if ctx.sampler is not None and t_start is not None:
+            res.extra["sensors"] = ctx.sampler.summary(t_start, ctx.sampler.now_s())
         peak = peak_increment(call, ctx.device)
+        _energy(p, ctx, call, res)
+        if ctx.spec.trace:
+            _trace(p, ctx, call, m.stats.p50_us, res)
     s = m.stats
     res.timing_method, res.threads = m.method, m.threads
     res.n_samples, res.calls_per_sample = s.n, m.calls_per_sample
@@ -205,6 +215,8 @@ def _measure(p: Point, ctx: Context) -> PointResult:
     res.bytes_moved = bytes_moved(p.variant, p.mode, p.tokens, p.hidden, elem)
     res.gbps = gbps(res.bytes_moved, s.p50_us)
     res.roofline_pct = roofline_pct(res.gbps, ctx.copy_gbps)
+    if res.roofline_pct is not None and res.roofline_pct > 100:
+        res.extra["roofline_note"] = "above the copy roofline: the working set fits in cache"
     res.peak_bytes, res.peak_note = peak.value, peak.reason
 
     if not training:
@@ -217,6 +229,45 @@ def _measure(p: Point, ctx: Context) -> PointResult:
         res.saved_bytes = saved["bytes"]
         del outs
     return res
+
+
+def _energy(p: Point, ctx: Context, call: Callable[[], object], res: PointResult) -> None:
+    if ctx.meter is None:
+        res.energy_note = "not measured: run with --energy"
+        return
+    if ctx.meter.reason:
+        res.energy_note = ctx.meter.reason
+        return
+    try:
+        e = energy.measure(
+            call,
+            ctx.meter,
+            tokens=p.tokens,
+            window_s=ctx.spec.energy_window_s,
+            repeats=ctx.spec.energy_repeats,
+            idle_power_w=ctx.idle_power_w,
+            sync=lambda: _sync(ctx.device),
+        )
+    except RuntimeError as exc:
+        res.energy_note = f"energy not measured: {_first_line(exc)}"
+        return
+    for k, v in e.to_fields().items():
+        setattr(res, k, v)
+    if e.dynamic_mj_per_call is None:
+        res.energy_note = "dynamic energy N/A: idle power was not measured"
+
+
+def _trace(p: Point, ctx: Context, call: Callable[[], object], p50_us: float, res: PointResult) -> None:
+    path = None
+    if ctx.spec.save_traces and ctx.trace_dir is not None:
+        ctx.trace_dir.mkdir(parents=True, exist_ok=True)
+        path = str(ctx.trace_dir / f"{p.variant}_{p.impl}_{p.dtype}_{p.shape}_{p.mode}.json")
+    k = kernels.breakdown(call, ctx.device, p50_us, trace_path=path)
+    res.kernels_per_call = k["kernels_per_call"]
+    res.kernel_us_per_call = k["kernel_us_per_call"]
+    res.launch_overhead_pct = k["launch_overhead_pct"]
+    res.trace_path = k.get("trace_path")
+    res.extra["kernels"] = {key: v for key, v in k.items() if key != "trace_path"}
 
 
 def _sync(device: torch.device) -> None:

@@ -42,7 +42,21 @@ class PointResult:
     max_rel_err: float | None = None
     rel_l2_err: float | None = None
     compile_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # schema v2: energy (None plus energy_note when not measured) and kernel breakdown
+    energy_method: str | None = None
+    energy_note: str | None = None
+    energy_window_s: float | None = None
+    energy_repeats: int | None = None
+    energy_mj_per_call: float | None = None
+    energy_j_per_mtok: float | None = None
+    energy_mean_power_w: float | None = None
+    energy_spread_pct: float | None = None
+    energy_dynamic_mj_per_call: float | None = None
+    kernels_per_call: float | None = None
+    kernel_us_per_call: float | None = None
+    launch_overhead_pct: float | None = None
+    trace_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # sensors summary, kernel list, compile cache
 
     @classmethod
     def for_point(cls, p: Point, device: str, status: str, error: str | None = None) -> PointResult:

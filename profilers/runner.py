@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import provenance
+from . import energy, provenance
 from .measure import Context, PointResult, measure_point
 from .memory import available_bytes, estimate_point_bytes, keep_freed_memory
 from .roofline import copy_bandwidth_gbps
+from .sensors.host import Host
+from .sensors.nvml import Gpu, Nvml, gpu_for_torch_device
+from .sensors.sampler import Sampler
 from .spec import Point, SpecError, SweepSpec
 from .store import Store
 from .timing import CpuTimer, CudaEventTimer, CudaGraphTimer, Timer
@@ -106,6 +109,41 @@ def prepare(spec: SweepSpec) -> torch.device:
     return device
 
 
+@dataclass
+class Sensors:
+    """The run's sensors: each present or a null stand-in with its reason."""
+
+    nvml: Nvml
+    gpu: Gpu | None
+    host: Host
+    sampler: Sampler | None
+
+    @classmethod
+    def open(cls, spec: SweepSpec, device: torch.device) -> Sensors:
+        nvml = Nvml()
+        gpu = gpu_for_torch_device(nvml, device.index or 0) if device.type == "cuda" and nvml.available else None
+        host = Host()
+        sampler = None
+        if spec.sample_ms:
+            sampler = Sampler(gpu, host, spec.sample_ms / 1000.0).start()
+        return cls(nvml, gpu, host, sampler)
+
+    def describe(self, meter: energy.Meter | None) -> dict[str, object]:
+        return {
+            "nvml": "available" if self.nvml.available else self.nvml.reason,
+            "gpu_uuid": self.gpu.uuid().value if self.gpu else None,
+            "rapl": "available" if self.host.rapl.available else self.host.rapl.reason,
+            "sample_period_s": self.sampler.period_s if self.sampler else None,
+            "energy_method": meter.method if meter and not meter.reason else None,
+            "energy_reason": (meter.reason if meter else "not requested (--energy)"),
+        }
+
+    def close(self) -> None:
+        if self.sampler:
+            self.sampler.stop()
+        self.nvml.close()
+
+
 def run_sweep(
     spec: SweepSpec,
     store: Store,
@@ -116,7 +154,8 @@ def run_sweep(
     device = prepare(spec)
     threads = spec.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    machine = provenance.machine(spec.device)
+    sensors = Sensors.open(spec, device)
+    machine = provenance.machine(spec.device, nvml=sensors.nvml)
     machine["cpu_allocator"] = keep_freed_memory()
     points = spec.points()
     run_id = store.create_run(spec, machine, provenance.versions(), len(points), label=label)
@@ -124,10 +163,28 @@ def run_sweep(
     cfg = Config(eps=spec.eps, groups=spec.groups)
     try:
         with _sigterm_cancels():
+            meter = None
+            idle_w = None
+            if spec.energy:
+                meter = energy.choose_meter(device.type, sensors.gpu, sensors.sampler, sensors.host.rapl)
+                _sync(device)
+                idle_w = energy.idle_power(meter, seconds=1.0)  # before any load, for dynamic energy
+            store.update_run(run_id, idle_power_w=idle_w, sensors=sensors.describe(meter))
             copy = copy_bandwidth_gbps(device)  # also warms clocks, thread pool and allocator
             store.update_run(run_id, copy_gbps=copy)
             the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
-            ctx = Context(spec, device, cfg, lambda: the_timer, copy, threads)
+            ctx = Context(
+                spec,
+                device,
+                cfg,
+                lambda: the_timer,
+                copy,
+                threads,
+                meter=meter,
+                idle_power_w=idle_w,
+                sampler=sensors.sampler,
+                trace_dir=store.path.parent / "traces" / f"run{run_id}",
+            )
             for seq, p in enumerate(points):
                 if progress:
                     progress(seq, len(points), p, None)
@@ -145,7 +202,19 @@ def run_sweep(
     except Exception as e:
         outcome.status = "failed"
         outcome.error = f"{type(e).__name__}: {e}".splitlines()[0]
-        store.finish_run(run_id, outcome.status, outcome.error)
+        _close(store, run_id, sensors, outcome)
         raise
-    store.finish_run(run_id, outcome.status, outcome.error)
+    _close(store, run_id, sensors, outcome)
     return outcome
+
+
+def _close(store: Store, run_id: int, sensors: Sensors, outcome: Outcome) -> None:
+    sensors.close()
+    if sensors.sampler is not None:
+        store.update_run(run_id, series=sensors.sampler.series())
+    store.finish_run(run_id, outcome.status, outcome.error)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

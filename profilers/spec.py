@@ -159,6 +159,12 @@ class SweepSpec:
     groups: int = 32
     label: str | None = None
     preset: str | None = None
+    energy: bool = False
+    energy_window_s: float = 1.0
+    energy_repeats: int = 3
+    trace: bool = False
+    save_traces: bool = False
+    sample_ms: float | None = 100.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -196,6 +202,20 @@ class SweepSpec:
             raise SpecError(f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}")
         if self.cuda_graph and not self.device.startswith("cuda"):
             raise SpecError("--cuda-graph needs a CUDA device: add --device cuda or drop --cuda-graph")
+        w = self.energy_window_s
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (0.2 <= w <= 60):
+            raise SpecError(f"energy window must be 0.2-60 s, got {w!r}: the NVML counter updates every ~100 ms")
+        set_(self, "energy_window_s", float(w))
+        r = self.energy_repeats
+        if isinstance(r, bool) or not isinstance(r, int) or not (1 <= r <= 20):
+            raise SpecError(f"energy repeats must be 1-20, got {r!r}")
+        if self.sample_ms is not None:
+            s = self.sample_ms
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not (0 <= s <= 10_000):
+                raise SpecError(f"sample period must be 0-10000 ms (0 turns sampling off), got {s!r}")
+            set_(self, "sample_ms", float(s) if s > 0 else None)
+        if self.save_traces and not self.trace:
+            set_(self, "trace", True)
 
     @property
     def device_type(self) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 from .records import PointResult
 from .spec import DTYPES, IMPLS, MODES, TIMING_METHODS, VARIANTS, SpecError, SweepSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 EXPORT_FORMAT = "normscope-run"
 RUN_STATUSES = ("running", "completed", "cancelled", "failed", "interrupted")
 POINT_STATUSES = ("ok", "skipped", "failed")
@@ -61,12 +61,29 @@ def _py_type(f: dataclasses.Field) -> type:
 
 POINT_COLUMNS: dict[str, type] = {f.name: _py_type(f) for f in _POINT_FIELDS}
 _REQUIRED_POINT = ("variant", "impl", "device", "dtype", "tokens", "hidden", "mode", "status")
+# Columns each schema version introduced; a migration never reads the current dataclass.
+_V2_POINT_COLUMNS = (
+    "energy_method",
+    "energy_note",
+    "energy_window_s",
+    "energy_repeats",
+    "energy_mj_per_call",
+    "energy_j_per_mtok",
+    "energy_mean_power_w",
+    "energy_spread_pct",
+    "energy_dynamic_mj_per_call",
+    "kernels_per_call",
+    "kernel_us_per_call",
+    "launch_overhead_pct",
+    "trace_path",
+)
+_V1_POINT_COLUMNS = tuple(c for c in POINT_COLUMNS if c not in _V2_POINT_COLUMNS)
 
 
 def _v1(con: sqlite3.Connection) -> None:
     cols = ",\n  ".join(
-        f"{name} {_SQL_TYPE[typ]}{' NOT NULL' if name in _REQUIRED_POINT else ''}"
-        for name, typ in POINT_COLUMNS.items()
+        f"{name} {_SQL_TYPE[POINT_COLUMNS[name]]}{' NOT NULL' if name in _REQUIRED_POINT else ''}"
+        for name in _V1_POINT_COLUMNS
     )
     con.executescript(
         f"""
@@ -102,7 +119,15 @@ def _v1(con: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1}
+def _v2(con: sqlite3.Connection) -> None:
+    """Energy, kernel breakdown and sensor telemetry."""
+    for name in _V2_POINT_COLUMNS:
+        con.execute(f"ALTER TABLE points ADD COLUMN {name} {_SQL_TYPE[POINT_COLUMNS[name]]}")
+    con.execute("ALTER TABLE runs ADD COLUMN series_json TEXT")
+    con.execute("ALTER TABLE runs ADD COLUMN sensors_json TEXT")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2}
 
 
 def _process_start(pid: int) -> float | None:
@@ -229,10 +254,13 @@ class Store:
         return int(cur.lastrowid)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
-        allowed = {"copy_gbps", "idle_power_w", "label", "machine_json", "error"}
+        allowed = {"copy_gbps", "idle_power_w", "label", "error", "series", "sensors"}
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"cannot update {bad}")
+        for key in ("series", "sensors"):
+            if key in fields:
+                fields[f"{key}_json"] = json.dumps(fields.pop(key), sort_keys=True)
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.con:
             self.con.execute(f"UPDATE runs SET {sets} WHERE id=?", (*fields.values(), run_id))
@@ -271,7 +299,7 @@ class Store:
     # -- reading ---------------------------------------------------------------------
     def list_runs(self) -> list[dict[str, Any]]:
         rows = self.con.execute(
-            """SELECT r.*, COUNT(p.id) AS points_done,
+            f"""SELECT {", ".join("r." + c for c in _RUN_LIST_COLUMNS)}, COUNT(p.id) AS points_done,
                       SUM(p.status='ok') AS points_ok, SUM(p.status='failed') AS points_failed,
                       SUM(p.status='skipped') AS points_skipped
                FROM runs r LEFT JOIN points p ON p.run_id = r.id GROUP BY r.id ORDER BY r.id DESC"""
@@ -299,7 +327,7 @@ class Store:
     # -- export / import ----------------------------------------------------------------
     def export_run(self, run_id: int) -> dict[str, Any]:
         run = self.get_run(run_id)
-        exported = {k: run[k] for k in _EXPORT_RUN_FIELDS}
+        exported = {k: run.get(k) for k in _EXPORT_RUN_FIELDS}
         points = []
         for p in self.points(run_id):
             points.append({k: p[k] for k in ("seq", *POINT_COLUMNS, "extra")})
@@ -321,8 +349,8 @@ class Store:
         with self.con:
             cur = self.con.execute(
                 """INSERT INTO runs (uid, status, label, created_at, finished_at, spec_json, machine_json,
-                   versions_json, copy_gbps, idle_power_w, points_planned, error, source)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                   versions_json, copy_gbps, idle_power_w, points_planned, error, source, series_json, sensors_json)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (
                     run["uid"],
                     status,
@@ -337,6 +365,8 @@ class Store:
                     run["points_planned"],
                     run["error"],
                     source,
+                    json.dumps(run["series"]) if run.get("series") is not None else None,
+                    json.dumps(run["sensors"]) if run.get("sensors") is not None else None,
                 ),
             )
             run_id = int(cur.lastrowid)
@@ -365,6 +395,29 @@ _EXPORT_RUN_FIELDS = (
     "idle_power_w",
     "points_planned",
     "error",
+    "series",
+    "sensors",
+)
+# the run list leaves out the (possibly large) telemetry series
+_RUN_LIST_COLUMNS = (
+    "id",
+    "uid",
+    "status",
+    "label",
+    "created_at",
+    "finished_at",
+    "spec_json",
+    "machine_json",
+    "versions_json",
+    "copy_gbps",
+    "idle_power_w",
+    "points_planned",
+    "error",
+    "source",
+    "host",
+    "pid",
+    "pid_started",
+    "sensors_json",
 )
 
 
@@ -379,6 +432,9 @@ def _run_dict(r: sqlite3.Row) -> dict[str, Any]:
     d["spec"] = json.loads(d.pop("spec_json"))
     d["machine"] = json.loads(d.pop("machine_json"))
     d["versions"] = json.loads(d.pop("versions_json"))
+    for key in ("series", "sensors"):
+        raw = d.pop(f"{key}_json", None)
+        d[key] = json.loads(raw) if raw else None
     for k in ("points_ok", "points_failed", "points_skipped"):
         d[k] = int(d.get(k) or 0)
     return d
@@ -452,6 +508,8 @@ def validate_export(doc: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ("idle_power_w", float, True),
         ("points_planned", int, True),
         ("error", str, True),
+        ("series", dict, True),
+        ("sensors", dict, True),
     ):
         _check_type(f"run.{name}", run.get(name), typ, optional)
     if run["status"] not in RUN_STATUSES:

@@ -13,5 +13,7 @@ $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/g
 tests_rc=${PIPESTATUS[0]}
 $PY benchmarks/gpu_ln_rms.py --out "$OUT/gpu_bench.json" 2>&1 | tee "$OUT/gpu_bench.log"
 bench_rc=${PIPESTATUS[0]}
-echo "gpu tests rc=$tests_rc, benchmark rc=$bench_rc"
-exit $(( tests_rc || bench_rc ))
+$PY benchmarks/gpu_sensors.py --out "$OUT/gpu_sensors.json" 2>&1 | tee "$OUT/gpu_sensors.log"
+sensors_rc=${PIPESTATUS[0]}
+echo "gpu tests rc=$tests_rc, benchmark rc=$bench_rc, sensors rc=$sensors_rc"
+exit $(( tests_rc || bench_rc || sensors_rc ))

@@ -127,6 +127,9 @@ BAD_INPUTS = {
     "unknown run id": (["export", "999", "-o", "x.json"], "no run 999"),
     "missing import file": (["import", "no-such-file.json"], "no such file"),
     "unknown command": (["frobnicate"], "invalid choice"),
+    "bad energy preset": (["run", "--energy", "forever"], "invalid choice"),
+    "energy window too short": (["run", "--energy-window-s", "0.01"], "energy window must be"),
+    "bad sensor interval": (["sensors", "--interval-s", "0"], "--interval-s must be"),
 }
 
 
@@ -165,3 +168,76 @@ def test_bad_input_is_one_line_exit_2(bad_results, name):
 def test_bad_inputs_leave_the_store_unchanged(bad_results):
     _, before, after = bad_results
     assert before == after == (1, 4)
+
+
+def test_run_with_energy_and_trace_reports_kernels_and_na_reasons(db, tmp_path):
+    doc = run_json(
+        "run",
+        "--shapes",
+        "64x256",
+        "--variants",
+        "layernorm,rmsnorm",
+        "--impls",
+        "eager,native",
+        "--budget-ms",
+        "5",
+        "--energy",
+        "--trace",
+        "--save-traces",
+        db=db,
+    )
+    by = {(p["variant"], p["impl"]): p for p in doc["points"]}
+    assert by[("layernorm", "native")]["kernels_per_call"] < by[("rmsnorm", "eager")]["kernels_per_call"]
+    for p in doc["points"]:
+        assert p["kernels"]["kernels"] and p["trace_path"].endswith(".json")
+        if p["energy_mj_per_call"] is None:  # no RAPL here: N/A with the reason, never 0
+            assert p["energy_note"] and p["energy_method"] is None
+        assert p["sensors"]["samples"] >= 0 and "host_cpu_util_pct" in p["sensors"]
+    assert doc["sensors"]["rapl"]  # "available" or the reason
+    with Store(db) as s:
+        run = s.get_run(doc["run_id"])
+        assert run["series"]["t_s"] and "host_process_rss_bytes" in run["series"]
+
+
+def test_run_without_energy_says_not_measured(db):
+    doc = run_json("run", *TINY, db=db)
+    assert all(p["energy_mj_per_call"] is None and "--energy" in p["energy_note"] for p in doc["points"])
+
+
+def test_sensors_snapshot_json():
+    p = run_cli("sensors", "--count", "2", "--interval-s", "0.2", "--json")
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(lines) == 2
+    host = lines[1]["host"]
+    assert host["memory_total_bytes"] > 0 and len(host["cpu_util_pct_per_core"]) >= 1
+    if not lines[1]["gpus"]:
+        assert lines[1]["nvml"] != "available"
+    text = run_cli("sensors")
+    assert text.returncode == 0 and "host" in text.stdout
+
+
+def test_sensors_watch_stops_on_ctrl_c():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "profilers", "sensors", "--watch", "--interval-s", "0.1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    seen, deadline = 0, time.monotonic() + 60
+    while seen < 2 and time.monotonic() < deadline:
+        seen += "host" in proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert seen + out.count("host") >= 2 and "Traceback" not in err

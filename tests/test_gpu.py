@@ -94,3 +94,45 @@ def test_provenance_matches_nvml_by_uuid():
     assert gpu["name"]
     if "nvml_reason" not in gpu:
         assert gpu["uuid"] and gpu["power_limit_w"] > 0
+
+
+def test_cuda_kernel_breakdown_counts_device_kernels():
+    from profilers.kernels import breakdown
+    from profilers.variants import VARIANTS, build
+
+    cfg = Config()
+    dev = torch.device("cuda:0")
+    x, w = VARIANTS["rmsnorm"].make_inputs(4096, 4096, torch.bfloat16, dev, 0, cfg)
+    counts = {}
+    for impl in ("eager", "native"):
+        fn = build("rmsnorm", impl, cfg)
+        with torch.no_grad():
+            b = breakdown(lambda fn=fn: fn(x, w), dev, p50_us=None)
+        assert b["unit"] == "cuda kernels"
+        counts[impl] = b["kernels_per_call"]
+    assert counts["native"] == 1
+    assert counts["eager"] >= 4
+
+
+def test_nvml_energy_counter_measures_a_real_loop():
+    from profilers import energy
+    from profilers.sensors.nvml import Nvml, gpu_for_torch_device
+
+    nv = Nvml()
+    if not nv.available:
+        pytest.skip(f"NVML unavailable: {nv.reason}")
+    gpu = gpu_for_torch_device(nv, 0)
+    assert gpu is not None, "torch's cuda:0 must match an NVML device by UUID"
+    meter = energy.choose_meter("cuda", gpu, None, None)
+    assert meter.method == "nvml_energy_counter", meter.reason
+    x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    r = energy.measure(
+        lambda: torch.nn.functional.rms_norm(x, (8192,)),
+        meter,
+        tokens=8192,
+        window_s=1.0,
+        repeats=3,
+        sync=torch.cuda.synchronize,
+    )
+    assert r.mj_per_call > 0 and 30 < r.mean_power_w < 1500
+    assert r.spread_pct < 25

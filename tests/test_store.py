@@ -172,3 +172,44 @@ def test_delete_and_label(tmp_path):
         assert s.get_run(rid)["label"] == "renamed"
         s.delete_run(rid)
         assert s.list_runs() == [] and s.points(rid) == []
+
+
+def test_v1_store_is_migrated_keeping_its_points(tmp_path):
+    from profilers import store as store_mod
+
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    store_mod._v1(con)
+    con.execute("PRAGMA user_version=1")
+    con.execute(
+        "INSERT INTO runs (uid, status, created_at, spec_json, machine_json, versions_json) VALUES (?,?,?,?,?,?)",
+        ("u1", "completed", "2026-01-01T00:00:00+00:00", SPEC.to_json(), "{}", "{}"),
+    )
+    con.execute(
+        "INSERT INTO points (run_id, seq, variant, impl, device, dtype, tokens, hidden, mode, status, p50_us,"
+        " created_at) VALUES (1, 0, 'rmsnorm', 'native', 'cpu', 'float32', 8, 16, 'fwd', 'ok', 2.5, 'now')"
+    )
+    con.commit()
+    con.close()
+    with Store(path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        (p,) = s.points(1)
+        assert p["p50_us"] == 2.5 and p["energy_mj_per_call"] is None and p["kernels_per_call"] is None
+        cols = {r[1] for r in s.con.execute("PRAGMA table_info(points)")}
+        from profilers.store import POINT_COLUMNS
+
+        assert set(POINT_COLUMNS) <= cols
+        assert s.get_run(1)["series"] is None
+
+
+def test_v1_export_is_imported(tmp_path):
+    doc = _valid_doc(tmp_path)
+    doc["schema_version"] = 1
+    for k in ("series", "sensors"):
+        doc["run"].pop(k)
+    for p in doc["points"]:
+        for k in [k for k in p if k.startswith(("energy_", "kernel")) or k in ("launch_overhead_pct", "trace_path")]:
+            p.pop(k)
+    with Store(tmp_path / "n.db") as s:
+        rid = s.import_run(doc)
+        assert len(s.points(rid)) == 2

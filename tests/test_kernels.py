@@ -1,0 +1,47 @@
+import torch
+
+from profilers import compile as compiling
+from profilers.kernels import breakdown
+from profilers.variants import VARIANTS, Config, build
+
+CPU = torch.device("cpu")
+
+
+def _ops(variant, impl, tokens=256, hidden=512):
+    cfg = Config()
+    ins = VARIANTS[variant].make_inputs(tokens, hidden, torch.float32, CPU, 0, cfg)
+    fn = build(variant, impl, cfg, compiler=compiling.compile_fresh)
+    return breakdown(lambda: fn(*ins), CPU, p50_us=1e6)
+
+
+def test_native_layernorm_launches_fewer_ops_than_eager_rmsnorm():
+    native = _ops("layernorm", "native")
+    eager = _ops("rmsnorm", "eager")
+    assert native["unit"] == "aten ops"
+    assert native["kernels_per_call"] == 1.0
+    assert [k["name"] for k in native["kernels"]] == ["aten::layer_norm"]
+    assert eager["kernels_per_call"] >= 5
+    names = {k["name"] for k in eager["kernels"]}
+    assert {"aten::pow", "aten::mean", "aten::rsqrt", "aten::mul"} <= names
+
+
+def test_breakdown_times_and_overhead_share():
+    b = _ops("rmsnorm", "eager")
+    assert b["kernel_us_per_call"] > 0
+    assert 0 <= b["launch_overhead_pct"] <= 100
+    assert abs(sum(k["us_per_call"] for k in b["kernels"]) - b["kernel_us_per_call"]) < 1e-6
+
+
+def test_compiled_call_counts_as_one_graph_on_cpu():
+    b = _ops("rmsnorm", "compiled")
+    assert [k["name"] for k in b["kernels"]] == ["inductor compiled graph"]
+
+
+def test_chrome_trace_is_saved(tmp_path):
+    cfg = Config()
+    x, w = VARIANTS["rmsnorm"].make_inputs(8, 64, torch.float32, CPU, 0, cfg)
+    fn = build("rmsnorm", "native", cfg)
+    path = tmp_path / "t.json"
+    b = breakdown(lambda: fn(x, w), CPU, p50_us=100.0, trace_path=str(path))
+    assert b["trace_path"] == str(path) and path.stat().st_size > 100
+    assert '"traceEvents"' in path.read_text()[:2000]
