@@ -1,10 +1,24 @@
-"""NormScope dashboard: routes to the pages, nothing else."""
+"""NormScope dashboard: the shell. Routes to the pages and draws the shared sidebar."""
 
 import streamlit as st
 
-st.set_page_config(page_title="NormScope", page_icon="📏", layout="wide")
+from pages._shared import sidebar
 
-pages = [
-    st.Page("pages/runs.py", title="Runs", icon="🗂️", default=True),
-]
-st.navigation(pages).run()
+st.set_page_config(page_title="NormScope", page_icon=":material/straighten:", layout="wide")
+
+navigation = st.navigation(
+    {
+        "Measure": [
+            st.Page("pages/run.py", title="Run", icon=":material/play_circle:", default=True),
+            st.Page("pages/hardware.py", title="Hardware", icon=":material/memory:"),
+        ],
+        "Analyse": [
+            st.Page("pages/results.py", title="Results", icon=":material/monitoring:"),
+            st.Page("pages/kernels.py", title="Kernels", icon=":material/account_tree:"),
+            st.Page("pages/recommend.py", title="Recommend", icon=":material/recommend:"),
+        ],
+        "Manage": [st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:")],
+    }
+)
+sidebar()
+navigation.run()

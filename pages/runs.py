@@ -1,44 +1,112 @@
-"""Stored runs: status, progress and provenance."""
+"""Runs: list, label, export, import, delete; each run's provenance."""
+
+from __future__ import annotations
+
+import json
 
 import pandas as pd
 import streamlit as st
 
-from profilers.store import Store, StoreError, default_db_path
+from pages._shared import na, open_store, quick_sweep_button, run_label
+from profilers.store import StoreError
 
 st.title("Runs")
-db = default_db_path()
-st.caption(f"Store: `{db}`")
 
-if not db.exists():
-    st.info("No runs yet. Start one from a terminal: `python -m profilers run` (the quick CPU sweep).")
-    st.stop()
+with st.expander("Import a run exported on another machine"):
+    up = st.file_uploader("Run export (.json from `python -m profilers export`)", type=["json"])
+    if up is not None and st.button("Import", key="do-import"):
+        try:
+            doc = json.loads(up.getvalue().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            st.error(f"{up.name} is not JSON ({e}): export a run with `python -m profilers export`")
+        else:
+            try:
+                with open_store() as store:
+                    new_id = store.import_run(doc, source=f"import:{up.name}")
+                st.success(f"Imported {up.name} as run {new_id}.")
+            except StoreError as e:
+                st.error(str(e))
 
-try:
-    with Store(db, readonly=True) as store:
-        runs = store.list_runs()
-except StoreError as e:
-    st.error(str(e))
-    st.stop()
-
+with open_store() as store:
+    runs = store.list_runs()
 if not runs:
-    st.info("The store is empty. Start a sweep: `python -m profilers run`.")
+    st.info("No runs yet.")
+    quick_sweep_button("quick-runs")
     st.stop()
 
-table = pd.DataFrame(
-    [
-        {
-            "run": r["id"],
-            "status": r["status"],
-            "label": r["label"] or "",
-            "device": r["spec"].get("device"),
-            "created (UTC)": r["created_at"],
-            "points ok": r["points_ok"],
-            "failed": r["points_failed"],
-            "skipped": r["points_skipped"],
-            "planned": r["points_planned"],
-            "copy GB/s": r["copy_gbps"],
-        }
-        for r in runs
-    ]
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "run": r["id"],
+                "status": r["status"],
+                "label": r["label"] or "",
+                "device": r["spec"].get("device"),
+                "created (UTC)": r["created_at"],
+                "finished": r["finished_at"] or "",
+                "ok": r["points_ok"],
+                "failed": r["points_failed"],
+                "skipped": r["points_skipped"],
+                "planned": r["points_planned"],
+                "copy GB/s": na(r["copy_gbps"], "{:,.1f}"),
+                "source": r["source"],
+            }
+            for r in runs
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
 )
-st.dataframe(table, hide_index=True, use_container_width=True)
+
+by_id = {r["id"]: r for r in runs}
+rid = st.selectbox("Run", list(by_id), format_func=lambda i: run_label(by_id[i]))
+run = by_id[rid]
+if run["status"] in ("interrupted", "cancelled", "failed"):
+    st.warning(f"Run {rid} is {run['status']}: {run['error'] or 'no reason recorded'}. Its finished points are kept.")
+
+c1, c2 = st.columns(2)
+with c1, st.form("label"):
+    new_label = st.text_input("Label", run["label"] or "", max_chars=200)
+    if st.form_submit_button("Save label"):
+        with open_store() as store:
+            store.set_label(rid, new_label or None)
+        st.rerun()
+with c2:
+    with open_store() as store:
+        export = json.dumps(store.export_run(rid), indent=1)
+    st.download_button("Export run (JSON)", export, file_name=f"normscope-run{rid}.json", mime="application/json")
+    confirm = st.checkbox(f"I want to delete run {rid} and its {run['points_done']} points", key=f"confirm-{rid}")
+    if st.button("Delete run", disabled=not confirm, key=f"delete-{rid}"):
+        if run["status"] == "running":
+            st.error("This run is still measuring: cancel it on the Run page first.")
+        else:
+            with open_store() as store:
+                store.delete_run(rid)
+            st.success(f"Deleted run {rid}.")
+            st.rerun()
+
+st.subheader("Provenance")
+with open_store() as store:
+    full = store.get_run(rid)
+m, v = full["machine"], full["versions"]
+gpu = m.get("gpu") or {}
+st.markdown(
+    f"- **Machine**: {m.get('cpu_model')} ({m.get('cpu_cores_physical')} cores), "
+    f"{na(m.get('ram_bytes') and m['ram_bytes'] / 2**30, '{:.0f} GiB RAM')}, host `{m.get('hostname')}`\n"
+    f"- **GPU**: {gpu.get('name', 'none')}"
+    + (
+        f", driver {gpu.get('driver_version')}, CUDA {gpu.get('cuda_runtime')}, "
+        f"power limit {na(gpu.get('power_limit_w'), '{:.0f} W', gpu.get('power_limit_w_reason'))}"
+        if gpu
+        else ""
+    )
+    + f"\n- **Software**: Python {v.get('python')}, torch {v.get('torch')}, triton {na(v.get('triton'), '{}')}, "
+    f"liger {na(v.get('liger_kernel'), '{}')}\n"
+    f"- **NormScope**: commit `{v.get('normscope_commit') or 'N/A'}`"
+    + (" (uncommitted changes)" if v.get("normscope_dirty") else "")
+    + f"\n- **Copy bandwidth** {na(full['copy_gbps'], '{:,.1f} GB/s')}, idle power "
+    f"{na(full['idle_power_w'], '{:.0f} W', 'not measured')}\n"
+    f"- **CPU allocator**: {m.get('cpu_allocator', 'N/A')}"
+)
+with st.expander("Full provenance (JSON)"):
+    st.json({"spec": full["spec"], "machine": m, "versions": v, "sensors": full["sensors"]})

@@ -181,7 +181,7 @@ def _fmt_progress(done: int, total: int, p, res) -> str:
 def cmd_run(a: argparse.Namespace) -> int:
     spec = spec_from_args(a)  # validated before torch is even imported
 
-    from .runner import prepare, run_sweep
+    from .runner import device_lock, prepare, run_sweep
 
     prepare(spec)  # refuse before the store is touched
     tty = sys.stderr.isatty()
@@ -196,7 +196,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             sys.stderr.write(("\r\033[K" if tty else "") + line + "\n")
         sys.stderr.flush()
 
-    with Store(a.db) as store:
+    with Store(a.db) as store, device_lock(store.path, spec.device):
         outcome = run_sweep(spec, store, progress=progress, label=a.label)
         run = store.get_run(outcome.run_id)
     print(

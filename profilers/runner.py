@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -100,6 +101,56 @@ def _sigterm_cancels() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def lock_path(db_path: Path, device: str) -> Path:
+    return db_path.parent / f".normscope-{device.replace(':', '')}.lock"
+
+
+@contextlib.contextmanager
+def device_lock(db_path: Path, device: str) -> Iterator[None]:
+    """One sweep per device at a time: two sweeps on one device would time each other.
+
+    An exclusive flock held for the life of the process; the kernel releases it
+    when the process dies, so a killed sweep never leaves the device locked.
+    """
+    import fcntl
+
+    path = lock_path(db_path, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SpecError(
+            f"device {device} is busy: another sweep (pid {holder}) is measuring on it; wait for it or cancel it"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def device_busy(db_path: Path, device: str) -> int | None:
+    """The pid holding ``device``'s lock, or None when it is free."""
+    import fcntl
+
+    path = lock_path(db_path, device)
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None
 
 
 def prepare(spec: SweepSpec) -> torch.device:

@@ -1,0 +1,120 @@
+"""Helpers every page shares: the store, the sidebar, N/A formatting, starting sweeps."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from profilers import jobs
+from profilers.runner import device_busy
+from profilers.spec import SpecError, SweepSpec, default_cpu_spec
+from profilers.store import Store, StoreError, default_db_path
+
+
+def _route_through_app() -> None:
+    """Send a page that Streamlit ran on its own back through app.py's st.navigation.
+
+    With a folder named pages/ beside app.py, Streamlit runs a deep-linked page by
+    itself (its legacy multipage mode) until app.py has called st.navigation once
+    in this server. Clearing that flag and rerunning routes the same URL through
+    the shell instead, so the first visit after a restart looks like every other.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_route_through_app()
+
+
+def db_path() -> Path:
+    return default_db_path()
+
+
+def open_store() -> Store:
+    """The user's store (opening it marks runs of dead workers interrupted); st.error on failure."""
+    try:
+        return Store(db_path())
+    except StoreError as e:
+        st.error(str(e))
+        st.stop()
+        raise
+
+
+@st.cache_resource(show_spinner=False)
+def devices() -> list[str]:
+    """cpu plus every CUDA device torch can see (torch imported once per server)."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return found
+
+
+@st.cache_resource(show_spinner=False)
+def device_names() -> dict[str, str]:
+    import torch
+
+    names = {"cpu": "CPU"}
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            names[f"cuda:{i}"] = torch.cuda.get_device_name(i)
+    return names
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.caption(f"Store: `{db_path()}`")
+        names = device_names()
+        st.caption("Devices: " + " · ".join(f"{d} ({names.get(d, d)})" for d in devices()))
+
+
+def na(value: Any, fmt: str = "{:,.1f}", reason: str | None = None) -> str:
+    """Display a reading; a missing one is N/A (with its reason), never 0."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"N/A ({reason})" if reason else "N/A"
+    return fmt.format(value)
+
+
+def run_label(r: dict[str, Any]) -> str:
+    text = f"run {r['id']} · {r['status']} · {r['spec'].get('device', '?')} · {r['created_at'][:16].replace('T', ' ')}"
+    if r.get("source", "local") != "local":
+        text += " · imported"
+    return text + (f" · {r['label']}" if r.get("label") else "")
+
+
+def start_sweep(spec: SweepSpec) -> int | None:
+    """Start a worker for ``spec`` unless its device is busy; returns the worker pid."""
+    busy = device_busy(db_path(), spec.device)
+    if busy:
+        with open_store() as store:
+            run = jobs.run_of(store, busy)
+        which = f"run {run['id']}" if run else f"pid {busy}"
+        st.warning(f"A sweep is already measuring on {spec.device} ({which}). Wait for it or cancel it.")
+        return None
+    job = jobs.start(spec, db_path())
+    st.session_state["last_job_pid"] = job.pid
+    st.session_state["last_job_log"] = str(job.log_path)
+    return job.pid
+
+
+def quick_sweep_button(key: str) -> None:
+    """The empty-state offer: one click runs the quick CPU sweep."""
+    spec = default_cpu_spec(label="quick CPU sweep")
+    st.caption(
+        f"The quick CPU sweep measures {', '.join(spec.variants)} × {', '.join(spec.impls)} at "
+        f"{', '.join(f'{t}×{h}' for t, h in spec.shapes)} in fp32: {len(spec.points())} points, "
+        f"about {jobs.estimate_seconds(spec):.0f} s."
+    )
+    if st.button("Run the quick CPU sweep", key=key, type="primary"):
+        try:
+            if start_sweep(spec):
+                st.switch_page("pages/run.py")
+        except SpecError as e:
+            st.error(str(e))

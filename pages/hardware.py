@@ -1,0 +1,108 @@
+"""Hardware: what this machine has, and its sensors live (N/A with reasons where missing)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages._shared import na
+from profilers import plots
+from profilers.environment import describe, snapshot
+
+st.title("Hardware")
+
+
+@st.cache_data(ttl=60, show_spinner="Reading the machine…")
+def inventory() -> dict:
+    return describe()
+
+
+info = inventory()
+m, v = info["machine"], info["versions"]
+c = st.columns(4)
+c[0].metric("CPU", m["cpu_model"])
+c[1].metric("cores", f"{m['cpu_cores_physical']} / {m['cpu_cores_logical']}", help="physical / logical")
+c[2].metric("memory", f"{m['ram_bytes'] / 2**30:.1f} GiB")
+c[3].metric("torch", v["torch"])
+nv, rapl, host = info["nvml"], info["rapl"], info["host"]
+nvml_text = f"available, driver {nv.get('driver_version')}" if nv["available"] else f"N/A — {nv['reason']}"
+rapl_text = "available" if rapl["available"] else f"N/A — {rapl['reason']}"
+freq_text = na(host["cpu_freq_mhz"], "{:.0f} MHz", host.get("cpu_freq_mhz_reason"))
+st.markdown(
+    f"- NVML: {nvml_text}\n- RAPL (CPU energy): {rapl_text}\n"
+    f"- torch.compile on CPU: {info['torch_compile_cpu']}\n- liger-kernel: {info['liger']}\n"
+    f"- CPU frequency: {freq_text}"
+)
+if info["gpus"]:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "GPU": g.get("name"),
+                    "UUID": g.get("uuid"),
+                    "torch": g.get("torch_device") or "not visible",
+                    "power limit": na(g.get("power_limit_w"), "{:.0f} W", g.get("power_limit_w_reason")),
+                    "memory": na(g.get("memory_total_bytes") and g["memory_total_bytes"] / 2**30, "{:.0f} GiB"),
+                    "energy counter": g.get("energy_counter"),
+                }
+                for g in info["gpus"]
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+else:
+    st.caption(f"No GPU visible to NVML: {info['nvml']['reason'] or 'none found'}")
+
+st.subheader("Live sensors")
+HISTORY = 120
+
+
+@st.fragment(run_every=1.0)
+def live() -> None:
+    from profilers.sensors.host import Host
+    from profilers.sensors.nvml import Nvml
+
+    if "hw_sensors" not in st.session_state:
+        st.session_state.hw_sensors = (Nvml(), Host())
+        st.session_state.hw_history = []
+    nv, host = st.session_state.hw_sensors
+    s = snapshot(nv, host)
+    hist = st.session_state.hw_history
+    hist.append(s)
+    del hist[:-HISTORY]
+    t0 = hist[0]["t"]
+    h = s["host"]
+    c = st.columns(4)
+    c[0].metric("CPU utilization", na(h["cpu_util_pct"], "{:.0f}%"))
+    c[1].metric("CPU frequency", na(h["cpu_freq_mhz"], "{:.0f} MHz"), help=h.get("cpu_freq_mhz_reason"))
+    c[2].metric("memory used", na(h["memory_used_bytes"] and h["memory_used_bytes"] / 2**30, "{:.1f} GiB"))
+    c[3].metric(
+        "temperatures",
+        "N/A" if h["temperatures_c"] is None else f"{max(h['temperatures_c'].values()):.0f} °C",
+        help=h.get("temperatures_c_reason") or ", ".join(f"{k}: {t:.0f} °C" for k, t in h["temperatures_c"].items()),
+    )
+    host_series = {"t_s": [x["t"] - t0 for x in hist], "cpu %": [x["host"]["cpu_util_pct"] for x in hist]}
+    st.plotly_chart(plots.timeseries(host_series, ["cpu %"], "Host CPU utilization (%)"), width="stretch")
+    for i, g in enumerate(s["gpus"]):
+        st.markdown(f"**GPU {g['nvml_index']}: {g['name']}**")
+        c = st.columns(5)
+        c[0].metric("power (instant)", na(g["power_instant_w"], "{:.0f} W"), help=g.get("power_instant_w_reason"))
+        c[1].metric("power (1 s average)", na(g["power_avg_1s_w"], "{:.0f} W"), help=g.get("power_avg_1s_w_reason"))
+        c[2].metric("utilization", na(g["utilization_pct"], "{}%"))
+        c[3].metric("temperature", na(g["temperature_c"], "{} °C"))
+        c[4].metric("SM clock", na(g["sm_clock_mhz"], "{} MHz"))
+        series = {"t_s": [x["t"] - t0 for x in hist if len(x["gpus"]) > i]}
+        for key in ("power_instant_w", "utilization_pct", "temperature_c"):
+            series[key] = [x["gpus"][i][key] for x in hist if len(x["gpus"]) > i]
+        st.plotly_chart(
+            plots.timeseries(
+                series, ["power_instant_w", "utilization_pct", "temperature_c"], f"GPU {g['nvml_index']} history"
+            ),
+            width="stretch",
+        )
+    if not s["gpus"]:
+        st.caption(f"GPU sensors N/A: {s['nvml']}")
+
+
+live()

@@ -1,0 +1,298 @@
+"""Rank variant × implementation for a target, with noise bands, and check published claims.
+
+A point's noise is half its p20–p80 band relative to p50 (for energy: half the
+spread over repeats). Two choices differ measurably only when their difference
+exceeds the combined band √(a² + b²); otherwise they are a tie and are said to
+be one ("no measurable difference"), never ranked apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .spec import PRESETS, SweepSpec
+
+NAMES = {
+    "layernorm": "LayerNorm",
+    "rmsnorm": "RMSNorm",
+    "batchnorm": "BatchNorm",
+    "groupnorm": "GroupNorm",
+    "dyt": "DyT",
+    "layerscale": "LayerScale",
+    "add_rmsnorm": "Add+RMSNorm",
+}
+DEFAULT_VARIANTS = ("layernorm", "rmsnorm", "dyt")
+
+
+def label(variant: str, impl: str) -> str:
+    return f"{NAMES.get(variant, variant)} {impl}"
+
+
+@dataclass(frozen=True)
+class Target:
+    tokens: int
+    hidden: int
+    dtype: str = "bfloat16"
+    mode: str = "fwd"  # fwd: inference, fwdbwd: training
+    metric: str = "time"  # time | energy
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+
+    @property
+    def unit(self) -> str:
+        return "µs" if self.metric == "time" else "mJ/call"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    variant: str
+    impl: str
+    value: float  # p50 µs or mJ per call
+    noise_pct: float
+    run_id: int
+    tokens: int
+    hidden: int
+    noisy: bool
+
+    @property
+    def name(self) -> str:
+        return label(self.variant, self.impl)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    diff_pct: float  # how much more ``other`` costs than ``ref``, in % of ref
+    band_pct: float
+
+    @property
+    def tie(self) -> bool:
+        return abs(self.diff_pct) <= self.band_pct
+
+
+def compare(ref: Candidate, other: Candidate) -> Comparison:
+    return Comparison(100.0 * (other.value / ref.value - 1.0), math.hypot(ref.noise_pct, other.noise_pct))
+
+
+@dataclass
+class Ranking:
+    target: Target
+    candidates: list[Candidate] = field(default_factory=list)
+    tiers: list[list[Candidate]] = field(default_factory=list)
+    headline: str = ""
+    lines: list[str] = field(default_factory=list)
+    shape_note: str | None = None
+    missing: str | None = None
+
+
+def _noise(p: dict[str, Any], metric: str) -> float:
+    if metric == "energy":
+        return (p.get("energy_spread_pct") or 0.0) / 2.0
+    p50 = p["p50_us"]
+    return 100.0 * (p["p80_us"] - p["p20_us"]) / (2.0 * p50) if p50 else math.inf
+
+
+def _value(p: dict[str, Any], metric: str) -> float | None:
+    return p.get("p50_us") if metric == "time" else p.get("energy_mj_per_call")
+
+
+def candidates(points: Iterable[dict[str, Any]], t: Target) -> tuple[list[Candidate], str | None]:
+    """The newest measured point per (variant, impl) at the target shape, or the nearest token count."""
+    pool = [
+        p
+        for p in points
+        if p["status"] == "ok"
+        and p["dtype"] == t.dtype
+        and p["mode"] == t.mode
+        and p["variant"] in t.variants
+        and p["hidden"] == t.hidden
+        and _value(p, t.metric) is not None
+    ]
+    if not pool:
+        return [], None
+    exact = [p for p in pool if p["tokens"] == t.tokens]
+    note = None
+    if not exact:
+        nearest = min({p["tokens"] for p in pool}, key=lambda n: abs(math.log(n / t.tokens)))
+        exact = [p for p in pool if p["tokens"] == nearest]
+        note = f"no point at {t.tokens} tokens; using the nearest measured, {nearest}×{t.hidden}"
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for p in exact:
+        key = (p["variant"], p["impl"])
+        if key not in best or p["run_id"] > best[key]["run_id"]:
+            best[key] = p
+    out = [
+        Candidate(
+            p["variant"],
+            p["impl"],
+            float(_value(p, t.metric)),
+            _noise(p, t.metric),
+            p["run_id"],
+            p["tokens"],
+            p["hidden"],
+            bool(p.get("noisy")),
+        )
+        for p in best.values()
+    ]
+    return sorted(out, key=lambda c: c.value), note
+
+
+def _phrase(ref: Candidate, other: Candidate, metric: str) -> str:
+    c = compare(ref, other)
+    if c.tie:
+        return f"{other.name} and {ref.name}: no measurable difference ({c.diff_pct:+.1f}%, noise ±{c.band_pct:.1f}%)"
+    if metric == "time":
+        return f"{ref.name} is {c.diff_pct:.1f}% faster than {other.name} here; noise ±{c.band_pct:.1f}%"
+    return f"{ref.name} uses {c.diff_pct:.1f}% less energy per call than {other.name}; noise ±{c.band_pct:.1f}%"
+
+
+def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> Ranking:
+    cands, note = candidates(points, t)
+    r = Ranking(t, cands, shape_note=note)
+    if not cands:
+        spec = suggest_spec(t, device)
+        r.missing = (
+            f"no {t.metric} measurements for {', '.join(NAMES[v] for v in t.variants)} at hidden {t.hidden}, "
+            f"{t.dtype}, {t.mode}: run `python -m profilers run {cli_args(spec)}`"
+        )
+        return r
+    remaining = list(cands)
+    while remaining:
+        head = remaining[0]
+        tier = [c for c in remaining if compare(head, c).tie]
+        r.tiers.append(tier)
+        remaining = [c for c in remaining if c not in tier]
+    best = cands[0]
+    top = r.tiers[0]
+    if len(top) == 1:
+        r.headline = f"Use {best.name}: it is the cheapest here by more than the noise."
+    else:
+        r.headline = f"Tie: {', '.join(c.name for c in top)} are within the noise of each other; pick on other grounds."
+    r.lines = [_phrase(best, c, t.metric) for c in cands[1:]]
+    return r
+
+
+def suggest_spec(t: Target, device: str) -> SweepSpec:
+    return SweepSpec(
+        variants=t.variants,
+        impls=("eager", "native", "compiled") + (("liger",) if device.startswith("cuda") else ()),
+        shapes=((t.tokens, t.hidden),),
+        dtypes=(t.dtype,),
+        modes=(t.mode,),
+        device=device,
+        energy=t.metric == "energy",
+    )
+
+
+def cli_args(spec: SweepSpec) -> str:
+    parts = [
+        f"--device {spec.device}",
+        f"--variants {','.join(spec.variants)}",
+        f"--impls {','.join(spec.impls)}",
+        f"--shapes {','.join(f'{a}x{b}' for a, b in spec.shapes)}",
+        f"--dtypes {','.join(spec.dtypes)}",
+        f"--modes {','.join(spec.modes)}",
+    ]
+    if spec.energy:
+        parts.append("--energy")
+    return " ".join(parts)
+
+
+def target_from_preset(preset: str, **kw: Any) -> Target:
+    p = PRESETS[preset]
+    return Target(tokens=max(p.tokens), hidden=p.hidden, **kw)
+
+
+# -- claims -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClaimCheck:
+    claim: str
+    impl: str
+    measured: str
+    verdict: str
+    diff_pct: float | None
+    band_pct: float | None
+
+
+def _pairs(points: Sequence[dict[str, Any]], a: str, b: str, metric: str, dtype: str, mode: str):
+    """Per implementation, the largest shape where both variants were measured."""
+    by: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+    for p in points:
+        if p["status"] != "ok" or p["dtype"] != dtype or p["mode"] != mode or _value(p, metric) is None:
+            continue
+        key = (p["variant"], p["impl"], p["tokens"], p["hidden"])
+        if key not in by or p["run_id"] > by[key]["run_id"]:
+            by[key] = p
+    for impl in ("eager", "native", "compiled", "liger"):
+        shapes = {(k[2], k[3]) for k in by if k[1] == impl and k[0] == a} & {
+            (k[2], k[3]) for k in by if k[1] == impl and k[0] == b
+        }
+        if shapes:
+            t, h = max(shapes, key=lambda s: s[0] * s[1])
+            yield impl, by[(a, impl, t, h)], by[(b, impl, t, h)]
+
+
+def _cand(p: dict[str, Any], metric: str) -> Candidate:
+    return Candidate(
+        p["variant"],
+        p["impl"],
+        float(_value(p, metric)),
+        _noise(p, metric),
+        p["run_id"],
+        p["tokens"],
+        p["hidden"],
+        bool(p.get("noisy")),
+    )
+
+
+def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> list[ClaimCheck]:
+    out: list[ClaimCheck] = []
+    for metric, claim in (
+        ("time", "RMSNorm is 15-20% cheaper than LayerNorm"),
+        ("energy", "RMSNorm uses 15-20% less energy than LayerNorm"),
+    ):
+        for impl, ln, rms in _pairs(points, "layernorm", "rmsnorm", metric, dtype, mode):
+            c = compare(_cand(ln, metric), _cand(rms, metric))
+            saving = -c.diff_pct
+            shape = f"{ln['tokens']}×{ln['hidden']}"
+            if c.tie:
+                verdict = "no measurable difference"
+            elif saving <= 0:
+                verdict = "opposite: LayerNorm is cheaper here"
+            elif saving + c.band_pct < 15:
+                verdict = "smaller than claimed"
+            elif saving - c.band_pct > 20:
+                verdict = "larger than claimed"
+            else:
+                verdict = "consistent with the claim"
+            out.append(
+                ClaimCheck(
+                    claim,
+                    impl,
+                    f"RMSNorm saves {saving:.1f}% (±{c.band_pct:.1f}%) at {shape}",
+                    verdict,
+                    saving,
+                    c.band_pct,
+                )
+            )
+    for impl, ln, dyt in _pairs(points, "layernorm", "dyt", "time", dtype, mode):
+        c = compare(_cand(ln, "time"), _cand(dyt, "time"))
+        shape = f"{ln['tokens']}×{ln['hidden']}"
+        if c.tie:
+            verdict = "no measurable difference"
+        elif c.diff_pct < 0:
+            verdict = "confirmed here"
+        else:
+            verdict = "not confirmed: LayerNorm is faster here"
+        out.append(
+            ClaimCheck(
+                "DyT is faster than LayerNorm",
+                impl,
+                f"DyT takes {c.diff_pct:+.1f}% (±{c.band_pct:.1f}%) vs LayerNorm at {shape}",
+                verdict,
+                c.diff_pct,
+                c.band_pct,
+            )
+        )
+    return out

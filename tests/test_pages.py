@@ -1,0 +1,181 @@
+"""Every dashboard page through Streamlit's AppTest, on a store seeded by a real tiny CPU sweep."""
+
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+from streamlit.testing.v1 import AppTest
+
+from profilers.store import Store
+
+PAGES = [
+    "pages/run.py",
+    "pages/results.py",
+    "pages/kernels.py",
+    "pages/recommend.py",
+    "pages/hardware.py",
+    "pages/runs.py",
+]
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("seeded") / "results.db"
+    p = run_cli(
+        "run",
+        "--shapes",
+        "64x256,256x256",
+        "--variants",
+        "layernorm,rmsnorm,dyt",
+        "--impls",
+        "eager,native",
+        "--modes",
+        "fwd,fwdbwd",
+        "--dtypes",
+        "float32",
+        "--budget-ms",
+        "5",
+        "--warmup-ms",
+        "2",
+        "--trace",
+        "--label",
+        "seed <b>run</b>",
+        db=db,
+    )
+    assert p.returncode == 0, p.stderr
+    return db
+
+
+def page(name: str, db: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("NORMSCOPE_DB", str(db))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page(name)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+    parts += [w.value for w in at.warning] + [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_renders_on_a_seeded_store(name, seeded, monkeypatch):
+    at = page(name, seeded, monkeypatch)
+    assert at.title and not at.error, [e.value for e in at.error]
+
+
+def test_sidebar_names_the_store_and_devices(seeded, monkeypatch):
+    monkeypatch.setenv("NORMSCOPE_DB", str(seeded))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    side = "\n".join(c.value for c in at.sidebar.caption)
+    assert str(seeded) in side and "cpu" in side
+
+
+def test_results_page_has_charts_metrics_and_table(seeded, monkeypatch):
+    at = page("pages/results.py", seeded, monkeypatch)
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 4  # latency, bandwidth, speedup, memory
+    assert at.dataframe, "the points table"
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["points"] == "24" and labels["failed"] == "0"
+    assert any("Energy was not measured" in i.value for i in at.info)  # N/A with reason, not a zero chart
+
+
+def test_results_filters_narrow_the_points(seeded, monkeypatch):
+    at = page("pages/results.py", seeded, monkeypatch)
+    at.multiselect(key="f-variant").set_value(["rmsnorm"]).run()
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["points"] == "8"
+
+
+def test_kernels_page_shows_breakdown(seeded, monkeypatch):
+    at = page("pages/kernels.py", seeded, monkeypatch)
+    assert at.get("plotly_chart")
+    assert any("per call" in m.label for m in at.metric)
+
+
+def test_recommend_ranks_with_noise_and_checks_claims(seeded, monkeypatch):
+    at = page("pages/recommend.py", seeded, monkeypatch)
+    at.radio[0].set_value("shape").run()
+    at.number_input[0].set_value(256).run()
+    at.number_input[1].set_value(256).run()
+    at.selectbox[0].set_value("float32").run()
+    assert not at.exception
+    headline = [s.value for s in at.success] + [i.value for i in at.info]
+    assert any("Use " in h or "Tie:" in h for h in headline), headline
+    assert any("noise" in m.value for m in at.markdown)
+    assert len(at.dataframe) == 2  # ranking and claims check
+
+
+def test_recommend_says_which_sweep_is_missing(seeded, monkeypatch):
+    at = page("pages/recommend.py", seeded, monkeypatch)
+    # the default target (Llama-3-8B, bf16) was never measured in this store
+    assert any("python -m profilers run" in w.value for w in at.warning)
+    assert any("Start this sweep" in b.label for b in at.button)
+
+
+def test_runs_page_shows_provenance_and_escapes_labels(seeded, monkeypatch):
+    at = page("pages/runs.py", seeded, monkeypatch)
+    text = _text(at)
+    assert "torch" in text and "Copy bandwidth" in text
+    assert at.get("download_button")
+
+
+def test_runs_page_relabels_and_deletes_with_confirmation(tmp_path, monkeypatch):
+    db = tmp_path / "r.db"
+    assert (
+        run_cli(
+            "run", "--shapes", "8x64", "--variants", "rmsnorm", "--impls", "native", "--budget-ms", "2", db=db
+        ).returncode
+        == 0
+    )
+    at = page("pages/runs.py", db, monkeypatch)
+    at.text_input[0].set_value("renamed")
+    at.button[0].click().run()  # form submit
+    with Store(db) as s:
+        assert s.get_run(1)["label"] == "renamed"
+    delete = next(b for b in at.button if b.label == "Delete run")
+    assert delete.disabled
+    at.checkbox[0].check().run()
+    next(b for b in at.button if b.label == "Delete run").click().run()
+    with Store(db) as s:
+        assert s.list_runs() == []
+
+
+def test_run_page_rejects_bad_shapes_with_st_error(tmp_path, monkeypatch):
+    at = page("pages/run.py", tmp_path / "empty.db", monkeypatch)
+    at.radio[0].set_value("custom shapes").run()
+    at.text_input[0].set_value("0x768").run()
+    assert any("must be positive" in e.value for e in at.error)
+    assert not any(b.label == "Start" for b in at.button)
+
+
+def test_run_page_shows_size_and_estimate(tmp_path, monkeypatch):
+    at = page("pages/run.py", tmp_path / "empty.db", monkeypatch)
+    assert any("points" in m.value and "about" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("name", ["pages/results.py", "pages/run.py", "pages/recommend.py", "pages/runs.py"])
+def test_empty_store_explains_and_offers_quick_sweep(name, tmp_path, monkeypatch):
+    at = page(name, tmp_path / "fresh.db", monkeypatch)
+    assert any(b.label == "Run the quick CPU sweep" for b in at.button)
+
+
+def test_interrupted_run_is_shown_as_such(tmp_path, monkeypatch):
+    db = tmp_path / "i.db"
+    assert (
+        run_cli(
+            "run", "--shapes", "8x64", "--variants", "rmsnorm", "--impls", "native", "--budget-ms", "2", db=db
+        ).returncode
+        == 0
+    )
+    with Store(db) as s:
+        s.con.execute("UPDATE runs SET status='running', pid=?, pid_started=1.0", (2**22 + 7,))
+        s.con.commit()
+    at = page("pages/runs.py", db, monkeypatch)
+    assert any("interrupted" in w.value for w in at.warning)
