@@ -104,6 +104,16 @@ def start_sweep(spec: SweepSpec) -> int | None:
     return job.pid
 
 
+def runs_or_welcome(store: Store, message: str, key: str) -> list[dict[str, Any]]:
+    """The stored runs; on an empty store, explain what to do, offer the quick sweep and stop the page."""
+    runs = store.list_runs()
+    if not runs:
+        st.info(message)
+        quick_sweep_button(key)
+        st.stop()
+    return runs
+
+
 def quick_sweep_button(key: str) -> None:
     """The empty-state offer: one click runs the quick CPU sweep."""
     spec = default_cpu_spec(label="quick CPU sweep")

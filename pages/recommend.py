@@ -5,42 +5,53 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._shared import open_store, quick_sweep_button, run_label, start_sweep
+from pages._shared import open_store, run_label, runs_or_welcome, start_sweep
 from profilers import recommend
 from profilers.spec import DTYPES, PRESETS, VARIANTS, SpecError
 
 st.title("Recommend")
 
 with open_store() as store:
-    runs = store.list_runs()
-    if not runs:
-        st.info("Nothing measured yet: rankings come from your own runs.")
-        quick_sweep_button("quick-recommend")
-        st.stop()
+    runs = runs_or_welcome(store, "Nothing measured yet: rankings come from your own runs.", "quick-recommend")
     by_id = {r["id"]: r for r in runs}
+    chosen = st.multiselect(
+        "Runs to use (the machine)",
+        list(by_id),
+        default=[r["id"] for r in runs if r["status"] == "completed"][:1] or [runs[0]["id"]],
+        format_func=lambda i: run_label(by_id[i]),
+    )
+    # defaults follow what the first chosen run measured, so the page opens on an answer
+    spec = by_id[chosen[0]]["spec"] if chosen else {}
+    shapes = [tuple(x) for x in spec.get("shapes", [])] or [(4096, 4096)]
+    big_t, big_h = max(shapes, key=lambda x: x[0] * x[1])
+    run_preset = spec.get("preset") if spec.get("preset") in PRESETS else None
+    key = f"-{chosen[0] if chosen else 0}"
     c1, c2 = st.columns(2)
     with c1:
-        mode = st.radio("Target", ["preset", "shape"], horizontal=True)
+        mode = st.radio("Target", ["preset", "shape"], horizontal=True, index=0 if run_preset else 1, key="t" + key)
         if mode == "preset":
-            preset = st.selectbox("Model", list(PRESETS), index=2, format_func=lambda k: PRESETS[k].description)
-            tokens = st.select_slider(
-                "Tokens per step", list(PRESETS[preset].tokens), value=max(PRESETS[preset].tokens)
+            names = list(PRESETS)
+            preset = st.selectbox(
+                "Model",
+                names,
+                index=names.index(run_preset) if run_preset else 2,
+                format_func=lambda k: PRESETS[k].description,
+                key="p" + key,
             )
+            options = list(PRESETS[preset].tokens)
+            tokens = st.select_slider("Tokens per step", options, value=max(options), key="s" + key)
             hidden = PRESETS[preset].hidden
         else:
-            tokens = int(st.number_input("Tokens", 1, 1 << 24, 4096))
-            hidden = int(st.number_input("Hidden", 1, 1 << 20, 4096))
-        dtype = st.selectbox("dtype", DTYPES, index=1)
+            tokens = int(st.number_input("Tokens", 1, 1 << 24, big_t, key="n1" + key))
+            hidden = int(st.number_input("Hidden", 1, 1 << 20, big_h, key="n2" + key))
+        run_dtype = (spec.get("dtypes") or ["bfloat16"])[0]
+        dtype = st.selectbox("dtype", DTYPES, index=DTYPES.index(run_dtype), key="d" + key)
     with c2:
-        use = st.radio("Use", ["inference (fwd)", "training (fwd+bwd)"], horizontal=True)
+        modes = spec.get("modes") or ["fwd"]
+        uses = ["inference (fwd)", "training (fwd+bwd)"]
+        use = st.radio("Use", uses, horizontal=True, index=0 if "fwd" in modes else 1, key="u" + key)
         metric = st.radio("Rank by", ["time", "energy"], horizontal=True)
         variants = st.multiselect("Consider", VARIANTS, default=list(recommend.DEFAULT_VARIANTS))
-        chosen = st.multiselect(
-            "Runs to use (the machine)",
-            list(by_id),
-            default=[r["id"] for r in runs if r["status"] == "completed"][:1] or [runs[0]["id"]],
-            format_func=lambda i: run_label(by_id[i]),
-        )
     points = store.points(chosen)
 
 if not variants:
@@ -79,7 +90,7 @@ else:
                 {
                     "rank": tier_no,
                     "choice": c.name,
-                    f"{target.unit}": round(c.value, 3),
+                    target.unit: c.value,
                     "noise ±%": round(c.noise_pct, 2),
                     "vs best": "best" if c is best else f"{cmp.diff_pct:+.1f}%",
                     "measurable?": "—" if c is best else ("no (tie)" if cmp.tie else "yes"),
@@ -88,7 +99,13 @@ else:
                     "shape": f"{c.tokens}×{c.hidden}",
                 }
             )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", placeholder="N/A")
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        placeholder="N/A",
+        column_config={target.unit: st.column_config.NumberColumn(format="%.4g")},
+    )
     for line in ranking.lines:
         st.markdown(f"- {line}")
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import open_store, quick_sweep_button, run_label
+from pages._shared import open_store, run_label, runs_or_welcome
 from profilers import plots
 
 st.title("Results")
 
 with open_store() as store:
-    runs = store.list_runs()
-    if not runs:
-        st.info("No runs yet. Start a sweep on the Run page, or run the quick CPU sweep now.")
-        quick_sweep_button("quick-results")
-        st.stop()
+    runs = runs_or_welcome(
+        store, "No runs yet. Start a sweep on the Run page, or run the quick CPU sweep now.", "quick-results"
+    )
     by_id = {r["id"]: r for r in runs}
     default = next((r["id"] for r in runs if r["status"] == "completed"), runs[0]["id"])
     chosen = st.multiselect("Runs", list(by_id), default=[default], format_func=lambda i: run_label(by_id[i]))

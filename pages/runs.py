@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages._shared import na, open_store, quick_sweep_button, run_label
+from pages._shared import na, open_store, run_label, runs_or_welcome
 from profilers.store import StoreError
 
 st.title("Runs")
@@ -28,11 +28,9 @@ with st.expander("Import a run exported on another machine"):
                 st.error(str(e))
 
 with open_store() as store:
-    runs = store.list_runs()
-if not runs:
-    st.info("No runs yet.")
-    quick_sweep_button("quick-runs")
-    st.stop()
+    runs = runs_or_welcome(
+        store, "No runs yet: start one on the Run page, or run the quick CPU sweep now.", "quick-runs"
+    )
 
 st.dataframe(
     pd.DataFrame(

@@ -30,8 +30,8 @@ PALETTE = (
 )
 LAYOUT = {
     "template": "plotly_white",
-    "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-    "legend": {"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+    "margin": {"l": 60, "r": 20, "t": 50, "b": 110},
+    "legend": {"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0},
     "hoverlabel": {"namelength": -1},
 }
 
@@ -134,7 +134,7 @@ def latency(df: pd.DataFrame, x: str = "tokens") -> go.Figure:
         )
     fig = go.Figure(data=traces)
     fig.update_layout(title=title, xaxis_title=x, yaxis_title="µs per call (log)", **LAYOUT)
-    fig.update_xaxes(type="log")
+    fig.update_xaxes(type="log", tickvals=sorted(df[x].unique().tolist()))
     fig.update_yaxes(type="log", dtick=1)
     return fig
 
@@ -189,7 +189,7 @@ def bandwidth(df: pd.DataFrame, copy_gbps: dict[int, float | None]) -> go.Figure
         ],
     )
     fig.update_layout(title=title, xaxis_title="tokens", yaxis_title="GB/s (minimum bytes ÷ p50)", **LAYOUT)
-    fig.update_xaxes(type="log")
+    fig.update_xaxes(type="log", tickvals=sorted(ok["tokens"].unique().tolist()))
     return fig
 
 
@@ -231,7 +231,7 @@ def speedup_heatmap(df: pd.DataFrame, baseline: tuple[str, str] = ("layernorm", 
         title=title,
         xaxis_title="shape (tokens×hidden)",
         height=max(320, 28 * len(m.index) + 160),
-        **{**LAYOUT, "margin": {"l": 260, "r": 20, "t": 50, "b": 50}},
+        **{**LAYOUT, "margin": {"l": 260, "r": 20, "t": 50, "b": 110}},
     )
     return fig
 
@@ -321,7 +321,7 @@ def kernels(breakdowns: Sequence[tuple[str, dict[str, Any]]]) -> go.Figure:
         barmode="stack",
         xaxis_title="µs per norm call (profiled)",
         height=max(300, 60 * len(breakdowns) + 200),
-        **{**LAYOUT, "margin": {"l": 260, "r": 20, "t": 50, "b": 50}},
+        **{**LAYOUT, "margin": {"l": 260, "r": 20, "t": 50, "b": 110}},
     )
     return fig
 

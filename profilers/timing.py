@@ -143,60 +143,63 @@ class CpuTimer:
         return Measurement(self.method, tuple(samples), block, self.threads)
 
 
-class CudaEventTimer:
+class _CudaTimer:
+    """Shared by the CUDA timers: budgets, the device, and timing ``body`` with one event pair per run."""
+
+    method = ""
+
+    def __init__(self, warmup_ms: float, budget_ms: float, device: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.warmup_ms = warmup_ms
+        self.budget_ms = budget_ms
+        self.device = device
+
+    def _event_times_ms(self, n: int, body: Callable[[], Any], before: Callable[[], Any] | None = None) -> list:
+        torch = self.torch
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        for s, e in zip(starts, ends):
+            if before is not None:
+                before()  # outside the timed region
+            s.record()
+            body()
+            e.record()
+        torch.cuda.synchronize(self.device)
+        return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+
+
+class CudaEventTimer(_CudaTimer):
     """One pair of CUDA events per call, L2 flushed before each call."""
 
     method = "cuda_event_flush"
 
     def __init__(self, warmup_ms: float, budget_ms: float, device: Any) -> None:
-        import torch
-
-        self.torch = torch
-        self.warmup_ms = warmup_ms
-        self.budget_ms = budget_ms
-        self.device = device
-        self.flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device)
+        super().__init__(warmup_ms, budget_ms, device)
+        self.flush = self.torch.empty(L2_FLUSH_BYTES // 4, dtype=self.torch.int32, device=device)
 
     def measure(self, fn: Callable[[], Any]) -> Measurement:
-        torch = self.torch
-        torch.cuda.synchronize(self.device)
-        # estimate with 5 calls, flush included, as do_bench does
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(5):
-            self.flush.zero_()
-            fn()
-        end.record()
-        torch.cuda.synchronize(self.device)
-        est_ms = max(start.elapsed_time(end) / 5, 1e-3)
+        self.torch.cuda.synchronize(self.device)
+
+        def flushed_five() -> None:  # estimate with 5 calls, flush included, as do_bench does
+            for _ in range(5):
+                self.flush.zero_()
+                fn()
+
+        est_ms = max(self._event_times_ms(1, flushed_five)[0] / 5, 1e-3)
         n_warm = max(1, int(self.warmup_ms / est_ms))
         n_rep = min(MAX_SAMPLES, max(MIN_SAMPLES, int(self.budget_ms / est_ms)))
         for _ in range(n_warm):
             fn()
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
-        for s, e in zip(starts, ends):
-            self.flush.zero_()
-            s.record()
-            fn()
-            e.record()
-        torch.cuda.synchronize(self.device)
-        samples = tuple(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
-        return Measurement(self.method, samples, 1)
+        times = self._event_times_ms(n_rep, fn, before=self.flush.zero_)
+        return Measurement(self.method, tuple(t * 1e3 for t in times), 1)
 
 
-class CudaGraphTimer:
+class CudaGraphTimer(_CudaTimer):
     """Calls captured in a CUDA graph; each sample is one replay divided by its calls."""
 
     method = "cuda_graph"
-
-    def __init__(self, warmup_ms: float, budget_ms: float, device: Any) -> None:
-        import torch
-
-        self.torch = torch
-        self.warmup_ms = warmup_ms
-        self.budget_ms = budget_ms
-        self.device = device
 
     def measure(self, fn: Callable[[], Any]) -> Measurement:
         torch = self.torch
@@ -207,13 +210,7 @@ class CudaGraphTimer:
                 fn()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         torch.cuda.synchronize(self.device)
-        # time one plain call to size the graph at about 1 ms of work
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize(self.device)
-        per_call_ms = max(s.elapsed_time(e), 1e-3)
+        per_call_ms = max(self._event_times_ms(1, fn)[0], 1e-3)  # sizes the graph at about 1 ms of work
         calls = max(1, min(1000, int(1.0 / per_call_ms)))
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
@@ -223,13 +220,6 @@ class CudaGraphTimer:
         for _ in range(max(1, int(self.warmup_ms / replay_ms))):
             graph.replay()
         n_rep = min(10_000, max(MIN_SAMPLES, int(self.budget_ms / replay_ms)))
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
-        for st, en in zip(starts, ends):
-            st.record()
-            graph.replay()
-            en.record()
-        torch.cuda.synchronize(self.device)
-        samples = tuple(st.elapsed_time(en) * 1e3 / calls for st, en in zip(starts, ends))
+        times = self._event_times_ms(n_rep, graph.replay)
         del graph
-        return Measurement(self.method, samples, calls)
+        return Measurement(self.method, tuple(t * 1e3 / calls for t in times), calls)

@@ -46,6 +46,15 @@ def seeded(tmp_path_factory) -> Path:
     return db
 
 
+@pytest.fixture
+def one_run(tmp_path) -> Path:
+    """A store holding one finished one-point run."""
+    db = tmp_path / "one.db"
+    p = run_cli("run", "--shapes", "8x64", "--variants", "rmsnorm", "--impls", "native", "--budget-ms", "2", db=db)
+    assert p.returncode == 0, p.stderr
+    return db
+
+
 def page(name: str, db: Path, monkeypatch) -> AppTest:
     monkeypatch.setenv("NORMSCOPE_DB", str(db))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
@@ -99,13 +108,11 @@ def test_kernels_page_shows_breakdown(seeded, monkeypatch):
     assert any("per call" in m.label for m in at.metric)
 
 
-def test_recommend_ranks_with_noise_and_checks_claims(seeded, monkeypatch):
+def test_recommend_opens_on_an_answer_from_the_run(seeded, monkeypatch):
     at = page("pages/recommend.py", seeded, monkeypatch)
-    at.radio[0].set_value("shape").run()
-    at.number_input[0].set_value(256).run()
-    at.number_input[1].set_value(256).run()
-    at.selectbox[0].set_value("float32").run()
-    assert not at.exception
+    # defaults follow the run: its largest shape (256×256) and dtype (float32)
+    assert at.number_input[0].value == 256 and at.number_input[1].value == 256
+    assert at.selectbox[0].value == "float32"
     headline = [s.value for s in at.success] + [i.value for i in at.info]
     assert any("Use " in h or "Tie:" in h for h in headline), headline
     assert any("noise" in m.value for m in at.markdown)
@@ -114,7 +121,7 @@ def test_recommend_ranks_with_noise_and_checks_claims(seeded, monkeypatch):
 
 def test_recommend_says_which_sweep_is_missing(seeded, monkeypatch):
     at = page("pages/recommend.py", seeded, monkeypatch)
-    # the default target (Llama-3-8B, bf16) was never measured in this store
+    at.selectbox[0].set_value("bfloat16").run()  # never measured in this store
     assert any("python -m profilers run" in w.value for w in at.warning)
     assert any("Start this sweep" in b.label for b in at.button)
 
@@ -126,14 +133,8 @@ def test_runs_page_shows_provenance_and_escapes_labels(seeded, monkeypatch):
     assert at.get("download_button")
 
 
-def test_runs_page_relabels_and_deletes_with_confirmation(tmp_path, monkeypatch):
-    db = tmp_path / "r.db"
-    assert (
-        run_cli(
-            "run", "--shapes", "8x64", "--variants", "rmsnorm", "--impls", "native", "--budget-ms", "2", db=db
-        ).returncode
-        == 0
-    )
+def test_runs_page_relabels_and_deletes_with_confirmation(one_run, monkeypatch):
+    db = one_run
     at = page("pages/runs.py", db, monkeypatch)
     at.text_input[0].set_value("renamed")
     at.button[0].click().run()  # form submit
@@ -166,14 +167,8 @@ def test_empty_store_explains_and_offers_quick_sweep(name, tmp_path, monkeypatch
     assert any(b.label == "Run the quick CPU sweep" for b in at.button)
 
 
-def test_interrupted_run_is_shown_as_such(tmp_path, monkeypatch):
-    db = tmp_path / "i.db"
-    assert (
-        run_cli(
-            "run", "--shapes", "8x64", "--variants", "rmsnorm", "--impls", "native", "--budget-ms", "2", db=db
-        ).returncode
-        == 0
-    )
+def test_interrupted_run_is_shown_as_such(one_run, monkeypatch):
+    db = one_run
     with Store(db) as s:
         s.con.execute("UPDATE runs SET status='running', pid=?, pid_started=1.0", (2**22 + 7,))
         s.con.commit()

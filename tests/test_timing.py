@@ -75,3 +75,57 @@ def test_cpu_timer_flags_noisy_kernels():
     clock = FakeClock(seed=3, mean_s=2e-3, jitter=0.6)
     m = CpuTimer(warmup_ms=1, budget_ms=200, clock=clock).measure(clock.kernel)
     assert m.stats.noisy
+
+
+class FakeCudaTorch:
+    """Stands in for torch in the CUDA timers: events read a fake clock that kernels advance."""
+
+    int32 = "int32"
+
+    def __init__(self, clock: "FakeClock"):
+        self.clock = clock
+        self.flushes = 0
+        outer = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                self.t = None
+
+            def record(self):
+                self.t = outer.clock.t
+
+            def elapsed_time(self, end):
+                return (end.t - self.t) * 1e3  # ms
+
+        class Buffer:
+            def zero_(self):
+                outer.flushes += 1
+                outer.clock.t += 50e-6  # the flush costs time, outside the timed region
+
+        class Cuda:
+            def synchronize(self, device=None):
+                pass
+
+        self.cuda = Cuda()
+        self.cuda.Event = Event
+        self._buffer = Buffer
+
+    def empty(self, *a, **k):
+        return self._buffer()
+
+
+def test_cuda_event_timer_logic_with_fake_events():
+    from profilers.timing import CudaEventTimer
+
+    clock = FakeClock(seed=5, mean_s=200e-6, jitter=0.01)
+    fake = FakeCudaTorch(clock)
+    timer = CudaEventTimer.__new__(CudaEventTimer)
+    timer.torch, timer.warmup_ms, timer.budget_ms, timer.device = fake, 2.0, 20.0, "cuda:0"
+    timer.flush = fake.empty()
+    m = timer.measure(clock.kernel)
+    assert m.method == "cuda_event_flush" and m.calls_per_sample == 1
+    # the 50 µs flush happens before each call but outside the events: p50 is the kernel's 200 µs
+    assert m.stats.p50_us == pytest.approx(200.0, rel=0.02)
+    # budget 20 ms at ~250 µs per estimated call (flush included) → ~80 samples, each preceded by a flush
+    assert 60 <= m.stats.n <= 110
+    assert fake.flushes >= m.stats.n + 5
