@@ -16,8 +16,12 @@ navigation = st.navigation(
             st.Page("pages/results.py", title="Results", icon=":material/monitoring:"),
             st.Page("pages/kernels.py", title="Kernels", icon=":material/account_tree:"),
             st.Page("pages/recommend.py", title="Recommend", icon=":material/recommend:"),
+            st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
         ],
-        "Manage": [st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:")],
+        "Share": [
+            st.Page("pages/reports.py", title="Reports", icon=":material/description:"),
+            st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
+        ],
     }
 )
 sidebar()

@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from profilers import jobs
+from profilers import jobs, reference
 from profilers.runner import device_busy
 from profilers.spec import SpecError, SweepSpec, default_cpu_spec
 from profilers.store import Store, StoreError, default_db_path
@@ -37,13 +37,22 @@ def db_path() -> Path:
 
 
 def open_store() -> Store:
-    """The user's store (opening it marks runs of dead workers interrupted); st.error on failure."""
+    """The user's store (opening it marks runs of dead workers interrupted); st.error on failure.
+
+    Once per browser session it also brings in the reference runs shipped under data/reference/.
+    """
     try:
-        return Store(db_path())
+        store = Store(db_path())
     except StoreError as e:
         st.error(str(e))
         st.stop()
         raise
+    if not st.session_state.get("reference_synced"):
+        st.session_state["reference_synced"] = True
+        _, problems = reference.sync(store)
+        for problem in problems:
+            st.warning(f"Reference run skipped: {problem}")
+    return store
 
 
 @st.cache_resource(show_spinner=False)
@@ -84,7 +93,10 @@ def na(value: Any, fmt: str = "{:,.1f}", reason: str | None = None) -> str:
 
 def run_label(r: dict[str, Any]) -> str:
     text = f"run {r['id']} · {r['status']} · {r['spec'].get('device', '?')} · {r['created_at'][:16].replace('T', ' ')}"
-    if r.get("source", "local") != "local":
+    if reference.is_reference(r):
+        gpu = (r.get("machine") or {}).get("gpu") or {}
+        text += f" · REFERENCE ({gpu.get('name') or 'read-only'})"
+    elif r.get("source", "local") != "local":
         text += " · imported"
     return text + (f" · {r['label']}" if r.get("label") else "")
 

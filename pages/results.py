@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import streamlit as st
 
 from pages._shared import open_store, run_label, runs_or_welcome
@@ -119,4 +121,13 @@ st.dataframe(
         c: st.column_config.NumberColumn(format="%.4g")
         for c in ("p20 µs", "p50 µs", "p80 µs", "GB/s", "% copy", "max rel err", "compile s", "mJ/call", "mean W")
     },
+)
+
+d1, d2, _ = st.columns([1, 1, 4])
+export = view.drop(columns=["name", "series"], errors="ignore")
+d1.download_button("Download CSV", export.to_csv(index=False), file_name="normscope-points.csv", mime="text/csv")
+parquet = io.BytesIO()
+export.to_parquet(parquet, index=False)
+d2.download_button(
+    "Download Parquet", parquet.getvalue(), file_name="normscope-points.parquet", mime="application/octet-stream"
 )

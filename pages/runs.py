@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import na, open_store, run_label, runs_or_welcome
+from profilers import reference
 from profilers.store import StoreError
 
 st.title("Runs")
@@ -62,10 +63,17 @@ run = by_id[rid]
 if run["status"] in ("interrupted", "cancelled", "failed"):
     st.warning(f"Run {rid} is {run['status']}: {run['error'] or 'no reason recorded'}. Its finished points are kept.")
 
+protected = reference.is_reference(run)
+if protected:
+    st.info(
+        f"Run {rid} is a reference run shipped with NormScope ({run['source'][len(reference.PREFIX) :]}): "
+        "read-only, it cannot be relabelled or deleted.",
+        icon=":material/lock:",
+    )
 c1, c2 = st.columns(2)
 with c1, st.form("label"):
-    new_label = st.text_input("Label", run["label"] or "", max_chars=200)
-    if st.form_submit_button("Save label"):
+    new_label = st.text_input("Label", run["label"] or "", max_chars=200, disabled=protected)
+    if st.form_submit_button("Save label", disabled=protected):
         with open_store() as store:
             store.set_label(rid, new_label or None)
         st.rerun()
@@ -73,8 +81,10 @@ with c2:
     with open_store() as store:
         export = json.dumps(store.export_run(rid), indent=1)
     st.download_button("Export run (JSON)", export, file_name=f"normscope-run{rid}.json", mime="application/json")
-    confirm = st.checkbox(f"I want to delete run {rid} and its {run['points_done']} points", key=f"confirm-{rid}")
-    if st.button("Delete run", disabled=not confirm, key=f"delete-{rid}"):
+    confirm = st.checkbox(
+        f"I want to delete run {rid} and its {run['points_done']} points", key=f"confirm-{rid}", disabled=protected
+    )
+    if st.button("Delete run", disabled=not confirm or protected, key=f"delete-{rid}"):
         if run["status"] == "running":
             st.error("This run is still measuring: cancel it on the Run page first.")
         else:

@@ -19,6 +19,7 @@ from .spec import IMPLS, MODES, PRESETS, VARIANTS, SpecError, SweepSpec, default
 from .store import Store, StoreError, load_export_file
 
 EXIT_USAGE = 2
+EXPORT_FORMATS = ("json", "csv", "parquet")
 PROG = "normscope"
 
 
@@ -75,10 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--db")
     ls.add_argument("--json", action="store_true")
 
-    ex = sub.add_parser("export", help="export a run to a portable JSON file")
+    ex = sub.add_parser("export", help="export a run: portable JSON (for import), or its points as CSV/Parquet")
     ex.add_argument("run_id", type=int)
     ex.add_argument("-o", "--output", required=True)
+    ex.add_argument("--format", choices=EXPORT_FORMATS, help="json, csv or parquet (default: from the file name)")
     ex.add_argument("--db")
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report (optionally PDF) for runs")
+    rp.add_argument("run_ids", type=int, nargs="+")
+    rp.add_argument("-o", "--output", required=True, help="the .html file to write")
+    rp.add_argument("--pdf", help="also print it to this PDF file (needs Chromium)")
+    rp.add_argument("--title", help="the report's heading")
+    rp.add_argument("--db")
 
     im = sub.add_parser("import", help="import a run exported elsewhere")
     im.add_argument("file")
@@ -249,19 +258,63 @@ def cmd_runs(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(a: argparse.Namespace) -> int:
-    with Store(a.db) as store:
-        doc = store.export_run(a.run_id)
-    out = Path(a.output)
+def _output_path(path: str, hint: str) -> Path:
+    out = Path(path)
     if out.is_dir():
-        raise StoreError(f"{out} is a folder: give a file name, e.g. -o run{a.run_id}.json")
+        raise StoreError(f"{out} is a folder: give a file name, e.g. -o {hint}")
     if not out.parent.exists():
         raise StoreError(f"folder {out.parent} does not exist: create it or choose another path")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".normscope-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, out)
-    print(f"exported run {a.run_id} ({len(doc['points'])} points) to {out}", file=sys.stderr)
+    return out
+
+
+def _atomic_write(out: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".normscope-", suffix=out.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    out = _output_path(a.output, f"run{a.run_id}.json")
+    fmt = a.format or {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(out.suffix.lower(), "json")
+    with Store(a.db) as store:
+        if fmt == "json":
+            doc = store.export_run(a.run_id)
+            _atomic_write(out, lambda p: p.write_text(json.dumps(doc, indent=1), encoding="utf-8"))
+            n = len(doc["points"])
+        else:
+            store.get_run(a.run_id)  # unknown id: one-line error
+            df = store.points_table([a.run_id], with_extra=True)
+            if fmt == "csv":
+                _atomic_write(out, lambda p: df.to_csv(p, index=False))
+            else:
+                _atomic_write(out, lambda p: df.to_parquet(p, index=False))
+            n = len(df)
+    print(f"exported run {a.run_id} ({n} points) as {fmt} to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from . import report
+
+    out = _output_path(a.output, "report.html")
+    with Store(a.db) as store:
+        for rid in a.run_ids:
+            store.get_run(rid)
+        report.write(store, a.run_ids, out, title=a.title)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opens offline)", file=sys.stderr)
+    if a.pdf:
+        pdf = _output_path(a.pdf, "report.pdf")
+        why = report.to_pdf(out, pdf)
+        if why:
+            print(f"{PROG}: PDF not written: {why}", file=sys.stderr)
+            return 1
+        print(f"wrote {pdf}", file=sys.stderr)
     return 0
 
 
@@ -308,6 +361,7 @@ COMMANDS = {
     "import": cmd_import,
     "env": cmd_env,
     "sensors": cmd_sensors,
+    "report": cmd_report,
 }
 
 

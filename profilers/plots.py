@@ -336,3 +336,58 @@ def timeseries(series: dict[str, Any], keys: Sequence[str], title: str) -> go.Fi
         fig.add_trace(go.Scatter(x=series["t_s"], y=series[k], name=k, mode="lines", line={"color": _color(i)}))
     fig.update_layout(title=title, xaxis_title="s", height=300, **LAYOUT)
     return fig
+
+
+FLAG_COLORS = {"regression": "#dc2626", "faster": "#16a34a", "within noise": "#6b7280", "machine difference": "#2563eb"}
+
+
+def compare_scatter(rows: Sequence[dict[str, Any]], base_name: str, other_name: str) -> go.Figure:
+    """Each matched point's p50 here against the baseline's (log-log); off the diagonal is a change."""
+    title = f"p50: {other_name} vs {base_name} (diagonal = no change)"
+    if not rows:
+        return _empty(title, "no points in common")
+    traces = []
+    for flag, color in FLAG_COLORS.items():
+        sel = [r for r in rows if r["flag"] == flag]
+        if not sel:
+            continue
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": flag,
+                "marker": {"color": color, "size": 9},
+                "x": [r["baseline p50 µs"] for r in sel],
+                "y": [r["p50 µs"] for r in sel],
+                "text": [
+                    f"{r['variant']} {r['impl']} {r['dtype']} {r['shape']} {r['mode']}: {r['diff %']:+.1f}% "
+                    f"(noise ±{r['noise ±%']:.1f}%)"
+                    for r in sel
+                ],
+                "hovertemplate": "%{text}<extra></extra>",
+            }
+        )
+    lo = min(min(r["baseline p50 µs"], r["p50 µs"]) for r in rows) * 0.8
+    hi = max(max(r["baseline p50 µs"], r["p50 µs"]) for r in rows) * 1.25
+    traces.append(
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": [lo, hi],
+            "y": [lo, hi],
+            "name": "no change",
+            "line": {"dash": "dot", "color": "#9ca3af"},
+            "hoverinfo": "skip",
+        }
+    )
+    fig = go.Figure(data=traces)
+    fig.update_layout(
+        title=title,
+        xaxis_title=f"{base_name} p50 µs (log)",
+        yaxis_title=f"{other_name} p50 µs (log)",
+        height=520,
+        **LAYOUT,
+    )
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig

@@ -142,9 +142,12 @@ def _phrase(ref: Candidate, other: Candidate, metric: str) -> str:
     c = compare(ref, other)
     if c.tie:
         return f"{other.name} and {ref.name}: no measurable difference ({c.diff_pct:+.1f}%, noise ±{c.band_pct:.1f}%)"
+    saving = 100.0 * (1.0 - ref.value / other.value)  # share of the slower one's cost that ref avoids
+    ratio = other.value / ref.value
+    times = f" ({ratio:.2f}×)" if ratio >= 1.5 else ""
     if metric == "time":
-        return f"{ref.name} is {c.diff_pct:.1f}% faster than {other.name} here; noise ±{c.band_pct:.1f}%"
-    return f"{ref.name} uses {c.diff_pct:.1f}% less energy per call than {other.name}; noise ±{c.band_pct:.1f}%"
+        return f"{ref.name} is {saving:.1f}% faster than {other.name} here{times}; noise ±{c.band_pct:.1f}%"
+    return f"{ref.name} uses {saving:.1f}% less energy per call than {other.name}{times}; noise ±{c.band_pct:.1f}%"
 
 
 def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> Ranking:
@@ -255,6 +258,7 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
         for impl, ln, rms in _pairs(points, "layernorm", "rmsnorm", metric, dtype, mode):
             c = compare(_cand(ln, metric), _cand(rms, metric))
             saving = -c.diff_pct
+            ln_cost, rms_cost = _value(ln, metric), _value(rms, metric)
             shape = f"{ln['tokens']}×{ln['hidden']}"
             if c.tie:
                 verdict = "no measurable difference"
@@ -270,7 +274,11 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
                 ClaimCheck(
                     claim,
                     impl,
-                    f"RMSNorm saves {saving:.1f}% (±{c.band_pct:.1f}%) at {shape}",
+                    (
+                        f"RMSNorm saves {saving:.1f}% (±{c.band_pct:.1f}%) at {shape}"
+                        if saving >= 0
+                        else f"RMSNorm costs {rms_cost / ln_cost:.2f}× LayerNorm (±{c.band_pct:.1f}%) at {shape}"
+                    ),
                     verdict,
                     saving,
                     c.band_pct,

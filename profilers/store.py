@@ -328,14 +328,18 @@ class Store:
         q = f"SELECT * FROM points WHERE run_id IN ({','.join('?' * len(ids))}) ORDER BY run_id, seq"
         return [_point_dict(r) for r in self.con.execute(q, ids)]
 
-    def points_table(self, run_ids: Iterable[int]) -> Any:
-        """Points of several runs as a pandas DataFrame (no ``extra``): the fast path for charts."""
+    def points_table(self, run_ids: Iterable[int], with_extra: bool = False) -> Any:
+        """Points of several runs as a pandas DataFrame: the fast path for charts and CSV/Parquet.
+
+        ``with_extra`` adds ``extra_json`` (sensor summaries, kernel lists) as a JSON text column.
+        """
         import pandas as pd
 
         ids = list(run_ids)
+        names = ["id", "run_id", "seq", *POINT_COLUMNS] + (["extra_json"] if with_extra else [])
         if not ids:
-            return pd.DataFrame(columns=["id", "run_id", "seq", *POINT_COLUMNS])
-        cols = ", ".join(["id", "run_id", "seq", *POINT_COLUMNS])
+            return pd.DataFrame(columns=names)
+        cols = ", ".join(names)
         q = f"SELECT {cols} FROM points WHERE run_id IN ({','.join('?' * len(ids))}) ORDER BY run_id, seq"
         df = pd.read_sql_query(q, self.con, params=ids)
         df["noisy"] = df["noisy"].map({1: True, 0: False, None: None}).astype(object)

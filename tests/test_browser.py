@@ -150,3 +150,23 @@ def test_killed_worker_leaves_dashboard_serving_and_run_interrupted(server, brow
         assert s.get_run(run["id"])["status"] == "interrupted"
     assert _healthy(base)
     page.close()
+
+
+def test_report_renders_offline(server, browser):
+    _, db, tmp = server
+    out = tmp / "report.html"
+    from conftest import run_cli
+
+    with Store(db) as s:
+        run_id = s.list_runs()[-1]["id"]
+    assert run_cli("report", str(run_id), "-o", str(out), db=db).returncode == 0
+    ctx = browser.new_context(offline=True, viewport={"width": 1200, "height": 1400})
+    page = ctx.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(out.as_uri())
+    page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() >= 4
+    assert [u for u in requests if not u.startswith(("file:", "data:", "blob:"))] == []
+    page.screenshot(path=str(tmp / "report.png"))
+    ctx.close()

@@ -13,7 +13,9 @@ PAGES = [
     "pages/results.py",
     "pages/kernels.py",
     "pages/recommend.py",
+    "pages/compare.py",
     "pages/hardware.py",
+    "pages/reports.py",
     "pages/runs.py",
 ]
 
@@ -174,3 +176,55 @@ def test_interrupted_run_is_shown_as_such(one_run, monkeypatch):
         s.con.commit()
     at = page("pages/runs.py", db, monkeypatch)
     assert any("interrupted" in w.value for w in at.warning)
+
+
+def test_results_offers_csv_and_parquet_downloads(seeded, monkeypatch):
+    at = page("pages/results.py", seeded, monkeypatch)
+    labels = [b.label for b in at.get("download_button")]
+    assert "Download CSV" in labels and "Download Parquet" in labels
+
+
+def test_compare_page_flags_against_a_baseline(seeded, monkeypatch, tmp_path):
+    import shutil
+
+    db = tmp_path / "two.db"
+    shutil.copy(seeded, db)
+    p = run_cli(
+        "run", "--shapes", "64x256", "--variants", "layernorm,rmsnorm", "--impls", "native", "--budget-ms", "5", db=db
+    )
+    assert p.returncode == 0, p.stderr
+    at = page("pages/compare.py", db, monkeypatch)
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["matched points"] == "2"
+    assert any("Same machine" in c.value for c in at.caption)
+    assert at.get("plotly_chart")
+
+
+def test_reports_page_builds_a_downloadable_report(seeded, monkeypatch):
+    at = page("pages/reports.py", seeded, monkeypatch)
+    next(b for b in at.button if b.label == "Build the report").click().run()
+    assert not at.exception
+    assert any(b.label == "Download HTML" for b in at.get("download_button"))
+    assert any("Report ready" in s.value for s in at.success)
+
+
+def test_runs_page_import_rejects_a_bad_file_with_st_error(one_run, monkeypatch):
+    at = page("pages/runs.py", one_run, monkeypatch)
+    uploader = at.get("file_uploader")
+    if not uploader or not hasattr(uploader[0], "upload"):
+        pytest.skip("this Streamlit's AppTest cannot drive file_uploader")
+    uploader[0].upload("bad.json", b"{not json").run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert any("not JSON" in e.value for e in at.error)
+    with Store(one_run) as s:
+        assert len(s.list_runs()) == 1
+
+
+def test_reference_runs_are_read_only(one_run, monkeypatch, tmp_path):
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    assert run_cli("export", "1", "-o", str(ref / "gpu.json"), db=one_run).returncode == 0
+    monkeypatch.setenv("NORMSCOPE_REFERENCE_DIR", str(ref))
+    at = page("pages/runs.py", tmp_path / "fresh-user.db", monkeypatch)
+    assert any("reference run" in i.value for i in at.info)
+    assert next(b for b in at.button if b.label == "Delete run").disabled

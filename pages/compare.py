@@ -1,0 +1,68 @@
+"""Compare: one spec on several machines side by side, or regressions against a baseline run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages._shared import open_store, run_label, runs_or_welcome
+from profilers import compare, plots
+
+FLAG_STYLE = {k: f"color: {v}; font-weight: 600" for k, v in plots.FLAG_COLORS.items()}
+
+st.title("Compare runs")
+st.caption(
+    f"Points match on variant, implementation, dtype, shape and mode. On the same machine a point more than "
+    f"{compare.THRESHOLD_PCT:.0f}% slower than the baseline, and beyond the combined noise band, is a regression "
+    "(red); as much faster is green. Across machines the differences are shown, not flagged."
+)
+
+with open_store() as store:
+    runs = runs_or_welcome(store, "Nothing to compare yet: measure or import runs first.", "quick-compare")
+    if len(runs) < 2:
+        st.info("Comparing needs two runs: measure another, or import one on the Runs page.")
+        st.stop()
+    by_id = {r["id"]: r for r in runs}
+    ids = list(by_id)
+    base_id = st.selectbox("Baseline run", ids, index=min(1, len(ids) - 1), format_func=lambda i: run_label(by_id[i]))
+    others = st.multiselect(
+        "Compared with",
+        [i for i in ids if i != base_id],
+        default=[ids[0]] if ids[0] != base_id else [],
+        format_func=lambda i: run_label(by_id[i]),
+    )
+    base_points = store.points(base_id)
+    other_points = {i: store.points(i) for i in others}
+
+if not others:
+    st.info("Pick at least one run to compare with the baseline.")
+    st.stop()
+
+base = by_id[base_id]
+for oid in others:
+    other = by_id[oid]
+    same = compare.same_machine(base, other)
+    rows = [r.as_dict() for r in compare.compare(base_points, other_points[oid], same)]
+    st.subheader(f"Run {oid} vs baseline run {base_id}")
+    gpu = lambda r: (r["machine"].get("gpu") or {}).get("name") or r["machine"].get("cpu_model")  # noqa: E731
+    st.caption(
+        "Same machine: regressions are flagged."
+        if same
+        else f"Different machines ({gpu(base)} vs {gpu(other)}): differences are shown, not flagged."
+    )
+    if not rows:
+        st.warning("These runs have no timed points in common (different variants, shapes, dtypes or modes).")
+        continue
+    flags = pd.Series([r["flag"] for r in rows]).value_counts()
+    m = st.columns(4)
+    m[0].metric("matched points", len(rows))
+    m[1].metric("regressions", int(flags.get("regression", 0)))
+    m[2].metric("faster", int(flags.get("faster", 0)))
+    m[3].metric("median change", f"{pd.Series([r['diff %'] for r in rows]).median():+.1f}%")
+    st.plotly_chart(plots.compare_scatter(rows, f"run {base_id}", f"run {oid}"), width="stretch")
+    table = pd.DataFrame(rows)
+    styled = table.style.map(lambda f: FLAG_STYLE.get(f, ""), subset=["flag"]).format(
+        {c: "{:,.4g}" for c in table.columns if c not in ("variant", "impl", "dtype", "shape", "mode", "flag")},
+        na_rep="N/A",
+    )
+    st.dataframe(styled, hide_index=True, width="stretch")

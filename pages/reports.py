@@ -1,0 +1,55 @@
+"""Reports: one self-contained HTML file (and a PDF where Chromium is installed) for a client."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from pages._shared import open_store, run_label, runs_or_welcome
+from profilers import report
+
+st.title("Reports")
+st.caption(
+    "One HTML file with the answer, the charts, the method and the provenance. It opens offline: "
+    "plotly is inlined and nothing is fetched from the network."
+)
+
+with open_store() as store:
+    runs = runs_or_welcome(store, "Nothing to report yet: measure something first.", "quick-reports")
+    by_id = {r["id"]: r for r in runs}
+    default = [r["id"] for r in runs if r["status"] == "completed"][:1] or [runs[0]["id"]]
+    chosen = st.multiselect(
+        "Runs in the report", list(by_id), default=default, format_func=lambda i: run_label(by_id[i])
+    )
+    title = st.text_input("Heading (optional)", max_chars=200)
+    if not chosen:
+        st.info("Pick at least one run.")
+        st.stop()
+    if st.button("Build the report", type="primary"):
+        with st.spinner("Building…"):
+            st.session_state["report_html"] = report.build(store, chosen, title or None)
+            st.session_state["report_runs"] = list(chosen)
+
+html_text = st.session_state.get("report_html")
+if html_text and st.session_state.get("report_runs") == list(chosen):
+    name = "normscope-report-runs-" + "-".join(str(i) for i in chosen)
+    st.success(f"Report ready: {len(html_text) / 2**20:.1f} MiB.")
+    c1, c2 = st.columns(2)
+    c1.download_button("Download HTML", html_text, file_name=f"{name}.html", mime="text/html")
+    if report.chromium() is None:
+        c2.caption("PDF: unavailable (needs Chromium: apt-get install chromium). The HTML is complete without it.")
+    elif c2.button("Make a PDF"):
+        with tempfile.TemporaryDirectory() as tmp, st.spinner("Printing with Chromium…"):
+            src, pdf = Path(tmp) / "r.html", Path(tmp) / "r.pdf"
+            src.write_text(html_text, encoding="utf-8")
+            why = report.to_pdf(src, pdf)
+            if why:
+                st.error(why)
+            else:
+                st.session_state["report_pdf"] = pdf.read_bytes()
+    if st.session_state.get("report_pdf"):
+        c2.download_button(
+            "Download PDF", st.session_state["report_pdf"], file_name=f"{name}.pdf", mime="application/pdf"
+        )

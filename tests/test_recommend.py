@@ -1,0 +1,124 @@
+import pytest
+
+from profilers import recommend
+from profilers.compare import compare, same_machine
+
+
+def pt(variant, impl, p50, band_pct=1.0, run_id=1, tokens=4096, hidden=4096, dtype="bfloat16", mode="fwd", **kw):
+    """A timed point whose p20–p80 band is ±band_pct around p50."""
+    d = band_pct / 100 * p50
+    base = dict(
+        variant=variant,
+        impl=impl,
+        p50_us=p50,
+        p20_us=p50 - d,
+        p80_us=p50 + d,
+        run_id=run_id,
+        tokens=tokens,
+        hidden=hidden,
+        dtype=dtype,
+        mode=mode,
+        status="ok",
+        noisy=False,
+        gbps=1.0,
+        roofline_pct=1.0,
+        energy_mj_per_call=None,
+    )
+    base.update(kw)
+    return base
+
+
+T = recommend.Target(tokens=4096, hidden=4096)
+
+
+def test_rank_orders_and_explains_in_numbers():
+    pts = [pt("layernorm", "native", 100.0), pt("rmsnorm", "native", 97.3), pt("dyt", "eager", 300.0)]
+    r = recommend.rank(pts, T)
+    assert [c.name for c in r.candidates] == ["RMSNorm native", "LayerNorm native", "DyT eager"]
+    assert r.headline.startswith("Use RMSNorm native")
+    assert r.lines[0] == "RMSNorm native is 2.7% faster than LayerNorm native here; noise ±1.4%"
+    assert "(3.08×)" in r.lines[1]
+
+
+def test_differences_inside_the_noise_are_a_tie():
+    pts = [pt("layernorm", "native", 100.0, band_pct=5), pt("rmsnorm", "native", 97.0, band_pct=5)]
+    r = recommend.rank(pts, T)
+    assert len(r.tiers[0]) == 2 and r.headline.startswith("Tie:")
+    assert "no measurable difference" in r.lines[0]
+
+
+def test_newest_run_wins_and_nearest_shape_is_said():
+    pts = [pt("rmsnorm", "native", 50.0, run_id=1, tokens=2048), pt("rmsnorm", "native", 40.0, run_id=2, tokens=2048)]
+    r = recommend.rank(pts, T)
+    assert r.candidates[0].value == 40.0
+    assert "nearest measured, 2048×4096" in r.shape_note
+
+
+def test_missing_points_suggest_the_sweep_to_run():
+    r = recommend.rank([pt("rmsnorm", "native", 1.0, dtype="float32")], T, device="cuda:0")
+    assert r.missing and "--dtypes bfloat16" in r.missing and "--shapes 4096x4096" in r.missing
+    spec = recommend.suggest_spec(T, "cuda:0")
+    assert spec.device == "cuda:0" and "liger" in spec.impls
+
+
+def test_energy_ranking_uses_energy():
+    pts = [
+        pt("layernorm", "native", 100.0, energy_mj_per_call=385.0, energy_spread_pct=2.0),
+        pt("rmsnorm", "native", 97.0, energy_mj_per_call=314.0, energy_spread_pct=2.0),
+    ]
+    r = recommend.rank(pts, recommend.Target(4096, 4096, metric="energy"))
+    assert r.candidates[0].name == "RMSNorm native" and "less energy" in r.lines[0]
+
+
+@pytest.mark.parametrize(
+    ("rms", "verdict"),
+    [
+        (82.0, "consistent with the claim"),
+        (97.0, "smaller than claimed"),
+        (60.0, "larger than claimed"),
+        (130.0, "opposite: LayerNorm is cheaper here"),
+        (99.5, "no measurable difference"),
+    ],
+)
+def test_claims_check_verdicts(rms, verdict):
+    pts = [pt("layernorm", "native", 100.0), pt("rmsnorm", "native", rms)]
+    (c,) = recommend.claims_check(pts, "bfloat16", "fwd")
+    assert c.verdict == verdict and c.impl == "native"
+
+
+def test_dyt_claim():
+    pts = [
+        pt("layernorm", "compiled", 100.0),
+        pt("dyt", "compiled", 101.0),
+        pt("layernorm", "eager", 500.0),
+        pt("dyt", "eager", 300.0),
+    ]
+    verdicts = {c.impl: c.verdict for c in recommend.claims_check(pts, "bfloat16", "fwd")}
+    assert verdicts == {"compiled": "no measurable difference", "eager": "confirmed here"}
+
+
+RUN_A = {"machine": {"hostname": "h100-a", "cpu_model": "x", "gpu": {"uuid": "GPU-1"}}, "spec": {"device": "cuda:0"}}
+RUN_B = {"machine": {"hostname": "a100-b", "cpu_model": "y", "gpu": {"uuid": "GPU-2"}}, "spec": {"device": "cuda:0"}}
+
+
+def test_planted_20pct_slowdown_is_a_regression_and_noise_is_not():
+    base = [pt("rmsnorm", "native", 100.0), pt("layernorm", "native", 100.0), pt("dyt", "eager", 100.0)]
+    other = [pt("rmsnorm", "native", 120.0), pt("layernorm", "native", 104.0), pt("dyt", "eager", 80.0)]
+    rows = {r.key[0]: r for r in compare(base, other, same=True)}
+    assert rows["rmsnorm"].flag == "regression" and rows["rmsnorm"].diff_pct == pytest.approx(20.0)
+    assert rows["layernorm"].flag == "within noise"
+    assert rows["dyt"].flag == "faster"
+
+
+def test_a_large_change_inside_a_wide_noise_band_is_not_flagged():
+    base = [pt("rmsnorm", "native", 100.0, band_pct=15)]
+    other = [pt("rmsnorm", "native", 118.0, band_pct=15)]
+    (row,) = compare(base, other, same=True)
+    assert row.flag == "within noise" and row.band_pct > 18
+
+
+def test_other_machines_are_compared_not_flagged():
+    assert same_machine(RUN_A, RUN_A) and not same_machine(RUN_A, RUN_B)
+    (row,) = compare([pt("rmsnorm", "native", 100.0)], [pt("rmsnorm", "native", 150.0)], same=False)
+    assert row.flag == "machine difference"
+    assert compare([pt("rmsnorm", "native", 1.0)], [pt("rmsnorm", "eager", 1.0)], same=True) == []

@@ -1,0 +1,102 @@
+"""Reports, CSV/Parquet exports and reference runs, through the CLI where a user touches them."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+from conftest import run_cli
+
+from profilers import reference
+from profilers.report import build, chromium, to_pdf
+from profilers.store import Store
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def store_with_run(tmp_path_factory):
+    db = tmp_path_factory.mktemp("rep") / "results.db"
+    p = run_cli(
+        "run",
+        "--shapes",
+        "64x256,128x512",
+        "--variants",
+        "layernorm,rmsnorm,dyt",
+        "--impls",
+        "eager,native",
+        "--budget-ms",
+        "5",
+        "--warmup-ms",
+        "2",
+        "--trace",
+        "--label",
+        EVIL,
+        db=db,
+    )
+    assert p.returncode == 0, p.stderr
+    return db
+
+
+def test_report_is_one_offline_file_with_charts_and_provenance(store_with_run, tmp_path):
+    out = tmp_path / "r.html"
+    p = run_cli("report", "1", "-o", str(out), "--title", f"Client {EVIL}", db=store_with_run)
+    assert p.returncode == 0, p.stderr
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    assert not re.search(r"<script[^>]+src=", text), "no external scripts"
+    assert not re.search(r"<link[^>]+href=[\"']https?:", text), "no external stylesheets"
+    assert "Plotly.newPlot" in text and text.count('class="fig"') >= 4
+    assert "plotly.js" in text.lower()  # the library itself is inline
+    for needle in ("Provenance", "Method", "torch", "cpu_blocks", "The answer", "Bytes-moved model"):
+        assert needle in text
+    assert EVIL not in text  # escaped everywhere, titles and figure JSON included
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_report_rejects_unknown_runs(store_with_run, tmp_path):
+    p = run_cli("report", "42", "-o", str(tmp_path / "x.html"), db=store_with_run)
+    assert p.returncode == 2 and "no run 42" in p.stderr and not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_points_export_round_trips(store_with_run, tmp_path, fmt):
+    out = tmp_path / f"points.{fmt}"
+    p = run_cli("export", "1", "-o", str(out), db=store_with_run)
+    assert p.returncode == 0, p.stderr
+    back = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+    with Store(store_with_run) as s:
+        pts = s.points(1)
+    assert len(back) == len(pts)
+    for row, p in zip(back.to_dict("records"), pts):
+        assert row["variant"] == p["variant"] and row["impl"] == p["impl"] and row["tokens"] == p["tokens"]
+        if p["p50_us"] is None:
+            assert pd.isna(row["p50_us"])
+        else:
+            assert row["p50_us"] == pytest.approx(p["p50_us"])
+        assert json.loads(row["extra_json"]) == p["extra"]
+
+
+def test_reference_sync_is_idempotent_and_skips_bad_files(store_with_run, tmp_path):
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    assert run_cli("export", "1", "-o", str(ref / "h100.json"), db=store_with_run).returncode == 0
+    (ref / "broken.json").write_text('{"format": "normscope-run", "schema_version": 1, "run": {}, "points": []}')
+    with Store(tmp_path / "user.db") as s:
+        new, problems = reference.sync(s, ref)
+        assert len(new) == 1 and len(problems) == 1 and "broken.json" in problems[0]
+        run = s.get_run(new[0])
+        assert reference.is_reference(run) and run["source"] == "reference:h100.json"
+        assert reference.sync(s, ref)[0] == []  # already there
+        assert len(s.list_runs()) == 1
+
+
+def test_pdf_export(store_with_run, tmp_path):
+    html = tmp_path / "r.html"
+    with Store(store_with_run) as s:
+        html.write_text(build(s, [1]))
+    if chromium() is None:
+        assert "needs Chromium" in to_pdf(html, tmp_path / "r.pdf")
+        return
+    assert to_pdf(html, tmp_path / "r.pdf") is None
+    assert (tmp_path / "r.pdf").read_bytes()[:5] == b"%PDF-"
