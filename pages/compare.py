@@ -24,11 +24,18 @@ with open_store() as store:
         st.stop()
     by_id = {r["id"]: r for r in runs}
     ids = list(by_id)
-    base_id = st.selectbox("Baseline run", ids, index=min(1, len(ids) - 1), format_func=lambda i: run_label(by_id[i]))
+    newest = runs[0]
+    # default baseline: the latest earlier run of the same sweep, so the page opens on a comparison
+    same_sweep = [r["id"] for r in runs[1:] if compare.sweep_key(r) == compare.sweep_key(newest)]
+    default_base = same_sweep[0] if same_sweep else runs[1]["id"]
+    base_id = st.selectbox(
+        "Baseline run", ids, index=ids.index(default_base), format_func=lambda i: run_label(by_id[i])
+    )
+    candidates = [i for i in ids if i != base_id]
     others = st.multiselect(
         "Compared with",
-        [i for i in ids if i != base_id],
-        default=[ids[0]] if ids[0] != base_id else [],
+        candidates,
+        default=[newest["id"]] if newest["id"] != base_id else candidates[:1],
         format_func=lambda i: run_label(by_id[i]),
     )
     base_points = store.points(base_id)

@@ -73,6 +73,11 @@ class CompileWatch:
         return None
 
 
+def _patch(config: Any, **settings: Any) -> Any:
+    """config.patch with the settings this torch knows (older releases lack some, e.g. the limit switch)."""
+    return config.patch(**{k: v for k, v in settings.items() if hasattr(config, k)})
+
+
 def _translate(exc: BaseException) -> CompileFallback | None:
     """Dynamo's own refusals (graph break under fullgraph, limit hit) as a fallback."""
     names = {c.__name__ for c in type(exc).__mro__}
@@ -115,8 +120,8 @@ def first_calls(retain_graph: bool = False) -> Iterator[dict[str, float]]:
     t0 = time.perf_counter()
     try:
         with (
-            dynamo.config.patch(fail_on_recompile_limit_hit=True),
-            functorch_config.patch(donated_buffer=not retain_graph),
+            _patch(dynamo.config, fail_on_recompile_limit_hit=True),
+            _patch(functorch_config, donated_buffer=not retain_graph),
         ):
             yield timing
     except Exception as exc:
@@ -137,7 +142,7 @@ def steady_state() -> Iterator[None]:
     dynamo, _ = _dynamo()
     watch = CompileWatch()
     try:
-        with dynamo.config.patch(error_on_recompile=True, fail_on_recompile_limit_hit=True):
+        with _patch(dynamo.config, error_on_recompile=True, fail_on_recompile_limit_hit=True):
             yield
     except Exception as exc:
         translated = _translate(exc)

@@ -59,13 +59,9 @@ def _has_aten_ancestor(e: Any) -> bool:
 def _device_kernels(events: list[Any]) -> list[tuple[str, float]]:
     from torch.autograd import DeviceType
 
-    out = []
-    for e in events:
-        if e.device_type == DeviceType.CUDA:
-            us = getattr(e, "device_time", None)
-            if us is None:
-                us = getattr(e, "cuda_time", 0.0)
-            out.append((e.name, float(us)))
+    out = [(e.name, float(e.time_range.elapsed_us())) for e in events if e.device_type == DeviceType.CUDA]
+    if not out:  # older layouts attach kernels to the CPU op that launched them
+        out = [(k.name, float(k.duration)) for e in events for k in (getattr(e, "kernels", None) or [])]
     return out
 
 

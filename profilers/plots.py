@@ -388,6 +388,6 @@ def compare_scatter(rows: Sequence[dict[str, Any]], base_name: str, other_name: 
         height=520,
         **LAYOUT,
     )
-    fig.update_xaxes(type="log")
-    fig.update_yaxes(type="log")
+    fig.update_xaxes(type="log", dtick=1)
+    fig.update_yaxes(type="log", dtick=1)
     return fig

@@ -39,6 +39,18 @@ pre{background:#fff;border:1px solid #e5e7eb;padding:10px;overflow:auto;font-siz
 """
 
 
+_POINT_KEY_COLUMNS = [
+    ("run_id", "run"),
+    ("variant", "variant"),
+    ("impl", "impl"),
+    ("dtype", "dtype"),
+    ("tokens", "tokens"),
+    ("hidden", "hidden"),
+    ("mode", "mode"),
+    ("status", "status"),
+]
+
+
 def esc(text: Any) -> str:
     return html.escape("" if text is None else str(text), quote=True)
 
@@ -244,17 +256,7 @@ def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str
         parts.append(
             _table(
                 failed + skipped,
-                [
-                    ("run_id", "run"),
-                    ("variant", "variant"),
-                    ("impl", "impl"),
-                    ("dtype", "dtype"),
-                    ("tokens", "tokens"),
-                    ("hidden", "hidden"),
-                    ("mode", "mode"),
-                    ("status", "status"),
-                    ("error", "reason"),
-                ],
+                [*_POINT_KEY_COLUMNS, ("error", "reason")],
             )
         )
     parts.append("<h2>All points</h2>")
@@ -262,14 +264,7 @@ def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str
         _table(
             points,
             [
-                ("run_id", "run"),
-                ("variant", "variant"),
-                ("impl", "impl"),
-                ("dtype", "dtype"),
-                ("tokens", "tokens"),
-                ("hidden", "hidden"),
-                ("mode", "mode"),
-                ("status", "status"),
+                *_POINT_KEY_COLUMNS,
                 ("p20_us", "p20 µs"),
                 ("p50_us", "p50 µs"),
                 ("p80_us", "p80 µs"),

@@ -27,6 +27,24 @@ def run_cli(*args: str, db: Path | None = None, timeout: float = 300, env: dict 
     )
 
 
+def sweep(shapes: str, variants: str, impls: str, *extra: str, budget_ms: str = "5") -> list[str]:
+    """Arguments of a small, quick `run`."""
+    return [
+        "run",
+        "--shapes",
+        shapes,
+        "--variants",
+        variants,
+        "--impls",
+        impls,
+        "--budget-ms",
+        budget_ms,
+        "--warmup-ms",
+        "2",
+        *extra,
+    ]
+
+
 def run_json(*args: str, db: Path, timeout: float = 300) -> dict:
     p = run_cli(*args, "--json", db=db, timeout=timeout)
     assert p.returncode == 0, p.stderr

@@ -4,22 +4,11 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import run_cli, run_json
+from conftest import run_cli, run_json, sweep
 
 from profilers.store import Store
 
-TINY = [
-    "--shapes",
-    "16x64",
-    "--variants",
-    "rmsnorm,layernorm",
-    "--impls",
-    "eager,native",
-    "--budget-ms",
-    "5",
-    "--warmup-ms",
-    "2",
-]
+TINY = sweep("16x64", "rmsnorm,layernorm", "eager,native")[1:]
 POINT_KEYS = {
     "variant",
     "impl",

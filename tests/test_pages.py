@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, sweep
 from streamlit.testing.v1 import AppTest
 
 from profilers.store import Store
@@ -24,24 +24,18 @@ PAGES = [
 def seeded(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("seeded") / "results.db"
     p = run_cli(
-        "run",
-        "--shapes",
-        "64x256,256x256",
-        "--variants",
-        "layernorm,rmsnorm,dyt",
-        "--impls",
-        "eager,native",
-        "--modes",
-        "fwd,fwdbwd",
-        "--dtypes",
-        "float32",
-        "--budget-ms",
-        "5",
-        "--warmup-ms",
-        "2",
-        "--trace",
-        "--label",
-        "seed <b>run</b>",
+        *sweep(
+            "64x256,256x256",
+            "layernorm,rmsnorm,dyt",
+            "eager,native",
+            "--modes",
+            "fwd,fwdbwd",
+            "--dtypes",
+            "float32",
+            "--trace",
+            "--label",
+            "seed <b>run</b>",
+        ),
         db=db,
     )
     assert p.returncode == 0, p.stderr

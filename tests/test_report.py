@@ -5,7 +5,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import run_cli, sweep
 
 from profilers import reference
 from profilers.report import build, chromium, to_pdf
@@ -17,23 +17,7 @@ EVIL = "<script>alert(1)</script>"
 @pytest.fixture(scope="module")
 def store_with_run(tmp_path_factory):
     db = tmp_path_factory.mktemp("rep") / "results.db"
-    p = run_cli(
-        "run",
-        "--shapes",
-        "64x256,128x512",
-        "--variants",
-        "layernorm,rmsnorm,dyt",
-        "--impls",
-        "eager,native",
-        "--budget-ms",
-        "5",
-        "--warmup-ms",
-        "2",
-        "--trace",
-        "--label",
-        EVIL,
-        db=db,
-    )
+    p = run_cli(*sweep("64x256,128x512", "layernorm,rmsnorm,dyt", "eager,native", "--trace", "--label", EVIL), db=db)
     assert p.returncode == 0, p.stderr
     return db
 
