@@ -49,8 +49,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--threads", type=int, help="pass --threads to the sweep (default: all cores)")
+    ap.add_argument("--budget-ms", type=float, help="pass --budget-ms to the sweep (default: the spec's)")
     a = ap.parse_args()
     extra = ["--threads", str(a.threads)] if a.threads else []
+    extra += ["--budget-ms", str(a.budget_ms)] if a.budget_ms else []
     with tempfile.TemporaryDirectory() as tmp:
         results = [one_run(Path(tmp) / f"r{i}.db", extra) for i in range(a.runs)]
     for i, (wall, doc) in enumerate(results):

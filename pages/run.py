@@ -103,7 +103,7 @@ with right:
     modes = st.multiselect("Modes", MODES, default=["fwd"], help="fwd: inference; bwd: backward only; fwdbwd: both")
     c1, c2, c3 = st.columns(3)
     threads = c1.number_input("CPU threads (0 = all)", 0, 512, 0) if device == "cpu" else 0
-    budget = c2.number_input("Budget ms / point", 5, 60_000, 300 if device == "cpu" else 100)
+    budget = c2.number_input("Budget ms / point", 5, 60_000, 1000 if device == "cpu" else 100)
     warmup = c3.number_input("Warmup ms", 1, 60_000, 50 if device == "cpu" else 25)
     e1, e2 = st.columns(2)
     energy_on = e1.toggle("Measure energy", help="NVML energy counter on GPUs, RAPL on CPUs when readable")

@@ -281,7 +281,7 @@ def default_cpu_spec(**overrides: Any) -> SweepSpec:
         modes=("fwd",),
         device="cpu",
         warmup_ms=50.0,
-        budget_ms=300.0,
+        budget_ms=1000.0,
     )
     kw.update(overrides)
     return SweepSpec(**kw)
