@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 VARIANTS: tuple[str, ...] = (
@@ -165,7 +165,6 @@ class SweepSpec:
     trace: bool = False
     save_traces: bool = False
     sample_ms: float | None = 100.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -284,17 +284,22 @@ VARIANTS: dict[str, Variant] = {
 # ---- implementations ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Impl:
+    """How a variant is computed, and what it supports (anything else becomes a skipped point)."""
+
     name: str
     description: str
     devices: frozenset[str]
+    dtypes: frozenset[str] = frozenset({"float32", "bfloat16", "float16"})
+    modes: frozenset[str] = frozenset({"fwd", "bwd", "fwdbwd"})
 
 
+_BOTH = frozenset({"cpu", "cuda"})
 IMPLS: dict[str, Impl] = {
     i.name: i
     for i in (
-        Impl("eager", "textbook formula in composed torch ops", frozenset({"cpu", "cuda"})),
-        Impl("native", "torch's fused op", frozenset({"cpu", "cuda"})),
-        Impl("compiled", "torch.compile of the eager formula (fullgraph, static shapes)", frozenset({"cpu", "cuda"})),
+        Impl("eager", "textbook formula in composed torch ops", _BOTH),
+        Impl("native", "torch's fused op", _BOTH),
+        Impl("compiled", "torch.compile of the eager formula (fullgraph, static shapes)", _BOTH),
         Impl("liger", "liger-kernel Triton kernels", frozenset({"cuda"})),
     )
 }
@@ -315,12 +320,25 @@ def c_compiler_available() -> str | None:
     return "torch.compile on CPU needs a C++ compiler: install gcc"
 
 
-def unsupported_reason(variant: str, impl: str, device_type: str, tokens: int, hidden: int, cfg: Config) -> str | None:
+def unsupported_reason(
+    variant: str,
+    impl: str,
+    device_type: str,
+    tokens: int,
+    hidden: int,
+    cfg: Config,
+    dtype: str = "float32",
+    mode: str = "fwd",
+) -> str | None:
     """Why this combination cannot be measured, or None when it can."""
     v = VARIANTS[variant]
     i = IMPLS[impl]
     if device_type not in i.devices:
         return f"{impl} runs only on {', '.join(sorted(i.devices))}"
+    if dtype not in i.dtypes:
+        return f"{impl} does not support {dtype}"
+    if mode not in i.modes:
+        return f"{impl} does not support mode {mode}"
     reason = v.unsupported(tokens, hidden, cfg)
     if reason:
         return reason

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from profilers.measure import compare, gate
+from profilers.measure import compare, gate, upstream_grads
 from profilers.variants import VARIANTS, Config, build, reference, unsupported_reason
 
 CFG = Config(eps=1e-5, groups=4)
@@ -15,18 +15,31 @@ def _inputs(variant: str, dtype=torch.float32, tokens=16, hidden=64, grad=False)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("impl", ["eager", "native"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_every_variant_matches_float64_reference(variant, impl, dtype):
+@pytest.mark.parametrize("seed", range(4))
+def test_every_variant_matches_float64_reference(variant, impl, dtype, seed):
+    """Outputs and gradients (random dy; output-correlated dy for scalar parameters), as the gate does."""
     if unsupported_reason(variant, impl, "cpu", 16, 64, CFG):
         pytest.skip("unsupported combination")
     ins = _inputs(variant, getattr(torch, dtype), grad=True)
-    outs = build(variant, impl, CFG)(*ins)
-    dys = [torch.randn_like(o) for o in outs]
-    grads = torch.autograd.grad(outs, ins, dys)
+    is_param = [t.numel() == 1 for t in ins]  # scalar parameters get the output-correlated dy
+    fn = build(variant, impl, CFG)
+    outs = fn(*ins)
+    gen = torch.Generator().manual_seed(1000 + seed)  # not the inputs' stream: dy = x would cancel dx
+    dys = [torch.randn(o.shape, generator=gen).to(o.dtype) for o in outs]
+    dys_p = upstream_grads(outs, gen, getattr(torch, dtype))
+    acts = [t for t, p in zip(ins, is_param) if not p]
+    pars = [t for t, p in zip(ins, is_param) if p]
+    got = [*outs, *torch.autograd.grad(outs, acts, dys)]
+    if pars:
+        got += torch.autograd.grad(fn(*ins), pars, dys_p)
     x64 = [t.detach().double().requires_grad_(True) for t in ins]
     ref = reference(variant, CFG)(*x64)
-    ref_grads = torch.autograd.grad(ref, x64, [d.double() for d in dys])
-    names = [f"t{i}" for i in range(len(outs) + len(grads))]
-    errs = compare([*outs, *grads], [*ref, *ref_grads], names)
+    a64 = [t for t, p in zip(x64, is_param) if not p]
+    p64 = [t for t, p in zip(x64, is_param) if p]
+    want = [*ref, *torch.autograd.grad(ref, a64, [d.double() for d in dys], retain_graph=True)]
+    if p64:
+        want += torch.autograd.grad(ref, p64, [d.double() for d in dys_p])
+    errs = compare(got, want, [f"t{i}" for i in range(len(got))])
     assert gate(errs, dtype) is None, errs
 
 
