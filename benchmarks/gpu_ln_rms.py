@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=8192)
     ap.add_argument("--out", default="out/gpu_bench.json")
     a = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit(f"{Path(__file__).name} needs a CUDA GPU: torch {torch.__version__} sees none")
     from triton.testing import do_bench
 
     dev = torch.device("cuda:0")

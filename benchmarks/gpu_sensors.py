@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--loop-s", type=float, default=5.0)
     ap.add_argument("--out", default="out/gpu_sensors.json")
     a = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit(f"{Path(__file__).name} needs a CUDA GPU: torch {torch.__version__} sees none")
     dev = torch.device("cuda:0")
     nv = Nvml()
     gpu = gpu_for_torch_device(nv, 0)

@@ -210,7 +210,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         run = store.get_run(outcome.run_id)
     print(
         f"run {outcome.run_id} {outcome.status}: {run['points_ok']} ok, {run['points_failed']} failed, "
-        f"{run['points_skipped']} skipped; copy bandwidth {run['copy_gbps'] or 0:.1f} GB/s; store {store.path}",
+        f"{run['points_skipped']} skipped; copy bandwidth "
+        + (f"{run['copy_gbps']:.1f} GB/s" if run["copy_gbps"] is not None else "N/A")
+        + f"; store {store.path}",
         file=sys.stderr,
     )
     if a.json:

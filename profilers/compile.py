@@ -89,10 +89,9 @@ def _translate(exc: BaseException) -> CompileFallback | None:
 
 @dataclass
 class Compiled:
-    """A freshly compiled callable plus what its compilation cost."""
+    """A freshly compiled callable (its compile time is measured by ``first_calls``)."""
 
     fn: Callable[..., Any]
-    compile_s: float | None = None
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)

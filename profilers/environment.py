@@ -154,7 +154,8 @@ def format_snapshot(s: dict[str, Any]) -> str:
     lines.append(
         f"host   cpu {_na(h['cpu_util_pct'], None, '{:.0f}%')} (cores {per})  "
         f"{_na(h['cpu_freq_mhz'], h.get('cpu_freq_mhz_reason'), '{:.0f} MHz')}  "
-        f"mem {(h['memory_used_bytes'] or 0) / 2**30:.1f}/{(h['memory_total_bytes'] or 0) / 2**30:.1f} GiB  "
+        f"mem {_na(h['memory_used_bytes'] and h['memory_used_bytes'] / 2**30, None, '{:.1f}')}"
+        f"/{_na(h['memory_total_bytes'] and h['memory_total_bytes'] / 2**30, None, '{:.1f}')} GiB  "
         f"temps {_na(h['temperatures_c'], h.get('temperatures_c_reason'))}"
     )
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .spec import PRESETS, SweepSpec
+from .spec import SweepSpec
 
 NAMES = {
     "layernorm": "LayerNorm",
@@ -88,7 +88,8 @@ class Ranking:
 
 def _noise(p: dict[str, Any], metric: str) -> float:
     if metric == "energy":
-        return (p.get("energy_spread_pct") or 0.0) / 2.0
+        spread = p.get("energy_spread_pct")
+        return spread / 2.0 if spread is not None else math.inf  # unknown noise: never a measurable difference
     p50 = p["p50_us"]
     return 100.0 * (p["p80_us"] - p["p20_us"]) / (2.0 * p50) if p50 else math.inf
 
@@ -200,11 +201,6 @@ def cli_args(spec: SweepSpec) -> str:
     if spec.energy:
         parts.append("--energy")
     return " ".join(parts)
-
-
-def target_from_preset(preset: str, **kw: Any) -> Target:
-    p = PRESETS[preset]
-    return Target(tokens=max(p.tokens), hidden=p.hidden, **kw)
 
 
 # -- claims -------------------------------------------------------------------------------

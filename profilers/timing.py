@@ -45,10 +45,6 @@ class Stats:
     def noisy(self) -> bool:
         return self.p50_us > 0 and self.iqr_us / self.p50_us > NOISY_IQR_RATIO
 
-    @property
-    def iqr_ratio(self) -> float:
-        return self.iqr_us / self.p50_us if self.p50_us > 0 else math.inf
-
 
 def quantile(sorted_vals: Sequence[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default)."""

@@ -2,11 +2,7 @@
 # GPU checks for a CUDA machine: GPU-marked tests and the GPU benchmark. Installs nothing.
 # Results go under $OUT (default ./out).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-./out}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/_device_env.sh"
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,memory.total --format=csv > "$OUT/nvidia_smi.csv" 2>&1
 $PY -m profilers env > "$OUT/env.txt" 2>&1; cat "$OUT/env.txt"
 $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.log"

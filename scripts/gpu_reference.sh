@@ -4,11 +4,7 @@
 # so each fits one device command. Installs nothing. Output under $OUT:
 #   reference-$MODES.json (commit it as data/reference/<gpu>-$MODES.json) and reference-$MODES.log.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-./out}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/_device_env.sh"
 MODES="${MODES:-fwd}"
 DB="$OUT/reference-$MODES.db"
 rm -f "$DB"*

@@ -50,8 +50,11 @@ def test_worker_runs_apart_holds_the_device_and_cancels_cleanly(tmp_path):
             break
         time.sleep(0.2)
     assert final["status"] == "cancelled" and final["points_done"] >= 2
-    assert device_busy(db, "cpu") is None
+    end = time.monotonic() + 30  # the worker prints its last line just after the store says cancelled
+    while "cancelled" not in jobs.log_tail(job.log_path, 3) and time.monotonic() < end:
+        time.sleep(0.2)
     assert "cancelled" in jobs.log_tail(job.log_path, 3)
+    assert device_busy(db, "cpu") is None
 
 
 def test_a_second_sweep_on_a_busy_device_is_refused(tmp_path):

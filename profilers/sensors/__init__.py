@@ -23,9 +23,6 @@ class Reading(Generic[T]):
     def ok(self) -> bool:
         return self.value is not None
 
-    def display(self, fmt: str = "{}") -> str:
-        return fmt.format(self.value) if self.value is not None else "N/A"
-
 
 def missing(reason: str) -> Reading:
     return Reading(None, reason)

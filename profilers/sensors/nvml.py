@@ -141,9 +141,6 @@ class Gpu:
     def temperature_c(self) -> Reading[int]:
         return self._get(self.lib.nvmlDeviceGetTemperature, self.lib.NVML_TEMPERATURE_GPU)
 
-    def architecture(self) -> Reading[int]:
-        return self._get(self.lib.nvmlDeviceGetArchitecture)
-
     def info(self) -> dict[str, Any]:
         """Static facts for provenance, each value or None plus a reason."""
         out: dict[str, Any] = {"nvml_index": self.index}
