@@ -13,24 +13,16 @@ from profilers.recommend import label
 st.title("Kernels")
 
 with open_store() as store:
-    runs = store.list_runs()
-    traced = []
-    for r in runs:
-        pts = [p for p in store.points(r["id"]) if p.get("kernels_per_call") is not None]
-        if pts:
-            traced.append((r, pts))
-
-if not traced:
-    st.info(
-        "No kernel breakdowns yet. Start a sweep with **Record kernels** on the Run page "
-        "(or `python -m profilers run --trace`)."
-    )
-    st.stop()
-
-run_ids = [r["id"] for r, _ in traced]
-by_run = {r["id"]: (r, pts) for r, pts in traced}
-rid = st.selectbox("Run", run_ids, format_func=lambda i: run_label(by_run[i][0]))
-_, pts = by_run[rid]
+    by_run = {r["id"]: r for r in store.list_runs()}
+    run_ids = store.traced_run_ids()
+    if not run_ids:
+        st.info(
+            "No kernel breakdowns yet. Start a sweep with **Record kernels** on the Run page "
+            "(or `python -m profilers run --trace`)."
+        )
+        st.stop()
+    rid = st.selectbox("Run", run_ids, format_func=lambda i: run_label(by_run[i]))
+    pts = [p for p in store.points(rid) if p.get("kernels_per_call") is not None]
 
 
 def point_name(p: dict) -> str:

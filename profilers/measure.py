@@ -153,10 +153,11 @@ def _measure(p: Point, ctx: Context) -> PointResult:
             torch.randn(p.tokens, p.hidden, generator=gen, device=ctx.device, dtype=torch.float32).to(dtype)
             for _ in range(v.n_outputs)
         ]
-        with torch.no_grad():
-            y32 = reference(p.variant, ctx.cfg)(*[t.float() for t in inputs])
-        dys_param = upstream_grads(y32, gen, dtype)
-        del y32
+        if params:  # only scalar parameters need the extra fp32 forward
+            with torch.no_grad():
+                y32 = reference(p.variant, ctx.cfg)(*[t.float() for t in inputs])
+            dys_param = upstream_grads(y32, gen, dtype)
+            del y32
         for t in inputs:
             t.requires_grad_(True)
 

@@ -328,6 +328,11 @@ class Store:
         q = f"SELECT * FROM points WHERE run_id IN ({','.join('?' * len(ids))}) ORDER BY run_id, seq"
         return [_point_dict(r) for r in self.con.execute(q, ids)]
 
+    def traced_run_ids(self) -> list[int]:
+        """Runs holding at least one point with a kernel breakdown, newest first."""
+        q = "SELECT DISTINCT run_id FROM points WHERE kernels_per_call IS NOT NULL ORDER BY run_id DESC"
+        return [int(r[0]) for r in self.con.execute(q)]
+
     def points_table(self, run_ids: Iterable[int], with_extra: bool = False) -> Any:
         """Points of several runs as a pandas DataFrame: the fast path for charts and CSV/Parquet.
 

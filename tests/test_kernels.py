@@ -45,3 +45,48 @@ def test_chrome_trace_is_saved(tmp_path):
     b = breakdown(lambda: fn(x, w), CPU, p50_us=100.0, trace_path=str(path))
     assert b["trace_path"] == str(path) and path.stat().st_size > 100
     assert '"traceEvents"' in path.read_text()[:2000]
+
+
+def test_failed_points_carry_no_time_value_on_the_latency_axis():
+    from profilers import plots
+
+    rows = [
+        {
+            "run_id": 1,
+            "variant": "rmsnorm",
+            "impl": "native",
+            "dtype": "float32",
+            "mode": "fwd",
+            "tokens": 8,
+            "hidden": 64,
+            "status": "ok",
+            "p20_us": 9.0,
+            "p50_us": 10.0,
+            "p80_us": 11.0,
+            "noisy": False,
+            "n_samples": 5,
+            "iqr_us": 1.0,
+            "error": None,
+        },
+        {
+            "run_id": 1,
+            "variant": "rmsnorm",
+            "impl": "eager",
+            "dtype": "float32",
+            "mode": "fwd",
+            "tokens": 8,
+            "hidden": 64,
+            "status": "failed",
+            "p20_us": None,
+            "p50_us": None,
+            "p80_us": None,
+            "noisy": None,
+            "n_samples": None,
+            "iqr_us": None,
+            "error": "correctness: dx differs",
+        },
+    ]
+    fig = plots.latency(plots.points_frame(rows))
+    failed = next(t for t in fig.data if t.name == "failed (not timed)")
+    assert failed.yaxis == "y2" and not fig.layout.yaxis2.visible
+    assert "dx differs" in failed.text[0]
