@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from profilers.records import PointResult  # noqa: E402
 from profilers.spec import SweepSpec  # noqa: E402
 from profilers.store import Store  # noqa: E402
+from profilers.store.records import PointResult  # noqa: E402
 
 RUNS, PER_RUN = 50, 1000
 

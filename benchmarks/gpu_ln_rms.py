@@ -17,11 +17,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from profilers import compile as compiling
-from profilers import provenance
-from profilers.roofline import bytes_moved, copy_bandwidth_gbps
-from profilers.timing import CudaEventTimer, CudaGraphTimer
-from profilers.variants import VARIANTS, Config, build, unsupported_reason
+from profilers.analysis.roofline import bytes_moved
+from profilers.catalog import Config, unsupported_reason
+from profilers.measure import compile as compiling
+from profilers.measure import provenance
+from profilers.measure.copyprobe import copy_bandwidth_gbps
+from profilers.measure.timing import CudaEventTimer, CudaGraphTimer
+from profilers.measure.variants import VARIANTS, build
 
 
 def main() -> None:

@@ -21,13 +21,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from profilers import compile as compiling
-from profilers import energy, kernels, provenance
+from profilers.catalog import Config
+from profilers.measure import compile as compiling
+from profilers.measure import energy, kernels, provenance
+from profilers.measure.timing import CudaEventTimer
+from profilers.measure.variants import VARIANTS, build
 from profilers.sensors.host import Host
 from profilers.sensors.nvml import Nvml, gpu_for_torch_device
 from profilers.sensors.sampler import Sampler
-from profilers.timing import CudaEventTimer
-from profilers.variants import VARIANTS, Config, build
 
 CASES = (("layernorm", "native"), ("rmsnorm", "native"), ("rmsnorm", "eager"), ("rmsnorm", "compiled"))
 

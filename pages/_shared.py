@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from profilers import jobs, reference
-from profilers.runner import device_busy
+from profilers import jobs
+from profilers.jobs import device_busy
 from profilers.spec import SpecError, SweepSpec, default_cpu_spec
-from profilers.store import Store, StoreError, default_db_path
+from profilers.store import Store, StoreError, default_db_path, reference
 
 
 def _route_through_app() -> None:
@@ -21,10 +20,16 @@ def _route_through_app() -> None:
     itself (its legacy multipage mode) until app.py has called st.navigation once
     in this server. Clearing that flag and rerunning routes the same URL through
     the shell instead, so the first visit after a restart looks like every other.
+    The flag is Streamlit's own (``PagesManager.uses_pages_directory``): the range
+    this is verified on is pinned in requirements.txt and a Chromium test opens a
+    deep link as a fresh server's first request. Where the flag does not exist the
+    page simply renders in Streamlit's own navigation.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
         PagesManager.uses_pages_directory = False
         st.rerun()
 
@@ -57,38 +62,14 @@ def open_store() -> Store:
 
 @st.cache_resource(show_spinner=False)
 def devices() -> list[str]:
-    """cpu plus every CUDA device torch can see (torch imported once per server)."""
-    import torch
-
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return found
-
-
-@st.cache_resource(show_spinner=False)
-def device_names() -> dict[str, str]:
-    import torch
-
-    names = {"cpu": "CPU"}
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            names[f"cuda:{i}"] = torch.cuda.get_device_name(i)
-    return names
+    """cpu plus every CUDA device torch can see, found without loading torch in the server."""
+    return jobs.visible_devices()
 
 
 def sidebar() -> None:
     with st.sidebar:
         st.caption(f"Store: `{db_path()}`")
-        names = device_names()
-        st.caption("Devices: " + " · ".join(f"{d} ({names.get(d, d)})" for d in devices()))
-
-
-def na(value: Any, fmt: str = "{:,.1f}", reason: str | None = None) -> str:
-    """Display a reading; a missing one is N/A (with its reason), never 0."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return f"N/A ({reason})" if reason else "N/A"
-    return fmt.format(value)
+        st.caption("Devices: " + " · ".join(devices()))
 
 
 def run_label(r: dict[str, Any]) -> str:

@@ -6,9 +6,31 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import open_store, run_label, runs_or_welcome
-from profilers import compare, plots
+from profilers.analysis import compare
+from profilers.report import plots
+from profilers.report.labels import COLUMNS, number, percent
 
 FLAG_STYLE = {k: f"color: {v}; font-weight: 600" for k, v in plots.FLAG_COLORS.items()}
+
+
+def _table_row(r: compare.Row) -> dict:
+    """A typed row as table data; the labels go on at the table."""
+    return {
+        "variant": r.variant,
+        "impl": r.impl,
+        "dtype": r.dtype,
+        "shape": f"{r.tokens}×{r.hidden}",
+        "mode": r.mode,
+        "base_p50_us": r.base["p50_us"],
+        "p50_us": r.other["p50_us"],
+        "diff_pct": r.diff_pct,
+        "band_pct": r.band_pct,
+        "flag": r.flag,
+        "gbps": r.other.get("gbps"),
+        "roofline_pct": r.other.get("roofline_pct"),
+        "energy_mj_per_call": r.other.get("energy_mj_per_call"),
+    }
+
 
 st.title("Compare runs")
 st.caption(
@@ -49,7 +71,7 @@ base = by_id[base_id]
 for oid in others:
     other = by_id[oid]
     same = compare.same_machine(base, other)
-    rows = [r.as_dict() for r in compare.compare(base_points, other_points[oid], same)]
+    rows = compare.match_points(base_points, other_points[oid], same)
     st.subheader(f"Run {oid} vs baseline run {base_id}")
     gpu = lambda r: (r["machine"].get("gpu") or {}).get("name") or r["machine"].get("cpu_model")  # noqa: E731
     st.caption(
@@ -60,16 +82,16 @@ for oid in others:
     if not rows:
         st.warning("These runs have no timed points in common (different variants, shapes, dtypes or modes).")
         continue
-    flags = pd.Series([r["flag"] for r in rows]).value_counts()
+    flags = pd.Series([r.flag for r in rows]).value_counts()
     m = st.columns(4)
     m[0].metric("matched points", len(rows))
     m[1].metric("regressions", int(flags.get("regression", 0)))
     m[2].metric("faster", int(flags.get("faster", 0)))
-    m[3].metric("median change", f"{pd.Series([r['diff %'] for r in rows]).median():+.1f}%")
+    m[3].metric("median change", percent(pd.Series([r.diff_pct for r in rows]).median(), signed=True))
     st.plotly_chart(plots.compare_scatter(rows, f"run {base_id}", f"run {oid}"), width="stretch")
-    table = pd.DataFrame(rows)
-    styled = table.style.map(lambda f: FLAG_STYLE.get(f, ""), subset=["flag"]).format(
-        {c: "{:,.4g}" for c in table.columns if c not in ("variant", "impl", "dtype", "shape", "mode", "flag")},
-        na_rep="N/A",
+    table = pd.DataFrame([_table_row(r) for r in rows]).rename(columns=COLUMNS)
+    text_cols = {COLUMNS[k] for k in ("variant", "impl", "dtype", "shape", "mode", "flag")}
+    styled = table.style.map(lambda f: FLAG_STYLE.get(f, ""), subset=[COLUMNS["flag"]]).format(
+        {c: number for c in table.columns if c not in text_cols}, na_rep="N/A"
     )
     st.dataframe(styled, hide_index=True, width="stretch")

@@ -5,19 +5,24 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._shared import na
-from profilers import plots
-from profilers.environment import describe, snapshot
+from profilers import jobs
+from profilers.report import plots
+from profilers.report.labels import na
+from profilers.sensors.live import snapshot
 
 st.title("Hardware")
 
 
-@st.cache_data(ttl=60, show_spinner="Reading the machine…")
+@st.cache_data(ttl=600, show_spinner="Reading the machine (torch, compilers, sensors)…")
 def inventory() -> dict:
-    return describe()
+    return jobs.probe_environment()
 
 
-info = inventory()
+try:
+    info = inventory()
+except jobs.ProbeError as e:
+    st.error(str(e))
+    st.stop()
 m, v = info["machine"], info["versions"]
 c = st.columns(4)
 c[0].metric("CPU", m["cpu_model"])

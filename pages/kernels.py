@@ -6,9 +6,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import na, open_store, run_label
-from profilers import plots
-from profilers.recommend import label
+from pages._shared import open_store, run_label
+from profilers.catalog import label
+from profilers.report import plots
+from profilers.report.labels import na
 
 st.title("Kernels")
 

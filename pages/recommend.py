@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import open_store, run_label, runs_or_welcome, start_sweep
-from profilers import recommend
+from profilers.analysis import recommend
 from profilers.spec import DTYPES, PRESETS, VARIANTS, SpecError
 
 st.title("Recommend")
@@ -85,7 +85,7 @@ else:
     rows = []
     for tier_no, tier in enumerate(ranking.tiers, start=1):
         for c in tier:
-            cmp = recommend.compare(best, c)
+            cmp = recommend.versus(best, c)
             rows.append(
                 {
                     "rank": tier_no,

@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages._shared import open_store, run_label, runs_or_welcome
-from profilers import report
+from profilers.report import document
 
 st.title("Reports")
 st.caption(
@@ -29,7 +29,7 @@ with open_store() as store:
         st.stop()
     if st.button("Build the report", type="primary"):
         with st.spinner("Building…"):
-            st.session_state["report_html"] = report.build(store, chosen, title or None)
+            st.session_state["report_html"] = document.build(store, chosen, title or None)
             st.session_state["report_runs"] = list(chosen)
 
 html_text = st.session_state.get("report_html")
@@ -38,13 +38,13 @@ if html_text and st.session_state.get("report_runs") == list(chosen):
     st.success(f"Report ready: {len(html_text) / 2**20:.1f} MiB.")
     c1, c2 = st.columns(2)
     c1.download_button("Download HTML", html_text, file_name=f"{name}.html", mime="text/html")
-    if report.chromium() is None:
+    if document.chromium() is None:
         c2.caption("PDF: unavailable (needs Chromium: apt-get install chromium). The HTML is complete without it.")
     elif c2.button("Make a PDF"):
         with tempfile.TemporaryDirectory() as tmp, st.spinner("Printing with Chromium…"):
             src, pdf = Path(tmp) / "r.html", Path(tmp) / "r.pdf"
             src.write_text(html_text, encoding="utf-8")
-            why = report.to_pdf(src, pdf)
+            why = document.to_pdf(src, pdf)
             if why:
                 st.error(why)
             else:

@@ -7,7 +7,8 @@ import io
 import streamlit as st
 
 from pages._shared import open_store, run_label, runs_or_welcome
-from profilers import plots
+from profilers.report import plots
+from profilers.report.labels import COLUMNS, HELP, POINT_TABLE, for_table
 
 st.title("Results")
 
@@ -51,7 +52,7 @@ m = st.columns(4)
 m[0].metric("points", len(view))
 m[1].metric("timed", n_ok)
 m[2].metric("failed", n_failed, help="failed correctness or compile checks, or errors: never timed")
-m[3].metric("noisy", n_noisy, help="IQR / p50 > 0.1; drawn hollow")
+m[3].metric("noisy", n_noisy, help=HELP["noisy"])
 if view["series"].nunique() > plots.MAX_SERIES:
     st.warning(f"{view['series'].nunique()} series: the charts show the first {plots.MAX_SERIES}. Narrow the filters.")
 
@@ -63,7 +64,7 @@ with tab_lat:
 with tab_bw:
     st.plotly_chart(plots.bandwidth(view, {i: by_id[i]["copy_gbps"] for i in chosen}), width="stretch")
     st.caption(
-        "GB/s counts the minimum bytes each variant must move (profilers/roofline.py); above 100% of copy "
+        "GB/s counts the minimum bytes each variant must move (profilers/analysis/roofline.py); above 100% of copy "
         "means the working set fits in cache."
     )
 with tab_speed:
@@ -87,40 +88,16 @@ if n_failed:
         st.dataframe(failed, hide_index=True, width="stretch", placeholder="N/A")
 
 st.subheader("All points")
-table_cols = {
-    "run_id": "run",
-    "variant": "variant",
-    "impl": "impl",
-    "dtype": "dtype",
-    "mode": "mode",
-    "tokens": "tokens",
-    "hidden": "hidden",
-    "status": "status",
-    "p20_us": "p20 µs",
-    "p50_us": "p50 µs",
-    "p80_us": "p80 µs",
-    "noisy": "noisy",
-    "gbps": "GB/s",
-    "roofline_pct": "% copy",
-    "peak_bytes": "peak bytes",
-    "max_rel_err": "max rel err",
-    "compile_s": "compile s",
-    "energy_mj_per_call": "mJ/call",
-    "energy_mean_power_w": "mean W",
-    "kernels_per_call": "kernels/call",
-    "timing_method": "method",
-    "error": "error",
-}
-table = view[list(table_cols)].rename(columns=table_cols)
+table = view[list(POINT_TABLE)].copy()
+table["peak_bytes"] = table["peak_bytes"].map(lambda v: for_table("peak_bytes", v))
+table = table.rename(columns=COLUMNS)
+numeric = ("p20_us", "p50_us", "p80_us", "gbps", "roofline_pct", "max_rel_err", "compile_s", "energy_mj_per_call")
 st.dataframe(
     table,
     hide_index=True,
     width="stretch",
     placeholder="N/A",
-    column_config={
-        c: st.column_config.NumberColumn(format="%.4g")
-        for c in ("p20 µs", "p50 µs", "p80 µs", "GB/s", "% copy", "max rel err", "compile s", "mJ/call", "mean W")
-    },
+    column_config={COLUMNS[c]: st.column_config.NumberColumn(format="%.4g") for c in numeric},
 )
 
 d1, d2, _ = st.columns([1, 1, 4])

@@ -8,8 +8,21 @@ import streamlit as st
 
 from pages._shared import db_path, devices, open_store, quick_sweep_button, start_sweep
 from profilers import jobs
-from profilers.environment import snapshot
-from profilers.spec import DTYPES, IMPLS, MODES, PRESETS, VARIANTS, SpecError, SweepSpec, parse_shape
+from profilers.catalog import IMPLS as IMPLS_INFO
+from profilers.catalog import MODES as MODES_INFO
+from profilers.sensors.live import snapshot
+from profilers.spec import (
+    DTYPES,
+    ENERGY_WINDOWS_S,
+    IMPLS,
+    MODES,
+    PRESETS,
+    VARIANTS,
+    SpecError,
+    SweepSpec,
+    default_spec,
+    parse_shape,
+)
 
 st.title("Run a sweep")
 
@@ -86,6 +99,8 @@ live()
 st.subheader("New sweep")
 left, right = st.columns(2)
 with left:
+    device = st.selectbox("Device", devices())
+    defaults = default_spec(device)
     source = st.radio("Shapes from", ["model preset", "custom shapes"], horizontal=True)
     if source == "model preset":
         preset = st.selectbox("Model", list(PRESETS), format_func=lambda k: PRESETS[k].description)
@@ -93,21 +108,33 @@ with left:
         st.caption("tokens×hidden: " + ", ".join(f"{t}×{h}" for t, h in shapes))
     else:
         preset = None
-        text = st.text_input("Shapes (tokens×hidden, comma separated)", "1024x768, 4096x4096")
+        text = st.text_input(
+            "Shapes (tokens×hidden, comma separated)", ", ".join(f"{t}x{h}" for t, h in defaults.shapes)
+        )
         shapes = []
-    variants = st.multiselect("Variants", VARIANTS, default=["layernorm", "rmsnorm", "dyt"])
-    impls = st.multiselect("Implementations", IMPLS, default=["eager", "native", "compiled"])
+    variants = st.multiselect("Variants", VARIANTS, default=list(defaults.variants))
+    impls = st.multiselect(
+        "Implementations",
+        IMPLS,
+        default=[i for i in defaults.impls if i in IMPLS_INFO and device.split(":")[0] in IMPLS_INFO[i].devices],
+        help=" · ".join(f"{name}: {info.help}" for name, info in IMPLS_INFO.items()),
+    )
 with right:
-    device = st.selectbox("Device", devices())
-    dtypes = st.multiselect("dtypes", DTYPES, default=["float32"] if device == "cpu" else ["bfloat16"])
-    modes = st.multiselect("Modes", MODES, default=["fwd"], help="fwd: inference; bwd: backward only; fwdbwd: both")
+    dtypes = st.multiselect("dtypes", DTYPES, default=list(defaults.dtypes))
+    modes = st.multiselect(
+        "Modes", MODES, default=list(defaults.modes), help=" · ".join(f"{k}: {v}" for k, v in MODES_INFO.items())
+    )
     c1, c2, c3 = st.columns(3)
     threads = c1.number_input("CPU threads (0 = all)", 0, 512, 0) if device == "cpu" else 0
-    budget = c2.number_input("Budget ms / point", 5, 60_000, 1000 if device == "cpu" else 100)
-    warmup = c3.number_input("Warmup ms", 1, 60_000, 50 if device == "cpu" else 25)
+    budget = c2.number_input("Budget ms / point", 5, 60_000, int(defaults.budget_ms))
+    warmup = c3.number_input("Warmup ms", 1, 60_000, int(defaults.warmup_ms))
     e1, e2 = st.columns(2)
     energy_on = e1.toggle("Measure energy", help="NVML energy counter on GPUs, RAPL on CPUs when readable")
-    accurate = e2.toggle("Accurate energy (5 s windows)", disabled=not energy_on)
+    accurate = e2.toggle(
+        f"Accurate energy ({ENERGY_WINDOWS_S['accurate']:g} s windows)",
+        disabled=not energy_on,
+        help=f"quick: {ENERGY_WINDOWS_S['quick']:g} s windows",
+    )
     trace_on = st.toggle("Record kernels (torch.profiler)")
     label = st.text_input("Label (optional)", max_chars=200)
 
@@ -129,7 +156,7 @@ try:
         budget_ms=float(budget),
         warmup_ms=float(warmup),
         energy=energy_on,
-        energy_window_s=5.0 if accurate else 1.0,
+        energy_window_s=ENERGY_WINDOWS_S["accurate" if accurate else "quick"],
         trace=trace_on,
         label=label or None,
         preset=preset,

@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages._shared import na, open_store, run_label, runs_or_welcome
-from profilers import reference
-from profilers.store import StoreError
+from pages._shared import open_store, run_label, runs_or_welcome
+from profilers.report.labels import na
+from profilers.store import StoreError, reference
+from profilers.store.exchange import export_run, import_run
 
 st.title("Runs")
 
@@ -23,7 +24,7 @@ with st.expander("Import a run exported on another machine"):
         else:
             try:
                 with open_store() as store:
-                    new_id = store.import_run(doc, source=f"import:{up.name}")
+                    new_id = import_run(store, doc, source=f"import:{up.name}")
                 st.success(f"Imported {up.name} as run {new_id}.")
             except StoreError as e:
                 st.error(str(e))
@@ -79,7 +80,7 @@ with c1, st.form("label"):
         st.rerun()
 with c2:
     with open_store() as store:
-        export = json.dumps(store.export_run(rid), indent=1)
+        export = json.dumps(export_run(store, rid), indent=1)
     st.download_button("Export run (JSON)", export, file_name=f"normscope-run{rid}.json", mime="application/json")
     confirm = st.checkbox(
         f"I want to delete run {rid} and its {run['points_done']} points", key=f"confirm-{rid}", disabled=protected

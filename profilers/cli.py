@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .energy import WINDOWS_S
-from .spec import IMPLS, MODES, PRESETS, VARIANTS, SpecError, SweepSpec, default_cpu_spec, default_gpu_spec, parse_shape
-from .store import Store, StoreError, load_export_file
+from .report.text import progress_line
+from .spec import (
+    ENERGY_WINDOWS_S,
+    IMPLS,
+    MODES,
+    PRESETS,
+    VARIANTS,
+    SpecError,
+    SweepSpec,
+    default_spec,
+    parse_shape,
+)
+from .store import Store, StoreError
+from .store.exchange import atomic_write, export_run, import_run, load_export_file, output_path
 
 EXIT_USAGE = 2
 EXPORT_FORMATS = ("json", "csv", "parquet")
@@ -60,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--energy",
         nargs="?",
         const="quick",
-        choices=sorted(WINDOWS_S),
+        choices=sorted(ENERGY_WINDOWS_S),
         help="measure energy per call: quick (1 s windows, default) or accurate (5 s)",
     )
     r.add_argument("--energy-window-s", type=float, help="energy window per repeat in seconds (overrides the preset)")
@@ -110,10 +119,8 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
             base = SweepSpec.from_json(Path(a.spec).read_text(encoding="utf-8")).to_dict()
         except OSError as e:
             raise SpecError(f"cannot read spec file {a.spec}: {e.strerror}") from None
-    elif a.device == "cpu":
-        base = default_cpu_spec().to_dict()
     else:
-        base = default_gpu_spec(device=a.device).to_dict()
+        base = default_spec(a.device).to_dict()
     kw: dict[str, Any] = dict(base)
     kw["device"] = a.device if (a.device != "cpu" or not a.spec) else base.get("device", "cpu")
     if a.variants:
@@ -137,21 +144,14 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
         kw["dtypes"] = _list(a.dtypes)
     if a.modes:
         kw["modes"] = _list(a.modes)
-    if a.threads is not None:
-        kw["threads"] = a.threads
-    if a.budget_ms is not None:
-        kw["budget_ms"] = a.budget_ms
-    if a.warmup_ms is not None:
-        kw["warmup_ms"] = a.warmup_ms
+    for name in ("threads", "budget_ms", "warmup_ms", "seed", "label"):  # flags given override the base
+        if getattr(a, name) is not None:
+            kw[name] = getattr(a, name)
     if a.cuda_graph:
         kw["cuda_graph"] = True
-    if a.seed is not None:
-        kw["seed"] = a.seed
-    if a.label is not None:
-        kw["label"] = a.label
     if a.energy:
         kw["energy"] = True
-        kw["energy_window_s"] = WINDOWS_S[a.energy]
+        kw["energy_window_s"] = ENERGY_WINDOWS_S[a.energy]
     if a.energy_window_s is not None:
         kw["energy"] = True
         kw["energy_window_s"] = a.energy_window_s
@@ -166,31 +166,11 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
     return SweepSpec.from_dict(kw)
 
 
-def _fmt_progress(done: int, total: int, p, res) -> str:
-    head = f"[{done:>{len(str(total))}}/{total}] {p.describe()}"
-    if res is None:
-        return head + " …"
-    if res.status == "skipped":
-        return f"{head}  skipped: {res.error}"
-    if res.status == "failed":
-        return f"{head}  FAILED: {res.error}"
-    extra = f", {res.gbps:.1f} GB/s" if res.gbps else ""
-    if res.roofline_pct is not None:
-        extra += f", {res.roofline_pct:.0f}% of copy"
-    if res.compile_s is not None:
-        extra += f", compile {res.compile_s:.1f} s"
-    if res.energy_mj_per_call is not None:
-        extra += f", {res.energy_mj_per_call:.3g} mJ/call at {res.energy_mean_power_w:.0f} W"
-    if res.kernels_per_call is not None:
-        extra += f", {res.kernels_per_call:g} {'kernels' if res.device.startswith('cuda') else 'ops'}/call"
-    noisy = " (noisy)" if res.noisy else ""
-    return f"{head}  p50 {res.p50_us:,.1f} µs{extra}{noisy}"
-
-
 def cmd_run(a: argparse.Namespace) -> int:
     spec = spec_from_args(a)  # validated before torch is even imported
 
-    from .runner import device_lock, prepare, run_sweep
+    from .jobs import device_lock
+    from .measure.runner import prepare, run_sweep
 
     prepare(spec)  # refuse before the store is touched
     tty = sys.stderr.isatty()
@@ -198,7 +178,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     def progress(done, total, p, res):
         if res is None and not tty:
             return
-        line = _fmt_progress(done if res else done + 1, total, p, res)
+        line = progress_line(done if res else done + 1, total, p, res)
         if tty and res is None:
             sys.stderr.write("\r\033[K" + line)
         else:
@@ -260,59 +240,38 @@ def cmd_runs(a: argparse.Namespace) -> int:
     return 0
 
 
-def _output_path(path: str, hint: str) -> Path:
-    out = Path(path)
-    if out.is_dir():
-        raise StoreError(f"{out} is a folder: give a file name, e.g. -o {hint}")
-    if not out.parent.exists():
-        raise StoreError(f"folder {out.parent} does not exist: create it or choose another path")
-    return out
-
-
-def _atomic_write(out: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".normscope-", suffix=out.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def cmd_export(a: argparse.Namespace) -> int:
-    out = _output_path(a.output, f"run{a.run_id}.json")
+    out = output_path(a.output, f"run{a.run_id}.json")
     fmt = a.format or {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(out.suffix.lower(), "json")
     with Store(a.db) as store:
         if fmt == "json":
-            doc = store.export_run(a.run_id)
-            _atomic_write(out, lambda p: p.write_text(json.dumps(doc, indent=1), encoding="utf-8"))
+            doc = export_run(store, a.run_id)
+            atomic_write(out, lambda p: p.write_text(json.dumps(doc, indent=1), encoding="utf-8"))
             n = len(doc["points"])
         else:
             store.get_run(a.run_id)  # unknown id: one-line error
             df = store.points_table([a.run_id], with_extra=True)
             if fmt == "csv":
-                _atomic_write(out, lambda p: df.to_csv(p, index=False))
+                atomic_write(out, lambda p: df.to_csv(p, index=False))
             else:
-                _atomic_write(out, lambda p: df.to_parquet(p, index=False))
+                atomic_write(out, lambda p: df.to_parquet(p, index=False))
             n = len(df)
     print(f"exported run {a.run_id} ({n} points) as {fmt} to {out}", file=sys.stderr)
     return 0
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from . import report
+    from .report import document
 
-    out = _output_path(a.output, "report.html")
+    out = output_path(a.output, "report.html")
     with Store(a.db) as store:
         for rid in a.run_ids:
             store.get_run(rid)
-        report.write(store, a.run_ids, out, title=a.title)
+        document.write(store, a.run_ids, out, title=a.title)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opens offline)", file=sys.stderr)
     if a.pdf:
-        pdf = _output_path(a.pdf, "report.pdf")
-        why = report.to_pdf(out, pdf)
+        pdf = output_path(a.pdf, "report.pdf")
+        why = document.to_pdf(out, pdf)
         if why:
             print(f"{PROG}: PDF not written: {why}", file=sys.stderr)
             return 1
@@ -323,14 +282,14 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_import(a: argparse.Namespace) -> int:
     doc = load_export_file(a.file)
     with Store(a.db) as store:
-        run_id = store.import_run(doc, source=f"import:{Path(a.file).name}")
+        run_id = import_run(store, doc, source=f"import:{Path(a.file).name}")
     print(f"imported {a.file} as run {run_id}", file=sys.stderr)
     print(run_id)
     return 0
 
 
 def cmd_env(a: argparse.Namespace) -> int:
-    from .environment import describe, format_text
+    from .measure.environment import describe, format_text
 
     info = describe()
     if a.json:
@@ -342,7 +301,7 @@ def cmd_env(a: argparse.Namespace) -> int:
 
 
 def cmd_sensors(a: argparse.Namespace) -> int:
-    from .environment import watch
+    from .sensors.live import watch
 
     if a.interval_s <= 0 or a.interval_s > 3600:
         raise UsageError(f"--interval-s must be in (0, 3600], got {a.interval_s}")

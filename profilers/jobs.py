@@ -1,4 +1,4 @@
-"""Sweeps started from the dashboard: a separate worker process per sweep.
+"""Sweeps started from the dashboard: a separate worker process per sweep, and the device locks.
 
 The dashboard never measures in its own process. It writes the spec to a file,
 starts ``python -m profilers run --spec FILE`` (an argument list, no shell) in a
@@ -9,6 +9,7 @@ into a cancelled run that keeps its finished points.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,11 +17,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .spec import SweepSpec
+from .spec import SpecError, SweepSpec
 from .store import Store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +86,49 @@ def start(spec: SweepSpec, db: Path) -> Job:
     return Job(proc.pid, spec_path, log_path)
 
 
+class ProbeError(RuntimeError):
+    """The environment probe (a `profilers env --json` subprocess) failed; the message says why."""
+
+
+def probe_environment(timeout_s: float = 120) -> dict[str, Any]:
+    """What `python -m profilers env --json` reports, asked of a subprocess so this process never loads torch."""
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "profilers", "env", "--json"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"`python -m profilers env` did not answer within {timeout_s:.0f} s") from None
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ProbeError(f"`python -m profilers env` failed (exit {p.returncode}): {last}")
+    return json.loads(p.stdout)
+
+
+def visible_devices(nvml: Any = None) -> list[str]:
+    """cpu, plus the CUDA devices torch sees. Without an NVIDIA driver (NVML) there are none, and no
+    subprocess is started; with one, torch's own numbering is asked of ``probe_environment``."""
+    from .sensors.nvml import Nvml
+
+    nv = nvml if nvml is not None else Nvml()
+    try:
+        if not nv.available or not nv.gpus():
+            return ["cpu"]
+    finally:
+        if nvml is None:
+            nv.close()
+    try:
+        info = probe_environment()
+    except ProbeError:
+        return ["cpu"]
+    torch_devices = sorted({g["torch_device"] for g in info.get("gpus", []) if g.get("torch_device")})
+    return ["cpu", *torch_devices]
+
+
 def run_of(store: Store, pid: int) -> dict[str, Any] | None:
     """The run a worker created, found by its pid (newest first)."""
     row = store.con.execute("SELECT id FROM runs WHERE pid=? ORDER BY id DESC LIMIT 1", (pid,)).fetchone()
@@ -113,3 +158,54 @@ def log_tail(log_path: Path, lines: int = 5) -> str:
         return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+# -- one sweep per device ------------------------------------------------------------------
+def lock_path(db_path: Path, device: str) -> Path:
+    return db_path.parent / f".normscope-{device.replace(':', '')}.lock"
+
+
+@contextlib.contextmanager
+def device_lock(db_path: Path, device: str) -> Iterator[None]:
+    """One sweep per device at a time: two sweeps on one device would time each other.
+
+    An exclusive flock held for the life of the process; the kernel releases it
+    when the process dies, so a killed sweep never leaves the device locked.
+    """
+    import fcntl
+
+    path = lock_path(db_path, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SpecError(
+            f"device {device} is busy: another sweep (pid {holder}) is measuring on it; wait for it or cancel it"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def device_busy(db_path: Path, device: str) -> int | None:
+    """The pid holding ``device``'s lock, or None when it is free."""
+    import fcntl
+
+    path = lock_path(db_path, device)
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None

@@ -14,30 +14,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-VARIANTS: tuple[str, ...] = (
-    "layernorm",
-    "rmsnorm",
-    "batchnorm",
-    "groupnorm",
-    "dyt",
-    "layerscale",
-    "add_rmsnorm",
-)
-IMPLS: tuple[str, ...] = ("eager", "native", "compiled", "liger")
-MODES: tuple[str, ...] = ("fwd", "bwd", "fwdbwd")
-DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-DTYPE_ALIASES = {
-    "fp32": "float32",
-    "f32": "float32",
-    "float": "float32",
-    "bf16": "bfloat16",
-    "fp16": "float16",
-    "f16": "float16",
-    "half": "float16",
-}
+from . import catalog
+from .catalog import DTYPE_ALIASES
+
+VARIANTS: tuple[str, ...] = tuple(catalog.VARIANTS)
+IMPLS: tuple[str, ...] = tuple(catalog.IMPLS)
+MODES: tuple[str, ...] = tuple(catalog.MODES)
+DTYPES: tuple[str, ...] = tuple(catalog.DTYPES)
 TIMING_METHODS = ("cpu_blocks", "cuda_event_flush", "cuda_graph")
 MAX_TOKENS = 1 << 24
 MAX_HIDDEN = 1 << 20
+# energy windows per repeat, seconds: the NVML counter updates about every 100 ms
+ENERGY_WINDOWS_S = {"quick": 1.0, "accurate": 5.0}
 
 
 class SpecError(ValueError):
@@ -300,3 +288,10 @@ def default_gpu_spec(**overrides: Any) -> SweepSpec:
     )
     kw.update(overrides)
     return SweepSpec(**kw)
+
+
+def default_spec(device: str, **overrides: Any) -> SweepSpec:
+    """The default sweep and method for ``device`` (cpu or cuda[:N]), with ``overrides``."""
+    if device == "cpu":
+        return default_cpu_spec(**overrides)
+    return default_gpu_spec(device=device, **overrides)

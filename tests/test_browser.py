@@ -3,15 +3,11 @@
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from served import healthy, serve
 
 from profilers import jobs
 from profilers.spec import SweepSpec
@@ -29,7 +25,6 @@ if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-STREAMLIT = Path(sys.executable).parent / "streamlit"
 FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -41,41 +36,12 @@ FLAGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("served")
     db = tmp / "results.db"
-    port = _free_port()
-    env = dict(os.environ, NORMSCOPE_DB=str(db), STREAMLIT_SERVER_PORT=str(port))
-    proc = subprocess.Popen(
-        [str(STREAMLIT), "run", "app.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise AssertionError(f"the dashboard did not start: {proc.stdout.read()[-2000:]}")
-    yield base, db, tmp
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with serve(db) as base:
+        yield base, db, tmp
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +50,6 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
-
-
-def _healthy(base: str) -> bool:
-    return urllib.request.urlopen(f"{base}/_stcore/health", timeout=5).read() == b"ok"
 
 
 def test_tiny_sweep_from_the_run_page_to_results_charts(server, browser):
@@ -140,7 +102,7 @@ def test_killed_worker_leaves_dashboard_serving_and_run_interrupted(server, brow
     assert run and run["points_done"] >= 2, jobs.log_tail(job.log_path)
     os.kill(job.pid, signal.SIGKILL)
     time.sleep(0.5)
-    assert _healthy(base)
+    assert healthy(base)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{base}/runs")
     page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
@@ -148,7 +110,7 @@ def test_killed_worker_leaves_dashboard_serving_and_run_interrupted(server, brow
     page.screenshot(path=str(tmp / "runs_interrupted.png"), full_page=True)
     with Store(db) as s:
         assert s.get_run(run["id"])["status"] == "interrupted"
-    assert _healthy(base)
+    assert healthy(base)
     page.close()
 
 
@@ -170,3 +132,18 @@ def test_report_renders_offline(server, browser):
     assert [u for u in requests if not u.startswith(("file:", "data:", "blob:"))] == []
     page.screenshot(path=str(tmp / "report.png"))
     ctx.close()
+
+
+def test_deep_link_as_first_request_goes_through_the_app_shell(tmp_path, browser):
+    """A fresh server's very first request is a deep link: it must get app.py's navigation, not Streamlit's
+    file-name pages (the legacy pages/ mode). Verified on the Streamlit range pinned in requirements.txt."""
+    with serve(tmp_path / "results.db") as base:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{base}/recommend")
+        page.get_by_role("heading", name="Recommend").wait_for(timeout=60_000)
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        nav.get_by_text("Analyse").wait_for(timeout=30_000)  # app.py's sections and titles
+        assert nav.get_by_text("Hardware").count() == 1
+        assert nav.get_by_text("app", exact=True).count() == 0  # no file-name entry for the entry point
+        page.screenshot(path=str(tmp_path / "deep_link.png"), full_page=True)
+        page.close()

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from profilers.measure import Context, measure_point
+from profilers.catalog import Config
+from profilers.measure.point import Context, measure_point
+from profilers.measure.timing import CudaEventTimer, CudaGraphTimer
 from profilers.spec import Point, SweepSpec
 from profilers.store import Store
-from profilers.timing import CudaEventTimer, CudaGraphTimer
-from profilers.variants import Config
 
 pytestmark = [
     pytest.mark.gpu,
@@ -17,11 +17,11 @@ pytestmark = [
 
 def _ctx(timer, **kw):
     spec = SweepSpec(variants=("rmsnorm",), impls=("native",), shapes=((8, 16),), device="cuda", **kw)
-    return Context(spec, torch.device("cuda:0"), Config(), lambda: timer, copy_gbps=1000.0, threads=None)
+    return Context(spec, torch.device("cuda:0"), Config(), timer, copy_gbps=1000.0)
 
 
 def test_cuda_sweep_end_to_end(tmp_path):
-    from profilers.runner import run_sweep
+    from profilers.measure.runner import run_sweep
 
     spec = SweepSpec(
         variants=("layernorm", "rmsnorm", "dyt", "add_rmsnorm"),
@@ -88,7 +88,7 @@ def test_oom_is_recorded_on_the_point_not_raised():
 
 
 def test_provenance_matches_nvml_by_uuid():
-    from profilers import provenance
+    from profilers.measure import provenance
 
     gpu = provenance.machine("cuda:0")["gpu"]
     assert gpu["name"]
@@ -97,8 +97,8 @@ def test_provenance_matches_nvml_by_uuid():
 
 
 def test_cuda_kernel_breakdown_counts_device_kernels():
-    from profilers.kernels import breakdown
-    from profilers.variants import VARIANTS, build
+    from profilers.measure.kernels import breakdown
+    from profilers.measure.variants import VARIANTS, build
 
     cfg = Config()
     dev = torch.device("cuda:0")
@@ -115,7 +115,7 @@ def test_cuda_kernel_breakdown_counts_device_kernels():
 
 
 def test_nvml_energy_counter_measures_a_real_loop():
-    from profilers import energy
+    from profilers.measure import energy
     from profilers.sensors.nvml import Nvml, gpu_for_torch_device
 
     nv = Nvml()

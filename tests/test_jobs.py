@@ -3,7 +3,7 @@
 import time
 
 from profilers import jobs
-from profilers.runner import device_busy
+from profilers.jobs import device_busy
 from profilers.spec import SweepSpec, default_cpu_spec
 from profilers.store import Store
 

@@ -1,8 +1,9 @@
 import torch
 
-from profilers import compile as compiling
-from profilers.kernels import breakdown
-from profilers.variants import VARIANTS, Config, build
+from profilers.catalog import Config
+from profilers.measure import compile as compiling
+from profilers.measure.kernels import breakdown
+from profilers.measure.variants import VARIANTS, build
 
 CPU = torch.device("cpu")
 
@@ -48,7 +49,7 @@ def test_chrome_trace_is_saved(tmp_path):
 
 
 def test_failed_points_carry_no_time_value_on_the_latency_axis():
-    from profilers import plots
+    from profilers.report import plots
 
     rows = [
         {

@@ -3,18 +3,18 @@ import dataclasses
 import pytest
 import torch
 
-from profilers import compile as compiling
-from profilers import variants
-from profilers.measure import Context, measure_point
+from profilers.catalog import Config
+from profilers.measure import compile as compiling
+from profilers.measure import variants
+from profilers.measure.point import Context, measure_point
+from profilers.measure.timing import CpuTimer
 from profilers.spec import Point, SweepSpec
-from profilers.timing import CpuTimer
-from profilers.variants import Config
 
 
 def _ctx(**spec_kw) -> Context:
     spec = SweepSpec(variants=("rmsnorm",), impls=("native",), shapes=((32, 64),), **spec_kw)
     timer = CpuTimer(warmup_ms=1, budget_ms=5, threads=1)
-    return Context(spec, torch.device("cpu"), Config(), lambda: timer, copy_gbps=10.0, threads=1)
+    return Context(spec, torch.device("cpu"), Config(), timer, copy_gbps=10.0)
 
 
 def test_ok_point_has_stats_bytes_and_roofline():

@@ -1,7 +1,7 @@
 import pytest
 
-from profilers import recommend
-from profilers.compare import compare, same_machine
+from profilers.analysis import recommend
+from profilers.analysis.compare import match_points, same_machine
 
 
 def pt(variant, impl, p50, band_pct=1.0, run_id=1, tokens=4096, hidden=4096, dtype="bfloat16", mode="fwd", **kw):
@@ -104,7 +104,7 @@ RUN_B = {"machine": {"hostname": "a100-b", "cpu_model": "y", "gpu": {"uuid": "GP
 def test_planted_20pct_slowdown_is_a_regression_and_noise_is_not():
     base = [pt("rmsnorm", "native", 100.0), pt("layernorm", "native", 100.0), pt("dyt", "eager", 100.0)]
     other = [pt("rmsnorm", "native", 120.0), pt("layernorm", "native", 104.0), pt("dyt", "eager", 80.0)]
-    rows = {r.key[0]: r for r in compare(base, other, same=True)}
+    rows = {r.key[0]: r for r in match_points(base, other, same=True)}
     assert rows["rmsnorm"].flag == "regression" and rows["rmsnorm"].diff_pct == pytest.approx(20.0)
     assert rows["layernorm"].flag == "within noise"
     assert rows["dyt"].flag == "faster"
@@ -113,12 +113,12 @@ def test_planted_20pct_slowdown_is_a_regression_and_noise_is_not():
 def test_a_large_change_inside_a_wide_noise_band_is_not_flagged():
     base = [pt("rmsnorm", "native", 100.0, band_pct=15)]
     other = [pt("rmsnorm", "native", 118.0, band_pct=15)]
-    (row,) = compare(base, other, same=True)
+    (row,) = match_points(base, other, same=True)
     assert row.flag == "within noise" and row.band_pct > 18
 
 
 def test_other_machines_are_compared_not_flagged():
     assert same_machine(RUN_A, RUN_A) and not same_machine(RUN_A, RUN_B)
-    (row,) = compare([pt("rmsnorm", "native", 100.0)], [pt("rmsnorm", "native", 150.0)], same=False)
+    (row,) = match_points([pt("rmsnorm", "native", 100.0)], [pt("rmsnorm", "native", 150.0)], same=False)
     assert row.flag == "machine difference"
-    assert compare([pt("rmsnorm", "native", 1.0)], [pt("rmsnorm", "eager", 1.0)], same=True) == []
+    assert match_points([pt("rmsnorm", "native", 1.0)], [pt("rmsnorm", "eager", 1.0)], same=True) == []

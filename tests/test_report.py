@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 from conftest import run_cli, sweep
 
-from profilers import reference
-from profilers.report import build, chromium, to_pdf
-from profilers.store import Store
+from profilers.report.document import build, chromium, to_pdf
+from profilers.store import Store, reference
 
 EVIL = "<script>alert(1)</script>"
 

@@ -5,9 +5,11 @@ import sqlite3
 
 import pytest
 
-from profilers.records import PointResult
 from profilers.spec import SweepSpec
-from profilers.store import SCHEMA_VERSION, Store, StoreError, validate_export
+from profilers.store import Store, StoreError
+from profilers.store.exchange import export_run, import_run, validate_export
+from profilers.store.records import PointResult
+from profilers.store.schema import SCHEMA_VERSION
 
 SPEC = SweepSpec(variants=("rmsnorm",), impls=("native", "eager"), shapes=((8, 16),))
 
@@ -116,21 +118,21 @@ def test_not_a_database_is_refused(tmp_path):
 def test_export_import_round_trip(tmp_path):
     with Store(tmp_path / "a.db") as a:
         rid = _run(a)
-        doc = a.export_run(rid)
+        doc = export_run(a, rid)
     doc = json.loads(json.dumps(doc))  # through real JSON
     with Store(tmp_path / "b.db") as b:
-        new_id = b.import_run(doc, source="import:test.json")
+        new_id = import_run(b, doc, source="import:test.json")
         run = b.get_run(new_id)
         assert run["uid"] == doc["run"]["uid"] and run["source"] == "import:test.json"
         assert len(b.points(new_id)) == 2
         assert b.points(new_id)[1]["impl"] == "eager"
         with pytest.raises(StoreError, match="already in this store"):
-            b.import_run(doc)
+            import_run(b, doc)
 
 
 def _valid_doc(tmp_path):
     with Store(tmp_path / "v.db") as s:
-        return json.loads(json.dumps(s.export_run(_run(s))))
+        return json.loads(json.dumps(export_run(s, _run(s))))
 
 
 @pytest.mark.parametrize(
@@ -155,7 +157,7 @@ def test_import_rejects_malformed_files_and_changes_nothing(tmp_path, mutate, me
     with Store(tmp_path / "target.db") as s:
         before = s.con.execute("SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM points)").fetchone()
         with pytest.raises(StoreError, match=message):
-            s.import_run(doc)
+            import_run(s, doc)
         after = s.con.execute("SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM points)").fetchone()
         assert tuple(before) == tuple(after) == (0, 0)
 
@@ -175,7 +177,7 @@ def test_delete_and_label(tmp_path):
 
 
 def test_v1_store_is_migrated_keeping_its_points(tmp_path):
-    from profilers import store as store_mod
+    from profilers.store import schema as store_mod
 
     path = tmp_path / "old.db"
     con = sqlite3.connect(path)
@@ -196,7 +198,7 @@ def test_v1_store_is_migrated_keeping_its_points(tmp_path):
         (p,) = s.points(1)
         assert p["p50_us"] == 2.5 and p["energy_mj_per_call"] is None and p["kernels_per_call"] is None
         cols = {r[1] for r in s.con.execute("PRAGMA table_info(points)")}
-        from profilers.store import POINT_COLUMNS
+        from profilers.store.schema import POINT_COLUMNS
 
         assert set(POINT_COLUMNS) <= cols
         assert s.get_run(1)["series"] is None
@@ -211,5 +213,5 @@ def test_v1_export_is_imported(tmp_path):
         for k in [k for k in p if k.startswith(("energy_", "kernel")) or k in ("launch_overhead_pct", "trace_path")]:
             p.pop(k)
     with Store(tmp_path / "n.db") as s:
-        rid = s.import_run(doc)
+        rid = import_run(s, doc)
         assert len(s.points(rid)) == 2

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from profilers.timing import CpuTimer, Stats, quantile, summarize
+from profilers.measure.timing import CpuTimer, Stats, quantile, summarize
 
 
 def test_summarize_known_samples():
@@ -115,13 +115,11 @@ class FakeCudaTorch:
 
 
 def test_cuda_event_timer_logic_with_fake_events():
-    from profilers.timing import CudaEventTimer
+    from profilers.measure.timing import CudaEventTimer
 
     clock = FakeClock(seed=5, mean_s=200e-6, jitter=0.01)
     fake = FakeCudaTorch(clock)
-    timer = CudaEventTimer.__new__(CudaEventTimer)
-    timer.torch, timer.warmup_ms, timer.budget_ms, timer.device = fake, 2.0, 20.0, "cuda:0"
-    timer.flush = fake.empty()
+    timer = CudaEventTimer(2.0, 20.0, "cuda:0", torch_mod=fake)
     m = timer.measure(clock.kernel)
     assert m.method == "cuda_event_flush" and m.calls_per_sample == 1
     # the 50 µs flush happens before each call but outside the events: p50 is the kernel's 200 µs

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from profilers.measure import compare, gate, upstream_grads
-from profilers.variants import VARIANTS, Config, build, reference, unsupported_reason
+from profilers.catalog import Config, unsupported_reason
+from profilers.measure.gate import errors_vs_reference, gate, upstream_grads
+from profilers.measure.variants import VARIANTS, build, reference
 
 CFG = Config(eps=1e-5, groups=4)
 
@@ -39,7 +40,7 @@ def test_every_variant_matches_float64_reference(variant, impl, dtype, seed):
     want = [*ref, *torch.autograd.grad(ref, a64, [d.double() for d in dys], retain_graph=True)]
     if p64:
         want += torch.autograd.grad(ref, p64, [d.double() for d in dys_p])
-    errs = compare(got, want, [f"t{i}" for i in range(len(got))])
+    errs = errors_vs_reference(got, want, [f"t{i}" for i in range(len(got))])
     assert gate(errs, dtype) is None, errs
 
 
@@ -85,6 +86,6 @@ def test_supported_combination_has_no_reason():
 
 def test_gate_rejects_nan_and_large_errors():
     ref = [torch.ones(4, dtype=torch.float64)]
-    assert "NaN or Inf" in gate(compare([torch.tensor([1.0, float("nan"), 1, 1])], ref, ["y"]), "float32")
-    assert "differs" in gate(compare([torch.full((4,), 1.01)], ref, ["y"]), "float32")
-    assert gate(compare([torch.full((4,), 1.01)], ref, ["y"]), "bfloat16") is None
+    assert "NaN or Inf" in gate(errors_vs_reference([torch.tensor([1.0, float("nan"), 1, 1])], ref, ["y"]), "float32")
+    assert "differs" in gate(errors_vs_reference([torch.full((4,), 1.01)], ref, ["y"]), "float32")
+    assert gate(errors_vs_reference([torch.full((4,), 1.01)], ref, ["y"]), "bfloat16") is None

@@ -1,7 +1,7 @@
-"""Bytes-moved model per variant and mode, and the copy-bandwidth probe.
+"""Bytes-moved model per variant and mode, and the roofline arithmetic (no torch).
 
 Normalization layers are memory-bound, so the honest ceiling is the device's own
-copy bandwidth measured in the same run, and the honest work figure is the
+copy bandwidth measured in the same run (``profilers/measure/copyprobe.py``), and the honest work figure is the
 *minimum* traffic any implementation must cause (E = bytes per element of the
 activation dtype, N = tokens × hidden, P = parameter elements):
 
@@ -21,11 +21,7 @@ are < 1% of the traffic for hidden ≥ 256.
 
 from __future__ import annotations
 
-import time
-
-import torch
-
-from .variants import VARIANTS
+from ..catalog import VARIANTS
 
 _FWD_TENSORS = {"layerscale": 3, "add_rmsnorm": 4}
 _BWD_TENSORS = {"add_rmsnorm": 4}
@@ -49,34 +45,3 @@ def roofline_pct(achieved_gbps: float | None, copy_gbps: float | None) -> float 
     if achieved_gbps is None or not copy_gbps:
         return None
     return 100.0 * achieved_gbps / copy_gbps
-
-
-def copy_bandwidth_gbps(device: torch.device, nbytes: int | None = None, repeats: int = 10) -> float:
-    """Best bandwidth of a large same-device copy over ``repeats``, counting bytes read + written.
-
-    The best, not the median: this is the ceiling the roofline divides by, and on
-    a shared machine a slow repeat says more about neighbours than about memory.
-    """
-    if nbytes is None:
-        nbytes = (1 << 30) if device.type == "cuda" else (256 << 20)
-    n = nbytes // 4
-    src = torch.ones(n, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)  # fault in pages / warm up
-    times = []
-    if device.type == "cuda":
-        for _ in range(repeats):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            dst.copy_(src)
-            e.record()
-            torch.cuda.synchronize(device)
-            times.append(s.elapsed_time(e) / 1e3)
-    else:
-        for _ in range(repeats):
-            t = time.perf_counter()
-            dst.copy_(src)
-            times.append(time.perf_counter() - t)
-    best = min(times)
-    del src, dst
-    return 2 * n * 4 / best / 1e9

@@ -19,11 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .sensors.host import Rapl
-from .sensors.nvml import Gpu
-from .sensors.sampler import Sampler
-
-WINDOWS_S = {"quick": 1.0, "accurate": 5.0}
+from ..sensors.host import Rapl
+from ..sensors.nvml import Gpu
+from ..sensors.sampler import Sampler
 
 
 class Meter(Protocol):

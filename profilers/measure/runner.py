@@ -14,21 +14,22 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
+from ..analysis.footprint import estimate_point_bytes
+from ..catalog import DTYPES, Config
+from ..sensors.host import Host
+from ..sensors.nvml import Gpu, Nvml, gpu_for_torch_device
+from ..sensors.sampler import Sampler
+from ..spec import Point, SpecError, SweepSpec
+from ..store import Store
+from ..store.records import PointResult
 from . import energy, provenance
-from .measure import Context, PointResult, measure_point
-from .memory import available_bytes, estimate_point_bytes, keep_freed_memory
-from .roofline import copy_bandwidth_gbps
-from .sensors.host import Host
-from .sensors.nvml import Gpu, Nvml, gpu_for_torch_device
-from .sensors.sampler import Sampler
-from .spec import Point, SpecError, SweepSpec
-from .store import Store
+from .copyprobe import copy_bandwidth_gbps
+from .memory import available_bytes, keep_freed_memory
+from .point import Context, measure_point
 from .timing import CpuTimer, CudaEventTimer, CudaGraphTimer, Timer
-from .variants import Config
 
 Progress = Callable[[int, int, Point, PointResult | None], None]
 
@@ -68,7 +69,7 @@ def check_fits(spec: SweepSpec, device: torch.device) -> None:
     budget = int(free * 0.9)
     for tokens, hidden in spec.shapes:
         for dtype in spec.dtypes:
-            elem = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+            elem = DTYPES[dtype]
             for variant in spec.variants:
                 for mode in spec.modes:
                     need = estimate_point_bytes(variant, mode, tokens, hidden, elem)
@@ -101,56 +102,6 @@ def _sigterm_cancels() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def lock_path(db_path: Path, device: str) -> Path:
-    return db_path.parent / f".normscope-{device.replace(':', '')}.lock"
-
-
-@contextlib.contextmanager
-def device_lock(db_path: Path, device: str) -> Iterator[None]:
-    """One sweep per device at a time: two sweeps on one device would time each other.
-
-    An exclusive flock held for the life of the process; the kernel releases it
-    when the process dies, so a killed sweep never leaves the device locked.
-    """
-    import fcntl
-
-    path = lock_path(db_path, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise SpecError(
-            f"device {device} is busy: another sweep (pid {holder}) is measuring on it; wait for it or cancel it"
-        ) from None
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def device_busy(db_path: Path, device: str) -> int | None:
-    """The pid holding ``device``'s lock, or None when it is free."""
-    import fcntl
-
-    path = lock_path(db_path, device)
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else -1
-    finally:
-        os.close(fd)
-    return None
 
 
 def prepare(spec: SweepSpec) -> torch.device:
@@ -223,14 +174,12 @@ def run_sweep(
             store.update_run(run_id, idle_power_w=idle_w, sensors=sensors.describe(meter))
             copy = copy_bandwidth_gbps(device)  # also warms clocks, thread pool and allocator
             store.update_run(run_id, copy_gbps=copy)
-            the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
             ctx = Context(
                 spec,
                 device,
                 cfg,
-                lambda: the_timer,
+                timer or make_timer(spec, device, threads if device.type == "cpu" else None),
                 copy,
-                threads,
                 meter=meter,
                 idle_power_w=idle_w,
                 sampler=sensors.sampler,
@@ -240,8 +189,6 @@ def run_sweep(
                 if progress:
                     progress(seq, len(points), p, None)
                 res = measure_point(p, ctx)
-                if device.type == "cpu":
-                    res.threads = threads
                 store.add_point(run_id, seq, res)
                 outcome.results.append(res)
                 if progress:

@@ -13,7 +13,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from .recommend import label
+from ..analysis.compare import Row
+from ..catalog import label
 
 MAX_SERIES = 60
 PALETTE = (
@@ -344,14 +345,14 @@ def timeseries(series: dict[str, Any], keys: Sequence[str], title: str) -> go.Fi
 FLAG_COLORS = {"regression": "#dc2626", "faster": "#16a34a", "within noise": "#6b7280", "machine difference": "#2563eb"}
 
 
-def compare_scatter(rows: Sequence[dict[str, Any]], base_name: str, other_name: str) -> go.Figure:
+def compare_scatter(rows: Sequence[Row], base_name: str, other_name: str) -> go.Figure:
     """Each matched point's p50 here against the baseline's (log-log); off the diagonal is a change."""
     title = f"p50: {other_name} vs {base_name} (diagonal = no change)"
     if not rows:
         return _empty(title, "no points in common")
     traces = []
     for flag, color in FLAG_COLORS.items():
-        sel = [r for r in rows if r["flag"] == flag]
+        sel = [r for r in rows if r.flag == flag]
         if not sel:
             continue
         traces.append(
@@ -360,18 +361,18 @@ def compare_scatter(rows: Sequence[dict[str, Any]], base_name: str, other_name: 
                 "mode": "markers",
                 "name": flag,
                 "marker": {"color": color, "size": 9},
-                "x": [r["baseline p50 µs"] for r in sel],
-                "y": [r["p50 µs"] for r in sel],
+                "x": [r.base["p50_us"] for r in sel],
+                "y": [r.other["p50_us"] for r in sel],
                 "text": [
-                    f"{r['variant']} {r['impl']} {r['dtype']} {r['shape']} {r['mode']}: {r['diff %']:+.1f}% "
-                    f"(noise ±{r['noise ±%']:.1f}%)"
+                    f"{label(r.variant, r.impl)} {r.dtype} {r.tokens}×{r.hidden} {r.mode}: {r.diff_pct:+.1f}% "
+                    f"(noise ±{r.band_pct:.1f}%)"
                     for r in sel
                 ],
                 "hovertemplate": "%{text}<extra></extra>",
             }
         )
-    lo = min(min(r["baseline p50 µs"], r["p50 µs"]) for r in rows) * 0.8
-    hi = max(max(r["baseline p50 µs"], r["p50 µs"]) for r in rows) * 1.25
+    lo = min(min(r.base["p50_us"], r.other["p50_us"]) for r in rows) * 0.8
+    hi = max(max(r.base["p50_us"], r.other["p50_us"]) for r in rows) * 1.25
     traces.append(
         {
             "type": "scatter",

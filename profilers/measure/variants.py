@@ -14,27 +14,17 @@ All functions take the variant's tensors positionally and return a tuple.
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..catalog import VARIANTS as CATALOG
+from ..catalog import Config, VariantInfo
+
 Tensor = torch.Tensor
 Fn = Callable[..., tuple[Tensor, ...]]
-
-
-@dataclass(frozen=True)
-class Config:
-    """Hyper-parameters shared by every variant of one sweep."""
-
-    eps: float = 1e-5
-    groups: int = 32
-    dyt_alpha: float = 0.5
-    layerscale_init: float = 0.1
 
 
 def _stats_dtype(x: Tensor) -> torch.dtype:
@@ -42,26 +32,25 @@ def _stats_dtype(x: Tensor) -> torch.dtype:
 
 
 @dataclass(frozen=True)
-class Variant:
-    name: str
-    description: str
-    inputs: tuple[str, ...]  # tensor names in call order; the first is the activation x
-    param_inputs: tuple[str, ...]  # which of them are per-channel parameters
-    n_outputs: int
+class Formulas:
+    """A variant's three faces; its names and shape facts come from the catalogue."""
+
+    info: VariantInfo
     reference: Fn
     eager: Fn
     native: Fn | None
-    native_note: str  # what "native" means here, or why there is none
 
-    def unsupported(self, tokens: int, hidden: int, cfg: Config) -> str | None:
-        if self.name == "batchnorm" and tokens < 2:
-            return "batchnorm needs at least 2 tokens to compute batch statistics"
-        if self.name == "groupnorm" and hidden % cfg.groups:
-            return f"groupnorm needs hidden divisible by groups={cfg.groups}: choose another --groups or hidden"
-        return None
+    @property
+    def name(self) -> str:
+        return self.info.name
 
-    def param_numel(self, hidden: int) -> int:
-        return sum(1 if n == "alpha" else hidden for n in self.param_inputs)
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.info.inputs
+
+    @property
+    def n_outputs(self) -> int:
+        return self.info.n_outputs
 
     def make_inputs(
         self, tokens: int, hidden: int, dtype: torch.dtype, device: torch.device, seed: int, cfg: Config
@@ -197,162 +186,19 @@ def _addrms_native(x, r, w, *, cfg):
     return (F.rms_norm(h, (h.shape[-1],), w, cfg.eps), h)
 
 
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant(
-            "layernorm",
-            "LayerNorm: (x-mean)/sqrt(var+eps)·γ+β over hidden",
-            ("x", "weight", "bias"),
-            ("weight", "bias"),
-            1,
-            _ln_ref,
-            _ln_eager,
-            _ln_native,
-            "F.layer_norm",
-        ),
-        Variant(
-            "rmsnorm",
-            "RMSNorm: x/sqrt(mean(x²)+eps)·γ over hidden",
-            ("x", "weight"),
-            ("weight",),
-            1,
-            _rms_ref,
-            _rms_eager,
-            _rms_native,
-            "F.rms_norm",
-        ),
-        Variant(
-            "batchnorm",
-            "BatchNorm, training statistics over tokens (the contrast)",
-            ("x", "weight", "bias"),
-            ("weight", "bias"),
-            1,
-            _bn_ref,
-            _bn_eager,
-            _bn_native,
-            "F.batch_norm(training=True)",
-        ),
-        Variant(
-            "groupnorm",
-            "GroupNorm: statistics over groups of channels in each token",
-            ("x", "weight", "bias"),
-            ("weight", "bias"),
-            1,
-            _gn_ref,
-            _gn_eager,
-            _gn_native,
-            "F.group_norm",
-        ),
-        Variant(
-            "dyt",
-            "Dynamic Tanh: γ·tanh(αx)+β, no statistics",
-            ("x", "alpha", "weight", "bias"),
-            ("alpha", "weight", "bias"),
-            1,
-            _dyt_ref,
-            _dyt_eager,
-            None,
-            "torch has no fused DyT op",
-        ),
-        Variant(
-            "layerscale",
-            "LayerScale residual: x + λ⊙f",
-            ("x", "f", "lam"),
-            ("lam",),
-            1,
-            _ls_ref,
-            _ls_eager,
-            _ls_native,
-            "torch.addcmul (one kernel)",
-        ),
-        Variant(
-            "add_rmsnorm",
-            "Residual add fused with RMSNorm: (rmsnorm(x+r), x+r)",
-            ("x", "residual", "weight"),
-            ("weight",),
-            2,
-            _addrms_ref,
-            _addrms_eager,
-            _addrms_native,
-            "torch.add then F.rms_norm (torch has no fused add+RMSNorm op)",
-        ),
-    )
+_FORMULAS: dict[str, tuple[Fn, Fn, Fn | None]] = {
+    "layernorm": (_ln_ref, _ln_eager, _ln_native),
+    "rmsnorm": (_rms_ref, _rms_eager, _rms_native),
+    "batchnorm": (_bn_ref, _bn_eager, _bn_native),
+    "groupnorm": (_gn_ref, _gn_eager, _gn_native),
+    "dyt": (_dyt_ref, _dyt_eager, None),
+    "layerscale": (_ls_ref, _ls_eager, _ls_native),
+    "add_rmsnorm": (_addrms_ref, _addrms_eager, _addrms_native),
 }
+VARIANTS: dict[str, Formulas] = {name: Formulas(CATALOG[name], *f) for name, f in _FORMULAS.items()}
 
 
 # ---- implementations ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Impl:
-    """How a variant is computed, and what it supports (anything else becomes a skipped point)."""
-
-    name: str
-    description: str
-    devices: frozenset[str]
-    dtypes: frozenset[str] = frozenset({"float32", "bfloat16", "float16"})
-    modes: frozenset[str] = frozenset({"fwd", "bwd", "fwdbwd"})
-
-
-_BOTH = frozenset({"cpu", "cuda"})
-IMPLS: dict[str, Impl] = {
-    i.name: i
-    for i in (
-        Impl("eager", "textbook formula in composed torch ops", _BOTH),
-        Impl("native", "torch's fused op", _BOTH),
-        Impl("compiled", "torch.compile of the eager formula (fullgraph, static shapes)", _BOTH),
-        Impl("liger", "liger-kernel Triton kernels", frozenset({"cuda"})),
-    )
-}
-
-_LIGER_VARIANTS = ("rmsnorm", "layernorm")
-
-
-def liger_available() -> str | None:
-    """None when liger-kernel can be imported, else the reason."""
-    if importlib.util.find_spec("liger_kernel") is None:
-        return "liger-kernel is not installed (pip install liger-kernel on a CUDA machine)"
-    return None
-
-
-def c_compiler_available() -> str | None:
-    if any(shutil.which(c) for c in ("cc", "gcc", "c++", "g++", "clang")):
-        return None
-    return "torch.compile on CPU needs a C++ compiler: install gcc"
-
-
-def unsupported_reason(
-    variant: str,
-    impl: str,
-    device_type: str,
-    tokens: int,
-    hidden: int,
-    cfg: Config,
-    dtype: str = "float32",
-    mode: str = "fwd",
-) -> str | None:
-    """Why this combination cannot be measured, or None when it can."""
-    v = VARIANTS[variant]
-    i = IMPLS[impl]
-    if device_type not in i.devices:
-        return f"{impl} runs only on {', '.join(sorted(i.devices))}"
-    if dtype not in i.dtypes:
-        return f"{impl} does not support {dtype}"
-    if mode not in i.modes:
-        return f"{impl} does not support mode {mode}"
-    reason = v.unsupported(tokens, hidden, cfg)
-    if reason:
-        return reason
-    if impl == "native" and v.native is None:
-        return v.native_note
-    if impl == "compiled" and device_type == "cpu":
-        return c_compiler_available()
-    if impl == "liger":
-        if variant not in _LIGER_VARIANTS:
-            return f"liger-kernel has no {variant} kernel wired in NormScope"
-        return liger_available()
-    return None
-
-
 def _liger_fn(variant: str) -> Fn:
     if variant == "rmsnorm":
         from liger_kernel.ops.rms_norm import LigerRMSNormFunction
@@ -370,7 +216,7 @@ def build(variant: str, impl: str, cfg: Config, compiler: Callable[[Fn], Fn] | N
     if impl == "eager":
         return functools.partial(v.eager, cfg=cfg)
     if impl == "native":
-        assert v.native is not None, v.native_note
+        assert v.native is not None, v.info.native_note
         return functools.partial(v.native, cfg=cfg)
     if impl == "compiled":
         assert compiler is not None

@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from .sensors import Reading
-from .variants import VARIANTS
+from ..sensors import Reading
 
 
 def keep_freed_memory() -> str:
@@ -99,19 +98,6 @@ def count_saved_bytes() -> Iterator[dict[str, int]]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield total
-
-
-def estimate_point_bytes(variant: str, mode: str, tokens: int, hidden: int, elem_bytes: int) -> int:
-    """A generous upper estimate of what one point allocates, to refuse before allocating.
-
-    Inputs, outputs and (in training modes) their gradients in the point's dtype,
-    their float64 copies for the reference, and four fp32 temporaries for eager code.
-    """
-    v = VARIANTS[variant]
-    n = tokens * hidden
-    act = sum(1 for name in v.inputs if name in ("x", "residual", "f")) + v.n_outputs
-    factor = 2 if mode != "fwd" else 1
-    return n * (act * factor * (elem_bytes + 8) + 4 * 4)
 
 
 def available_bytes(device: torch.device) -> tuple[int, str]:

@@ -1,9 +1,8 @@
-"""Rank variant × implementation for a target, with noise bands, and check published claims.
+"""Rank variant × implementation for a target, and check published claims.
 
-A point's noise is half its p20–p80 band relative to p50 (for energy: half the
-spread over repeats). Two choices differ measurably only when their difference
-exceeds the combined band √(a² + b²); otherwise they are a tie and are said to
-be one ("no measurable difference"), never ranked apart.
+Whether two choices differ measurably is decided in one place, ``noise.py``;
+choices within each other's noise are a tie and are said to be one ("no
+measurable difference"), never ranked apart.
 """
 
 from __future__ import annotations
@@ -13,22 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .spec import SweepSpec
+from ..catalog import IMPLS, label
+from ..spec import SweepSpec, default_spec
+from .noise import Difference, band_pct, difference
 
-NAMES = {
-    "layernorm": "LayerNorm",
-    "rmsnorm": "RMSNorm",
-    "batchnorm": "BatchNorm",
-    "groupnorm": "GroupNorm",
-    "dyt": "DyT",
-    "layerscale": "LayerScale",
-    "add_rmsnorm": "Add+RMSNorm",
-}
 DEFAULT_VARIANTS = ("layernorm", "rmsnorm", "dyt")
-
-
-def label(variant: str, impl: str) -> str:
-    return f"{NAMES.get(variant, variant)} {impl}"
 
 
 @dataclass(frozen=True)
@@ -61,18 +49,9 @@ class Candidate:
         return label(self.variant, self.impl)
 
 
-@dataclass(frozen=True)
-class Comparison:
-    diff_pct: float  # how much more ``other`` costs than ``ref``, in % of ref
-    band_pct: float
-
-    @property
-    def tie(self) -> bool:
-        return abs(self.diff_pct) <= self.band_pct
-
-
-def compare(ref: Candidate, other: Candidate) -> Comparison:
-    return Comparison(100.0 * (other.value / ref.value - 1.0), math.hypot(ref.noise_pct, other.noise_pct))
+def versus(ref: Candidate, other: Candidate) -> Difference:
+    """How much more ``other`` costs than ``ref``, and whether that is beyond the noise."""
+    return difference(ref.value, ref.noise_pct, other.value, other.noise_pct)
 
 
 @dataclass
@@ -84,14 +63,6 @@ class Ranking:
     lines: list[str] = field(default_factory=list)
     shape_note: str | None = None
     missing: str | None = None
-
-
-def _noise(p: dict[str, Any], metric: str) -> float:
-    if metric == "energy":
-        spread = p.get("energy_spread_pct")
-        return spread / 2.0 if spread is not None else math.inf  # unknown noise: never a measurable difference
-    p50 = p["p50_us"]
-    return 100.0 * (p["p80_us"] - p["p20_us"]) / (2.0 * p50) if p50 else math.inf
 
 
 def _value(p: dict[str, Any], metric: str) -> float | None:
@@ -128,7 +99,7 @@ def candidates(points: Iterable[dict[str, Any]], t: Target) -> tuple[list[Candid
             p["variant"],
             p["impl"],
             float(_value(p, t.metric)),
-            _noise(p, t.metric),
+            band_pct(p, t.metric),
             p["run_id"],
             p["tokens"],
             p["hidden"],
@@ -140,7 +111,7 @@ def candidates(points: Iterable[dict[str, Any]], t: Target) -> tuple[list[Candid
 
 
 def _phrase(ref: Candidate, other: Candidate, metric: str) -> str:
-    c = compare(ref, other)
+    c = versus(ref, other)
     if c.tie:
         return f"{other.name} and {ref.name}: no measurable difference ({c.diff_pct:+.1f}%, noise ±{c.band_pct:.1f}%)"
     saving = 100.0 * (1.0 - ref.value / other.value)  # share of the slower one's cost that ref avoids
@@ -157,14 +128,14 @@ def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> R
     if not cands:
         spec = suggest_spec(t, device)
         r.missing = (
-            f"no {t.metric} measurements for {', '.join(NAMES[v] for v in t.variants)} at hidden {t.hidden}, "
+            f"no {t.metric} measurements for {', '.join(label(v) for v in t.variants)} at hidden {t.hidden}, "
             f"{t.dtype}, {t.mode}: run `python -m profilers run {cli_args(spec)}`"
         )
         return r
     remaining = list(cands)
     while remaining:
         head = remaining[0]
-        tier = [c for c in remaining if compare(head, c).tie]
+        tier = [c for c in remaining if versus(head, c).tie]
         r.tiers.append(tier)
         remaining = [c for c in remaining if c not in tier]
     best = cands[0]
@@ -178,13 +149,15 @@ def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> R
 
 
 def suggest_spec(t: Target, device: str) -> SweepSpec:
-    return SweepSpec(
+    """The sweep that would answer ``t``: the device's default method, every implementation it runs."""
+    device_type = device.split(":")[0]
+    return default_spec(
+        device,
         variants=t.variants,
-        impls=("eager", "native", "compiled") + (("liger",) if device.startswith("cuda") else ()),
+        impls=tuple(name for name, info in IMPLS.items() if device_type in info.devices),
         shapes=((t.tokens, t.hidden),),
         dtypes=(t.dtype,),
         modes=(t.mode,),
-        device=device,
         energy=t.metric == "energy",
     )
 
@@ -223,7 +196,7 @@ def _pairs(points: Sequence[dict[str, Any]], a: str, b: str, metric: str, dtype:
         key = (p["variant"], p["impl"], p["tokens"], p["hidden"])
         if key not in by or p["run_id"] > by[key]["run_id"]:
             by[key] = p
-    for impl in ("eager", "native", "compiled", "liger"):
+    for impl in IMPLS:
         shapes = {(k[2], k[3]) for k in by if k[1] == impl and k[0] == a} & {
             (k[2], k[3]) for k in by if k[1] == impl and k[0] == b
         }
@@ -237,7 +210,7 @@ def _cand(p: dict[str, Any], metric: str) -> Candidate:
         p["variant"],
         p["impl"],
         float(_value(p, metric)),
-        _noise(p, metric),
+        band_pct(p, metric),
         p["run_id"],
         p["tokens"],
         p["hidden"],
@@ -252,7 +225,7 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
         ("energy", "RMSNorm uses 15-20% less energy than LayerNorm"),
     ):
         for impl, ln, rms in _pairs(points, "layernorm", "rmsnorm", metric, dtype, mode):
-            c = compare(_cand(ln, metric), _cand(rms, metric))
+            c = versus(_cand(ln, metric), _cand(rms, metric))
             saving = -c.diff_pct
             ln_cost, rms_cost = _value(ln, metric), _value(rms, metric)
             shape = f"{ln['tokens']}×{ln['hidden']}"
@@ -281,7 +254,7 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
                 )
             )
     for impl, ln, dyt in _pairs(points, "layernorm", "dyt", "time", dtype, mode):
-        c = compare(_cand(ln, "time"), _cand(dyt, "time"))
+        c = versus(_cand(ln, "time"), _cand(dyt, "time"))
         shape = f"{ln['tokens']}×{ln['hidden']}"
         if c.tie:
             verdict = "no measurable difference"

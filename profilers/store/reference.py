@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .store import Store, StoreError, load_export_file
+from .db import Store, StoreError
+from .exchange import import_run, load_export_file
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "reference"
 PREFIX = "reference:"
 
 
@@ -40,7 +41,7 @@ def sync(store: Store, folder: Path | None = None) -> tuple[list[int], list[str]
             uid = (doc.get("run") or {}).get("uid") if isinstance(doc, dict) else None
             if uid in known:
                 continue
-            new.append(store.import_run(doc, source=f"{PREFIX}{path.name}"))
+            new.append(import_run(store, doc, source=f"{PREFIX}{path.name}"))
         except StoreError as e:
             problems.append(f"{path.name}: {e}")
     return new, problems

@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-NOISY_IQR_RATIO = 0.1
+from ..analysis.noise import is_noisy
+
 MIN_SAMPLES = 5
 MAX_SAMPLES = 100_000
 L2_FLUSH_BYTES = 256 * 1024 * 1024
@@ -43,7 +44,7 @@ class Stats:
 
     @property
     def noisy(self) -> bool:
-        return self.p50_us > 0 and self.iqr_us / self.p50_us > NOISY_IQR_RATIO
+        return is_noisy(self.iqr_us, self.p50_us)
 
 
 def quantile(sorted_vals: Sequence[float], q: float) -> float:
@@ -144,10 +145,10 @@ class _CudaTimer:
 
     method = ""
 
-    def __init__(self, warmup_ms: float, budget_ms: float, device: Any) -> None:
-        import torch
-
-        self.torch = torch
+    def __init__(self, warmup_ms: float, budget_ms: float, device: Any, torch_mod: Any = None) -> None:
+        if torch_mod is None:
+            import torch as torch_mod
+        self.torch = torch_mod  # a seam: tests pass a fake module with cuda.Event and cuda.synchronize
         self.warmup_ms = warmup_ms
         self.budget_ms = budget_ms
         self.device = device
@@ -171,8 +172,8 @@ class CudaEventTimer(_CudaTimer):
 
     method = "cuda_event_flush"
 
-    def __init__(self, warmup_ms: float, budget_ms: float, device: Any) -> None:
-        super().__init__(warmup_ms, budget_ms, device)
+    def __init__(self, warmup_ms: float, budget_ms: float, device: Any, torch_mod: Any = None) -> None:
+        super().__init__(warmup_ms, budget_ms, device, torch_mod)
         self.flush = self.torch.empty(L2_FLUSH_BYTES // 4, dtype=self.torch.int32, device=device)
 
     def measure(self, fn: Callable[[], Any]) -> Measurement:

@@ -8,10 +8,11 @@ larger than the combined noise band of the two points; anything else is
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .noise import band_pct, difference
 
 KEY = ("variant", "impl", "dtype", "tokens", "hidden", "mode")
 THRESHOLD_PCT = 10.0
@@ -42,42 +43,45 @@ def same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return machine_key(a) == machine_key(b)
 
 
-def _noise_pct(p: dict[str, Any]) -> float:
-    return 100.0 * (p["p80_us"] - p["p20_us"]) / (2.0 * p["p50_us"]) if p.get("p50_us") else math.inf
-
-
 @dataclass(frozen=True)
 class Row:
-    key: tuple
+    """One point timed in both runs: the baseline's, the other's, and what the difference means."""
+
+    key: tuple  # (variant, impl, dtype, tokens, hidden, mode)
     base: dict[str, Any]
     other: dict[str, Any]
     diff_pct: float  # other p50 relative to the baseline's, in %
     band_pct: float
     flag: str  # regression | faster | within noise | machine difference
 
-    def as_dict(self) -> dict[str, Any]:
-        variant, impl, dtype, tokens, hidden, mode = self.key
-        return {
-            "variant": variant,
-            "impl": impl,
-            "dtype": dtype,
-            "shape": f"{tokens}×{hidden}",
-            "mode": mode,
-            "baseline p50 µs": self.base["p50_us"],
-            "p50 µs": self.other["p50_us"],
-            "diff %": self.diff_pct,
-            "noise ±%": self.band_pct,
-            "flag": self.flag,
-            "baseline GB/s": self.base.get("gbps"),
-            "GB/s": self.other.get("gbps"),
-            "baseline % copy": self.base.get("roofline_pct"),
-            "% copy": self.other.get("roofline_pct"),
-            "baseline mJ/call": self.base.get("energy_mj_per_call"),
-            "mJ/call": self.other.get("energy_mj_per_call"),
-        }
+    @property
+    def variant(self) -> str:
+        return self.key[0]
+
+    @property
+    def impl(self) -> str:
+        return self.key[1]
+
+    @property
+    def dtype(self) -> str:
+        return self.key[2]
+
+    @property
+    def tokens(self) -> int:
+        return self.key[3]
+
+    @property
+    def hidden(self) -> int:
+        return self.key[4]
+
+    @property
+    def mode(self) -> str:
+        return self.key[5]
 
 
-def compare(base_points: Sequence[dict[str, Any]], other_points: Sequence[dict[str, Any]], same: bool) -> list[Row]:
+def match_points(
+    base_points: Sequence[dict[str, Any]], other_points: Sequence[dict[str, Any]], same: bool
+) -> list[Row]:
     """Rows for every point timed in both runs, flagged as the module docstring says."""
     base = {tuple(p[k] for k in KEY): p for p in base_points if p["status"] == "ok" and p.get("p50_us")}
     rows = []
@@ -86,15 +90,14 @@ def compare(base_points: Sequence[dict[str, Any]], other_points: Sequence[dict[s
         b = base.get(key)
         if b is None or p["status"] != "ok" or not p.get("p50_us"):
             continue
-        diff = 100.0 * (p["p50_us"] / b["p50_us"] - 1.0)
-        band = math.hypot(_noise_pct(b), _noise_pct(p))
+        d = difference(b["p50_us"], band_pct(b), p["p50_us"], band_pct(p))
         if not same:
             flag = "machine difference"
-        elif diff > THRESHOLD_PCT and diff > band:
+        elif d.diff_pct > THRESHOLD_PCT and d.measurable:
             flag = "regression"
-        elif diff < -THRESHOLD_PCT and -diff > band:
+        elif d.diff_pct < -THRESHOLD_PCT and d.measurable:
             flag = "faster"
         else:
             flag = "within noise"
-        rows.append(Row(key, b, p, diff, band, flag))
+        rows.append(Row(key, b, p, d.diff_pct, d.band_pct, flag))
     return rows

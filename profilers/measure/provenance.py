@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _version(dist: str) -> str | None:
@@ -100,7 +100,7 @@ def machine(device: str = "cpu", nvml: Any = None) -> dict[str, Any]:
             "multiprocessors": props.multi_processor_count,
             "cuda_runtime": torch.version.cuda,
         }
-        from .sensors.nvml import Nvml, gpu_for_torch_device
+        from ..sensors.nvml import Nvml, gpu_for_torch_device
 
         nv = nvml if nvml is not None else Nvml()
         if nv.available:

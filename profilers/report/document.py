@@ -21,10 +21,13 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import plots, recommend
-from .measure import TOLERANCES
-from .roofline import __doc__ as BYTES_MODEL
-from .store import Store
+from ..analysis import recommend, roofline
+from ..analysis.noise import NOISY_RULE
+from ..catalog import TOLERANCES, label
+from ..store import Store
+from ..store.exchange import atomic_write
+from . import plots
+from .labels import COLUMNS, POINT_TABLE, cell
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#111827;background:#f9fafb}
@@ -40,14 +43,7 @@ pre{background:#fff;border:1px solid #e5e7eb;padding:10px;overflow:auto;font-siz
 
 
 _POINT_KEY_COLUMNS = [
-    ("run_id", "run"),
-    ("variant", "variant"),
-    ("impl", "impl"),
-    ("dtype", "dtype"),
-    ("tokens", "tokens"),
-    ("hidden", "hidden"),
-    ("mode", "mode"),
-    ("status", "status"),
+    (k, COLUMNS[k]) for k in ("run_id", "variant", "impl", "dtype", "tokens", "hidden", "mode", "status")
 ]
 
 
@@ -88,8 +84,7 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -
         cells = []
         for key, _ in columns:
             v = r.get(key)
-            numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cells.append(f'<td class="num">{_num(v)}</td>' if numeric or v is None else f"<td>{esc(v)}</td>")
+            cells.append(f"<td>{esc(v)}</td>" if isinstance(v, str) else f'<td class="num">{esc(cell(key, v))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -108,7 +103,7 @@ def _answer(points: list[dict[str, Any]], run: dict[str, Any]) -> str:
             hidden=hidden,
             dtype=dtype,
             mode=mode,
-            variants=tuple(v for v in spec["variants"] if v in recommend.NAMES),
+            variants=tuple(spec["variants"]),
         )
         r = recommend.rank(points, t, device=spec.get("device", "cpu"))
         use = "inference (fwd)" if mode == "fwd" else "training (fwd+bwd)" if mode == "fwdbwd" else mode
@@ -140,7 +135,7 @@ def _method(run: dict[str, Any]) -> str:
     return (
         f"<ul><li>Timing: {esc(timing)}; warmup {esc(spec.get('warmup_ms'))} ms, budget {esc(spec.get('budget_ms'))} ms"
         f" per point; threads {esc(spec.get('threads') or m.get('cpu_cores_logical'))}.</li>"
-        f"<li>Statistics: p20, p50, p80 and IQR of the raw samples; noisy when IQR/p50 &gt; 0.1.</li>"
+        f"<li>Statistics: p20, p50, p80 and IQR of the raw samples; noisy when {esc(NOISY_RULE)}.</li>"
         f"<li>Correctness gate before timing, against a float64 reference: {esc(tol)}.</li>"
         f"<li>Energy: {esc(energy)}; idle power {_num(run.get('idle_power_w'), '{:.0f} W')}.</li>"
         f"<li>Copy bandwidth (roofline) measured in the same run: {_num(run.get('copy_gbps'), '{:,.1f} GB/s')}.</li>"
@@ -178,6 +173,61 @@ def _provenance(run: dict[str, Any]) -> str:
     return f"<table>{body}</table><details><summary>Sweep spec</summary><pre>{spec}</pre></details>"
 
 
+def _charts(df: pd.DataFrame, runs: list[dict[str, Any]], points: list[dict[str, Any]], figs: _Figures) -> list[str]:
+    parts = ["<h2>Charts</h2>", figs.div(plots.latency(df, "tokens"))]
+    if df["hidden"].nunique() > 1:
+        parts.append(figs.div(plots.latency(df, "hidden")))
+    parts.append(figs.div(plots.bandwidth(df, {r["id"]: r["copy_gbps"] for r in runs})))
+    parts.append(figs.div(plots.speedup_heatmap(df)))
+    parts.append(figs.div(plots.memory(df)))
+    energy_fig = plots.energy(df)
+    if energy_fig is not None:
+        parts.append(figs.div(energy_fig))
+    traced = [p for p in points if (p.get("extra") or {}).get("kernels")][:8]
+    if traced:
+        breakdowns = [
+            (f"{label(p['variant'], p['impl'])} {p['tokens']}×{p['hidden']} {p['mode']}", p["extra"]["kernels"])
+            for p in traced
+        ]
+        parts.append(figs.div(plots.kernels(breakdowns)))
+    return parts
+
+
+def _claims(points: list[dict[str, Any]]) -> list[str]:
+    claims = []
+    for dtype in sorted({p["dtype"] for p in points}):
+        for mode in sorted({p["mode"] for p in points}):
+            claims += [dict(c.__dict__, dtype=dtype, mode=mode) for c in recommend.claims_check(points, dtype, mode)]
+    if not claims:
+        return []
+    columns = [
+        ("claim", "claim"),
+        ("impl", COLUMNS["impl"]),
+        ("dtype", COLUMNS["dtype"]),
+        ("mode", COLUMNS["mode"]),
+        ("measured", "measured here"),
+        ("verdict", "verdict"),
+    ]
+    return ["<h2>Published claims, checked here</h2>", _table(claims, columns)]
+
+
+def _noise_and_failures(points: list[dict[str, Any]]) -> list[str]:
+    failed = [p for p in points if p["status"] == "failed"]
+    skipped = [p for p in points if p["status"] == "skipped"]
+    noisy = [p for p in points if p.get("noisy")]
+    parts = [
+        "<h2>Noise and failures</h2>",
+        f"<p>{len(noisy)} of {len(points)} points are noisy ({esc(NOISY_RULE)}) and drawn hollow; {len(failed)} "
+        f"failed (never timed); {len(skipped)} were skipped as unsupported.</p>",
+    ]
+    if failed or skipped:
+        parts.append(_table(failed + skipped, [*_POINT_KEY_COLUMNS, ("error", COLUMNS["error"])]))
+    return parts
+
+
+_ALL_POINT_COLUMNS = [(k, COLUMNS[k]) for k in POINT_TABLE]
+
+
 def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str:
     """The report for ``run_ids`` as one HTML string."""
     import plotly.offline
@@ -187,104 +237,26 @@ def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str
     labels = {r["id"]: esc(f"run {r['id']}" + (f" ({r['label']})" if r.get("label") else "")) for r in runs}
     df = plots.points_frame(points, labels)
     figs = _Figures()
-    parts: list[str] = []
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     heading = title or "Normalization layers measured on " + ", ".join(
         sorted({(r["machine"].get("gpu") or {}).get("name") or r["machine"].get("cpu_model", "?") for r in runs})
     )
-    parts.append(
+    parts = [
         f"<h1>{esc(heading)}</h1><p class='muted'>NormScope report · generated {now} · "
-        f"{len(points)} points from {len(runs)} run(s)</p>"
-    )
-    parts.append("<h2>The answer</h2>")
+        f"{len(points)} points from {len(runs)} run(s)</p>",
+        "<h2>The answer</h2>",
+    ]
     for r in runs:
         parts.append(_answer([p for p in points if p["run_id"] == r["id"]], r) or "<p>No points.</p>")
-    claims = []
-    for dtype in sorted({p["dtype"] for p in points}):
-        for mode in sorted({p["mode"] for p in points}):
-            claims += [dict(c.__dict__, dtype=dtype, mode=mode) for c in recommend.claims_check(points, dtype, mode)]
-    if claims:
-        parts.append("<h2>Published claims, checked here</h2>")
-        parts.append(
-            _table(
-                claims,
-                [
-                    ("claim", "claim"),
-                    ("impl", "implementation"),
-                    ("dtype", "dtype"),
-                    ("mode", "mode"),
-                    ("measured", "measured here"),
-                    ("verdict", "verdict"),
-                ],
-            )
-        )
+    parts += _claims(points)
     if not df.empty:
-        parts.append("<h2>Charts</h2>")
-        parts.append(figs.div(plots.latency(df, "tokens")))
-        if df["hidden"].nunique() > 1:
-            parts.append(figs.div(plots.latency(df, "hidden")))
-        parts.append(figs.div(plots.bandwidth(df, {r["id"]: r["copy_gbps"] for r in runs})))
-        parts.append(figs.div(plots.speedup_heatmap(df)))
-        parts.append(figs.div(plots.memory(df)))
-        energy_fig = plots.energy(df)
-        if energy_fig is not None:
-            parts.append(figs.div(energy_fig))
-        traced = [p for p in points if (p.get("extra") or {}).get("kernels")][:8]
-        if traced:
-            parts.append(
-                figs.div(
-                    plots.kernels(
-                        [
-                            (
-                                f"{recommend.label(p['variant'], p['impl'])} {p['tokens']}×{p['hidden']} {p['mode']}",
-                                p["extra"]["kernels"],
-                            )
-                            for p in traced
-                        ]
-                    )
-                )
-            )
-    failed = [p for p in points if p["status"] == "failed"]
-    skipped = [p for p in points if p["status"] == "skipped"]
-    noisy = [p for p in points if p.get("noisy")]
-    parts.append("<h2>Noise and failures</h2>")
-    parts.append(
-        f"<p>{len(noisy)} of {len(points)} points are noisy (IQR/p50 &gt; 0.1) and drawn hollow; {len(failed)} failed "
-        f"(never timed); {len(skipped)} were skipped as unsupported.</p>"
-    )
-    if failed or skipped:
-        parts.append(
-            _table(
-                failed + skipped,
-                [*_POINT_KEY_COLUMNS, ("error", "reason")],
-            )
-        )
-    parts.append("<h2>All points</h2>")
-    parts.append(
-        _table(
-            points,
-            [
-                *_POINT_KEY_COLUMNS,
-                ("p20_us", "p20 µs"),
-                ("p50_us", "p50 µs"),
-                ("p80_us", "p80 µs"),
-                ("gbps", "GB/s"),
-                ("roofline_pct", "% of copy"),
-                ("peak_bytes", "peak bytes"),
-                ("max_rel_err", "max rel err"),
-                ("compile_s", "compile s"),
-                ("energy_mj_per_call", "mJ/call"),
-                ("kernels_per_call", "kernels/call"),
-            ],
-        )
-    )
-    parts.append("<h2>Method</h2>")
-    for r in runs:
-        parts.append(f"<h3>Run {r['id']}</h3>{_method(r)}")
-    parts.append(f"<details><summary>Bytes-moved model</summary><pre>{esc(BYTES_MODEL)}</pre></details>")
+        parts += _charts(df, runs, points, figs)
+    parts += _noise_and_failures(points)
+    parts += ["<h2>All points</h2>", _table(points, _ALL_POINT_COLUMNS), "<h2>Method</h2>"]
+    parts += [f"<h3>Run {r['id']}</h3>{_method(r)}" for r in runs]
+    parts.append(f"<details><summary>Bytes-moved model</summary><pre>{esc(roofline.__doc__)}</pre></details>")
     parts.append("<h2>Provenance</h2>")
-    for r in runs:
-        parts.append(f"<h3>Run {r['id']}</h3>{_provenance(r)}")
+    parts += [f"<h3>Run {r['id']}</h3>{_provenance(r)}" for r in runs]
     js = _script_safe(plotly.offline.get_plotlyjs())
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -297,11 +269,7 @@ def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str
 def write(store: Store, run_ids: Sequence[int], path: Path, title: str | None = None) -> Path:
     text = build(store, run_ids, title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as f:
-        f.write(text)
-    Path(f.name).chmod(0o644)
-    Path(f.name).replace(path)
-    return path
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def chromium() -> str | None:

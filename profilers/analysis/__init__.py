@@ -1,0 +1,1 @@
+"""Analysis of stored points (no torch): noise and ratios, rankings, run comparisons, roofline arithmetic."""
