@@ -59,12 +59,13 @@ class Job:
     log_path: Path
 
 
-def argv(spec_path: Path, db: Path) -> list[str]:
-    return [sys.executable, "-m", "profilers", "run", "--spec", str(spec_path), "--db", str(db)]
+def argv(spec_path: Path, db: Path, command: tuple[str, ...] = ("run",)) -> list[str]:
+    return [sys.executable, "-m", "profilers", *command, "--spec", str(spec_path), "--db", str(db)]
 
 
-def start(spec: SweepSpec, db: Path) -> Job:
-    """Start a worker for ``spec``; returns at once. The worker refuses a busy device itself."""
+def start(spec: Any, db: Path, command: tuple[str, ...] = ("run",)) -> Job:
+    """Start ``python -m profilers COMMAND --spec FILE`` for ``spec`` (a SweepSpec or a lab's spec: anything
+    with ``to_dict()``); returns at once. The worker refuses a busy device itself."""
     jobs_dir = db.parent / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -73,7 +74,7 @@ def start(spec: SweepSpec, db: Path) -> Job:
     log_path = spec_path.with_suffix(".log")
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            argv(spec_path, db),
+            argv(spec_path, db, command),
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -51,8 +51,10 @@ def one_run(tmp_path) -> Path:
     return db
 
 
-def page(name: str, db: Path, monkeypatch) -> AppTest:
+def page(name: str, db: Path, monkeypatch, references: Path | None = None) -> AppTest:
+    """The page rendered through app.py on ``db``; shipped reference runs only when ``references`` names them."""
     monkeypatch.setenv("NORMSCOPE_DB", str(db))
+    monkeypatch.setenv("NORMSCOPE_REFERENCE_DIR", str(references or db.parent / "no-reference-runs"))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page(name)
@@ -75,6 +77,7 @@ def test_every_page_renders_on_a_seeded_store(name, seeded, monkeypatch):
 
 def test_sidebar_names_the_store_and_devices(seeded, monkeypatch):
     monkeypatch.setenv("NORMSCOPE_DB", str(seeded))
+    monkeypatch.setenv("NORMSCOPE_REFERENCE_DIR", str(seeded.parent / "no-reference-runs"))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     side = "\n".join(c.value for c in at.sidebar.caption)
@@ -218,7 +221,6 @@ def test_reference_runs_are_read_only(one_run, monkeypatch, tmp_path):
     ref = tmp_path / "reference"
     ref.mkdir()
     assert run_cli("export", "1", "-o", str(ref / "gpu.json"), db=one_run).returncode == 0
-    monkeypatch.setenv("NORMSCOPE_REFERENCE_DIR", str(ref))
-    at = page("pages/runs.py", tmp_path / "fresh-user.db", monkeypatch)
+    at = page("pages/runs.py", tmp_path / "fresh-user.db", monkeypatch, references=ref)
     assert any("reference run" in i.value for i in at.info)
     assert next(b for b in at.button if b.label == "Delete run").disabled

@@ -4,6 +4,7 @@ import socket
 import sqlite3
 
 import pytest
+from conftest import ROOT
 
 from profilers.spec import SweepSpec
 from profilers.store import Store, StoreError
@@ -149,6 +150,13 @@ def _valid_doc(tmp_path):
         (lambda d: d["points"][0].update(evil="__import__('os')"), "unknown field"),
         (lambda d: d["points"][0].update(tokens=-4), "non-positive shape"),
         (lambda d: d.pop("points"), "lacks"),
+        (lambda d: d["points"][0].update(p50_us=-3.0), r"points\[0\].p50_us is negative"),
+        (lambda d: d["points"][0].update(p50_us=float("nan")), r"points\[0\].p50_us should be float"),
+        (lambda d: d["points"][0].update(p20_us=1e9), "p20_us .* > p50_us"),
+        (lambda d: d["points"][0].update(tokens=10**30), "beyond a 64-bit integer"),
+        (lambda d: d["points"][0].update(tokens=2**40), "out of range"),
+        (lambda d: d["run"].update(kind="séance"), "run.kind"),
+        (lambda d: d.update(artifacts=[1, 2]), "artifacts"),
     ],
 )
 def test_import_rejects_malformed_files_and_changes_nothing(tmp_path, mutate, message):
@@ -215,3 +223,34 @@ def test_v1_export_is_imported(tmp_path):
     with Store(tmp_path / "n.db") as s:
         rid = import_run(s, doc)
         assert len(s.points(rid)) == 2
+
+
+def test_artifacts_are_stored_exported_and_imported(tmp_path):
+    with Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
+        rid = _run(a)
+        a.put_artifact(rid, "curve:0", {"loss": [3.0, 2.5]})
+        a.put_artifact(rid, "curve:1", {"loss": [3.1]})
+        a.put_artifact(rid, "curve:0", {"loss": [3.0, 2.4]})  # replaced, not duplicated
+        a.put_artifact(rid, "table", [1, 2])
+        assert a.artifact(rid, "curve:0") == {"loss": [3.0, 2.4]}
+        assert list(a.artifacts(rid, "curve:")) == ["curve:0", "curve:1"]
+        assert a.artifact(rid, "missing") is None
+        doc = json.loads(json.dumps(export_run(a, rid)))
+        new = import_run(b, doc)
+        assert b.artifacts(new) == a.artifacts(rid)
+        b.delete_run(new)
+        assert b.artifacts(new) == {}
+
+
+def test_shipped_reference_exports_import_after_schema_changes(tmp_path):
+    """Exports made by earlier versions (the GPU reference runs are schema v2) import into today's store."""
+    from profilers.store.exchange import load_export_file
+
+    files = sorted((ROOT / "data" / "reference").glob("*.json"))
+    assert files, "data/reference/ ships at least one run"
+    with Store(tmp_path / "r.db") as s:
+        for f in files:
+            doc = load_export_file(f)
+            rid = import_run(s, doc, source=f"import:{f.name}")
+            run = s.get_run(rid)
+            assert run["kind"] == "kernels" and run["points_done"] == len(doc["points"])

@@ -18,13 +18,20 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ..spec import SweepSpec
 from .records import PointResult
-from .schema import MIGRATIONS, POINT_COLUMNS, RUN_STATUSES, SCHEMA_VERSION
+from .schema import MIGRATIONS, POINT_COLUMNS, RUN_KINDS, RUN_STATUSES, SCHEMA_VERSION
 
 DEFAULT_DB = Path(__file__).resolve().parent.parent.parent / "data" / "results.db"
+
+
+class RunSpec(Protocol):
+    """What a run's spec offers the store: JSON, and the label it may carry."""
+
+    label: str | None
+
+    def to_json(self) -> str: ...
 
 
 class StoreError(ValueError):
@@ -140,21 +147,26 @@ class Store:
     # -- writing ---------------------------------------------------------------------
     def create_run(
         self,
-        spec: SweepSpec,
+        spec: RunSpec,
         machine: dict[str, Any],
         versions: dict[str, Any],
         points_planned: int,
         label: str | None = None,
+        kind: str = "kernels",
     ) -> int:
+        """A new run in status running, owned by this process. ``spec`` is the run's declarative spec
+        (a SweepSpec, or a lab's spec): anything with ``to_json()`` and a ``label``."""
+        if kind not in RUN_KINDS:
+            raise ValueError(f"unknown run kind {kind!r}")
         pid = os.getpid()
         with self.con:
             cur = self.con.execute(
                 """INSERT INTO runs (uid, status, label, created_at, spec_json, machine_json, versions_json,
-                   points_planned, host, pid, pid_started) VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+                   points_planned, host, pid, pid_started, kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (
                     uuid.uuid4().hex,
                     "running",
-                    label if label is not None else spec.label,
+                    label if label is not None else getattr(spec, "label", None),
                     now_iso(),
                     spec.to_json(),
                     json.dumps(machine, sort_keys=True),
@@ -163,16 +175,17 @@ class Store:
                     socket.gethostname(),
                     pid,
                     _process_start(pid),
+                    kind,
                 ),
             )
         return int(cur.lastrowid)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
-        allowed = {"copy_gbps", "idle_power_w", "label", "error", "series", "sensors"}
+        allowed = {"copy_gbps", "idle_power_w", "label", "error", "series", "sensors", "extra", "points_planned"}
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"cannot update {bad}")
-        for key in ("series", "sensors"):
+        for key in ("series", "sensors", "extra"):
             if key in fields:
                 fields[f"{key}_json"] = json.dumps(fields.pop(key), sort_keys=True)
         sets = ", ".join(f"{k}=?" for k in fields)
@@ -203,14 +216,21 @@ class Store:
             ],
         )
 
-    def insert_imported(self, run: dict[str, Any], points: list[dict[str, Any]], source: str) -> int:
+    def insert_imported(
+        self,
+        run: dict[str, Any],
+        points: list[dict[str, Any]],
+        source: str,
+        artifacts: dict[str, Any] | None = None,
+    ) -> int:
         """A validated run from elsewhere, in one transaction (see ``exchange.import_run``)."""
         status = "interrupted" if run["status"] == "running" else run["status"]
         with self.con:
             cur = self.con.execute(
                 """INSERT INTO runs (uid, status, label, created_at, finished_at, spec_json, machine_json,
-                   versions_json, copy_gbps, idle_power_w, points_planned, error, source, series_json, sensors_json)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                   versions_json, copy_gbps, idle_power_w, points_planned, error, source, series_json, sensors_json,
+                   kind, extra_json)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (
                     run["uid"],
                     status,
@@ -227,11 +247,42 @@ class Store:
                     source,
                     json.dumps(run["series"]) if run.get("series") is not None else None,
                     json.dumps(run["sensors"]) if run.get("sensors") is not None else None,
+                    run.get("kind") or "kernels",
+                    json.dumps(run["extra"]) if run.get("extra") is not None else None,
                 ),
             )
             run_id = int(cur.lastrowid)
             self._insert_points(run_id, points)
+            for name, doc in (artifacts or {}).items():
+                self.con.execute(
+                    "INSERT INTO artifacts (run_id, name, json, created_at) VALUES (?,?,?,?)",
+                    (run_id, name, json.dumps(doc, sort_keys=True), now_iso()),
+                )
         return run_id
+
+    # -- artifacts: a lab's results as named JSON documents on its run ----------------------
+    def put_artifact(self, run_id: int, name: str, doc: Any) -> None:
+        """Store (or replace) one named JSON document on a run; committed before returning."""
+        text = json.dumps(doc, sort_keys=True, allow_nan=False)
+        with self.con:
+            self.con.execute(
+                "INSERT INTO artifacts (run_id, name, json, created_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(run_id, name) DO UPDATE SET json=excluded.json, created_at=excluded.created_at",
+                (run_id, name, text, now_iso()),
+            )
+
+    def artifact(self, run_id: int, name: str) -> Any:
+        """One named document, or None when the run has none by that name."""
+        row = self.con.execute("SELECT json FROM artifacts WHERE run_id=? AND name=?", (run_id, name)).fetchone()
+        return json.loads(row["json"]) if row else None
+
+    def artifacts(self, run_id: int, prefix: str = "") -> dict[str, Any]:
+        """Every document of a run whose name starts with ``prefix``, by name, in insertion order."""
+        rows = self.con.execute(
+            "SELECT name, json FROM artifacts WHERE run_id=? AND substr(name, 1, ?)=? ORDER BY id",
+            (run_id, len(prefix), prefix),
+        )
+        return {r["name"]: json.loads(r["json"]) for r in rows}
 
     def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         if status not in RUN_STATUSES:
@@ -251,6 +302,7 @@ class Store:
         self.get_run(run_id)
         with self.con:
             self.con.execute("DELETE FROM points WHERE run_id=?", (run_id,))
+            self.con.execute("DELETE FROM artifacts WHERE run_id=?", (run_id,))
             self.con.execute("DELETE FROM runs WHERE id=?", (run_id,))
 
     # -- reading ---------------------------------------------------------------------
@@ -263,10 +315,12 @@ class Store:
             params,
         ).fetchall()
 
-    def list_runs(self) -> list[dict[str, Any]]:
-        """Every run, newest first (without the possibly large telemetry series)."""
+    def list_runs(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every run (of one kind, when given), newest first, without the possibly large telemetry series."""
         cols = ", ".join("r." + c for c in _RUN_LIST_COLUMNS)
-        return [_run_dict(r) for r in self._runs_with_counts(cols)]
+        if kind is None:
+            return [_run_dict(r) for r in self._runs_with_counts(cols)]
+        return [_run_dict(r) for r in self._runs_with_counts(cols, "WHERE r.kind=?", (kind,))]
 
     def get_run(self, run_id: int) -> dict[str, Any]:
         rows = self._runs_with_counts("r.*", "WHERE r.id=?", (run_id,))
@@ -325,6 +379,8 @@ _RUN_LIST_COLUMNS = (
     "pid",
     "pid_started",
     "sensors_json",
+    "kind",
+    "extra_json",
 )
 
 
@@ -339,7 +395,7 @@ def _run_dict(r: sqlite3.Row) -> dict[str, Any]:
     d["spec"] = json.loads(d.pop("spec_json"))
     d["machine"] = json.loads(d.pop("machine_json"))
     d["versions"] = json.loads(d.pop("versions_json"))
-    for key in ("series", "sensors"):
+    for key in ("series", "sensors", "extra"):
         raw = d.pop(f"{key}_json", None)
         d[key] = json.loads(raw) if raw else None
     for k in ("points_ok", "points_failed", "points_skipped"):

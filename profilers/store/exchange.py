@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..spec import DTYPES, IMPLS, MODES, TIMING_METHODS, VARIANTS, SpecError, SweepSpec
+from ..spec import DTYPES, IMPLS, MAX_HIDDEN, MAX_TOKENS, MODES, PARSERS, TIMING_METHODS, VARIANTS, SpecError
 from .db import Store, StoreError, now_iso
-from .schema import POINT_COLUMNS, POINT_STATUSES, REQUIRED_POINT, RUN_STATUSES, SCHEMA_VERSION
+from .schema import POINT_COLUMNS, POINT_STATUSES, REQUIRED_POINT, RUN_KINDS, RUN_STATUSES, SCHEMA_VERSION
 
 EXPORT_FORMAT = "normscope-run"
 EXPORT_RUN_FIELDS = (
@@ -34,7 +34,10 @@ EXPORT_RUN_FIELDS = (
     "error",
     "series",
     "sensors",
+    "kind",
+    "extra",
 )
+SQLITE_INT_MAX = 2**63 - 1
 
 
 def export_run(store: Store, run_id: int) -> dict[str, Any]:
@@ -47,6 +50,7 @@ def export_run(store: Store, run_id: int) -> dict[str, Any]:
         "exported_at": now_iso(),
         "run": exported,
         "points": points,
+        "artifacts": store.artifacts(run_id),
     }
 
 
@@ -56,7 +60,7 @@ def import_run(store: Store, doc: Any, source: str = "import") -> int:
     existing = store.con.execute("SELECT id FROM runs WHERE uid=?", (run["uid"],)).fetchone()
     if existing:
         raise StoreError(f"run {run['uid']} is already in this store as run {existing['id']}")
-    return store.insert_imported(run, points, source)
+    return store.insert_imported(run, points, source, doc.get("artifacts") or {})
 
 
 # -- validation of exported files ------------------------------------------------------
@@ -79,6 +83,8 @@ def _check_type(where: str, value: Any, typ: type, optional: bool) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     elif typ is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and abs(value) > SQLITE_INT_MAX:
+            raise StoreError(f"{where} = {value} is beyond a 64-bit integer: the file is not a valid export")
     elif typ is bool:
         ok = isinstance(value, bool)
     else:
@@ -110,13 +116,21 @@ def _validate_run(run: Any) -> None:
         ("error", str, True),
         ("series", dict, True),
         ("sensors", dict, True),
+        ("kind", str, True),
+        ("extra", dict, True),
     ):
         _check_type(f"run.{name}", run.get(name), typ, optional)
     if run["status"] not in RUN_STATUSES:
         raise StoreError(f"run.status {run['status']!r} is not one of {', '.join(RUN_STATUSES)}")
+    kind = run.get("kind") or "kernels"
+    if kind not in RUN_KINDS or kind not in PARSERS:
+        raise StoreError(f"run.kind {kind!r} is not one of {', '.join(k for k in RUN_KINDS if k in PARSERS)}")
+    for name in ("copy_gbps", "idle_power_w", "points_planned"):
+        if run.get(name) is not None and run[name] < 0:
+            raise StoreError(f"run.{name} is negative ({run[name]}): the file is not a valid export")
     try:
-        SweepSpec.from_dict(run["spec"])
-    except (SpecError, TypeError) as e:
+        PARSERS[kind](run["spec"])
+    except (SpecError, TypeError, ValueError) as e:
         raise StoreError(f"run.spec is invalid: {e}") from None
 
 
@@ -135,8 +149,64 @@ def _validate_point(i: int, p: Any) -> None:
             raise StoreError(f"{where}.{name} {p[name]!r} is not one of {', '.join(allowed_values)}")
     if p.get("extra") is not None and not isinstance(p["extra"], dict):
         raise StoreError(f"{where}.extra should be an object")
+    _validate_values(where, p)
+
+
+_NON_NEGATIVE = (
+    "p20_us",
+    "p50_us",
+    "p80_us",
+    "mean_us",
+    "iqr_us",
+    "n_samples",
+    "calls_per_sample",
+    "bytes_moved",
+    "gbps",
+    "roofline_pct",
+    "peak_bytes",
+    "saved_bytes",
+    "max_abs_err",
+    "max_rel_err",
+    "rel_l2_err",
+    "compile_s",
+    "energy_window_s",
+    "energy_repeats",
+    "energy_mj_per_call",
+    "energy_j_per_mtok",
+    "energy_mean_power_w",
+    "energy_spread_pct",
+    "kernels_per_call",
+    "kernel_us_per_call",
+    "threads",
+    "working_set_bytes",
+    "ceiling_gbps",
+    "rounds",
+    "visits",
+    "visits_disturbed",
+    "ratio",
+    "ratio_lo",
+    "ratio_hi",
+    "energy_loop_us",
+    "memops_per_call",
+    "error_multiple",
+)
+
+
+def _validate_values(where: str, p: dict[str, Any]) -> None:
+    """Values a measurement can take: shapes in range, times non-negative and ordered, intervals ordered."""
     if p["tokens"] < 1 or p["hidden"] < 1:
-        raise StoreError(f"{where} has a non-positive shape")
+        raise StoreError(f"{where} has a non-positive shape {p['tokens']}x{p['hidden']}")
+    if p["tokens"] > MAX_TOKENS or p["hidden"] > MAX_HIDDEN:
+        raise StoreError(
+            f"{where} has shape {p['tokens']}x{p['hidden']} out of range (tokens ≤ {MAX_TOKENS}, "
+            f"hidden ≤ {MAX_HIDDEN}): the file is not a valid export"
+        )
+    for name in _NON_NEGATIVE:
+        if p.get(name) is not None and p[name] < 0:
+            raise StoreError(f"{where}.{name} is negative ({p[name]}): the file is not a valid export")
+    for lo, hi in (("p20_us", "p50_us"), ("p50_us", "p80_us"), ("ratio_lo", "ratio"), ("ratio", "ratio_hi")):
+        if p.get(lo) is not None and p.get(hi) is not None and p[lo] > p[hi]:
+            raise StoreError(f"{where} has {lo} {p[lo]} > {hi} {p[hi]}: the file is not a valid export")
 
 
 def validate_export(doc: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -155,6 +225,9 @@ def validate_export(doc: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     _validate_run(run)
     for i, p in enumerate(points):
         _validate_point(i, p)
+    artifacts = doc.get("artifacts")
+    if artifacts is not None and (not isinstance(artifacts, dict) or not all(isinstance(k, str) for k in artifacts)):
+        raise StoreError('export\'s "artifacts" should be an object of named documents')
     return run, points
 
 

@@ -19,7 +19,7 @@ class PointResult:
     tokens: int
     hidden: int
     mode: str
-    status: str  # ok | skipped | failed
+    status: str  # ok | imprecise | unstable | skipped | failed (see catalog.POINT_STATUSES)
     error: str | None = None
     timing_method: str | None = None
     threads: int | None = None
@@ -56,6 +56,26 @@ class PointResult:
     kernel_us_per_call: float | None = None
     launch_overhead_pct: float | None = None
     trace_path: str | None = None
+    # schema v3: correctness levels, cache state and cache-aware roofline, interleaved rounds and paired
+    # ratios, disturbance, blocks
+    gate: str | None = None  # pass | imprecise | wrong
+    gate_note: str | None = None
+    error_multiple: float | None = None  # worst error over the dtype's tolerance
+    cache_state: str | None = None  # cold (flushed before each call) | warm
+    working_set_bytes: int | None = None
+    ceiling_gbps: float | None = None  # the copy ladder at this working set
+    roofline_level: str | None = None  # L1 | L2 | L3 | DRAM (CPU caches) or L2 | HBM (GPU)
+    rounds: int | None = None
+    visits: int | None = None
+    visits_disturbed: int | None = None
+    ratio_baseline: str | None = None  # "variant impl" (or "placement variant impl") the ratio is against
+    ratio: float | None = None  # median over rounds of this / baseline
+    ratio_lo: float | None = None  # bootstrap 95% CI over rounds
+    ratio_hi: float | None = None
+    block: str | None = None  # None for a kernel point; the block family for a block point
+    placement: str | None = None
+    energy_loop_us: float | None = None  # µs per call inside the energy loop (unflushed, back to back)
+    memops_per_call: float | None = None  # memsets/memcpys per call, counted apart from compute kernels
     extra: dict[str, Any] = field(default_factory=dict)  # sensors summary, kernel list, compile cache
 
     @classmethod

@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 from .records import PointResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RUN_STATUSES = ("running", "completed", "cancelled", "failed", "interrupted")
-POINT_STATUSES = ("ok", "skipped", "failed")
+POINT_STATUSES = ("ok", "imprecise", "unstable", "skipped", "failed")
+RUN_KINDS = ("kernels", "blocks", "training", "numerics", "drift")
 
 # Point columns and their types, derived from PointResult so the two cannot drift.
 _POINT_FIELDS = [f for f in dataclasses.fields(PointResult) if f.name != "extra"]
@@ -47,7 +48,27 @@ _V2_POINT_COLUMNS = (
     "launch_overhead_pct",
     "trace_path",
 )
-_V1_POINT_COLUMNS = tuple(c for c in POINT_COLUMNS if c not in _V2_POINT_COLUMNS)
+_V3_POINT_COLUMNS = (
+    "gate",
+    "gate_note",
+    "error_multiple",
+    "cache_state",
+    "working_set_bytes",
+    "ceiling_gbps",
+    "roofline_level",
+    "rounds",
+    "visits",
+    "visits_disturbed",
+    "ratio_baseline",
+    "ratio",
+    "ratio_lo",
+    "ratio_hi",
+    "block",
+    "placement",
+    "energy_loop_us",
+    "memops_per_call",
+)
+_V1_POINT_COLUMNS = tuple(c for c in POINT_COLUMNS if c not in _V2_POINT_COLUMNS + _V3_POINT_COLUMNS)
 
 
 def _v1(con: sqlite3.Connection) -> None:
@@ -97,4 +118,25 @@ def _v2(con: sqlite3.Connection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN sensors_json TEXT")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2}
+def _v3(con: sqlite3.Connection) -> None:
+    """Measurement v2 (gate levels, cache state, copy ladder, rounds and paired ratios), blocks, and run kinds
+    with artifacts: the labs' results (tables, curves, profiles) as JSON documents attached to a run."""
+    for name in _V3_POINT_COLUMNS:
+        con.execute(f"ALTER TABLE points ADD COLUMN {name} {SQL_TYPE[POINT_COLUMNS[name]]}")
+    con.execute("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'kernels'")
+    con.execute("ALTER TABLE runs ADD COLUMN extra_json TEXT")
+    con.executescript(
+        """
+        CREATE TABLE artifacts (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          name TEXT NOT NULL,
+          json TEXT NOT NULL,
+          created_at TEXT NOT NULL,
+          UNIQUE(run_id, name)
+        );
+        """
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3}

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from . import catalog
-from .catalog import DTYPE_ALIASES
+from .. import catalog
+from ..catalog import DTYPE_ALIASES
 
 VARIANTS: tuple[str, ...] = tuple(catalog.VARIANTS)
 IMPLS: tuple[str, ...] = tuple(catalog.IMPLS)
