@@ -7,6 +7,7 @@ exit code 2, and an unchanged store.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -32,8 +33,13 @@ EXPORT_FORMATS = ("json", "csv", "parquet")
 PROG = "normscope"
 
 
+# The labs' subcommands live in profilers/commands/: each module has register(subparsers), which adds its
+# parsers with set_defaults(handler=...); handlers import torch only when they run.
+LAB_COMMANDS: tuple[str, ...] = ()
+
+
 class UsageError(Exception):
-    pass
+    """A flag or argument the user can fix; printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--interval-s", type=float, default=1.0, help="refresh period (default 1 s)")
     se.add_argument("--count", type=int, help="stop after this many readings")
     se.add_argument("--json", action="store_true", help="one JSON object per reading")
+    for name, sp in sub.choices.items():
+        if name in COMMANDS:
+            sp.set_defaults(handler=COMMANDS[name])
+    for module in LAB_COMMANDS:  # each adds its subcommands with set_defaults(handler=...)
+        importlib.import_module(module).register(sub)
     return p
 
 
@@ -329,7 +340,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        return args.handler(args)
     except (UsageError, SpecError, StoreError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,6 +9,7 @@ is made safe to sit inside a <script> element.
 from __future__ import annotations
 
 import html
+import importlib
 import json
 import shutil
 import subprocess
@@ -228,6 +229,13 @@ def _noise_and_failures(points: list[dict[str, Any]]) -> list[str]:
 _ALL_POINT_COLUMNS = [(k, COLUMNS[k]) for k in POINT_TABLE]
 
 
+def lab_section(store: Store, run: dict[str, Any], figs: _Figures) -> list[str]:
+    """A lab run's section: ``profilers/report/section_<kind>.py`` has ``section(store, run, figs)``, which
+    returns HTML parts (figures through ``figs.div``, user text through ``esc``)."""
+    module = importlib.import_module(f"{__package__}.section_{run['kind']}")
+    return module.section(store, run, figs)
+
+
 def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str:
     """The report for ``run_ids`` as one HTML string."""
     import plotly.offline
@@ -246,8 +254,12 @@ def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str
         f"{len(points)} points from {len(runs)} run(s)</p>",
         "<h2>The answer</h2>",
     ]
-    for r in runs:
+    kernel_runs = [r for r in runs if r.get("kind", "kernels") == "kernels"]
+    for r in kernel_runs:
         parts.append(_answer([p for p in points if p["run_id"] == r["id"]], r) or "<p>No points.</p>")
+    for r in runs:
+        if r.get("kind", "kernels") != "kernels":
+            parts += lab_section(store, r, figs)
     parts += _claims(points)
     if not df.empty:
         parts += _charts(df, runs, points, figs)
