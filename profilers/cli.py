@@ -15,10 +15,14 @@ from typing import Any, NoReturn
 
 from .report.text import progress_line
 from .spec import (
+    CACHE_STATES,
+    CPU_ALLOCATORS,
     ENERGY_WINDOWS_S,
+    FLUSH_METHODS,
     IMPLS,
     MODES,
     PRESETS,
+    ROUND_PRESETS,
     VARIANTS,
     SpecError,
     SweepSpec,
@@ -35,7 +39,13 @@ PROG = "normscope"
 
 # The labs' subcommands live in profilers/commands/: each module has register(subparsers), which adds its
 # parsers with set_defaults(handler=...); handlers import torch only when they run.
-LAB_COMMANDS: tuple[str, ...] = ("profilers.commands.corpus",)
+LAB_COMMANDS: tuple[str, ...] = (
+    "profilers.commands.corpus",
+    "profilers.commands.numerics",
+    "profilers.commands.drift",
+    "profilers.commands.train",
+    "profilers.commands.blocks",
+)
 
 
 class UsageError(Exception):
@@ -83,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", action="store_true", help="record the kernels each call launches (torch.profiler)")
     r.add_argument("--save-traces", action="store_true", help="also save a Chrome trace per point (Perfetto)")
     r.add_argument("--sample-ms", type=float, help="sensor sampling period in ms (default 100; 0 turns it off)")
+    r.add_argument(
+        "--rounds",
+        help="interleaved rounds per group: a number, or "
+        + ", ".join(f"{k} ({n} rounds, ±{t:g}%% target)" for k, (n, t) in ROUND_PRESETS.items()),
+    )
+    r.add_argument("--ci-target-pct", type=float, help="add rounds until every 95%% interval is this narrow (±%%)")
+    r.add_argument("--baseline", help="what ratios are against: 'VARIANT IMPL' (default 'layernorm native')")
+    r.add_argument("--cache", choices=CACHE_STATES, help="CUDA: cold (L2 flushed before each call, default) or warm")
+    r.add_argument("--flush", choices=FLUSH_METHODS, help="CUDA cold cache: zero (default) or read the flush buffer")
+    r.add_argument(
+        "--cpu-allocator",
+        choices=sorted(CPU_ALLOCATORS),
+        help="CPU: reuse (default: freed memory kept, page faults excluded) or system (the allocator untouched)",
+    )
     r.add_argument("--label", help="a label stored with the run")
     r.add_argument("--db", help="store path (default data/results.db or $NORMSCOPE_DB)")
     r.add_argument("--json", action="store_true", help="print the run as JSON on stdout")
@@ -122,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     for module in LAB_COMMANDS:  # each adds its subcommands with set_defaults(handler=...)
         importlib.import_module(module).register(sub)
     return p
+
+
+def rounds_fields(value: str | None) -> dict[str, Any]:
+    """The spec fields a --rounds flag sets: a number of rounds, or a preset (rounds and CI target)."""
+    if value is None:
+        return {}
+    if value in ROUND_PRESETS:
+        rounds, target = ROUND_PRESETS[value]
+        return {"rounds": rounds, "ci_target_pct": target}
+    if value.isdigit():
+        return {"rounds": int(value)}
+    raise UsageError(f"--rounds must be a number or one of {', '.join(ROUND_PRESETS)}, got {value!r}")
 
 
 def spec_from_args(a: argparse.Namespace) -> SweepSpec:
@@ -174,6 +210,13 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
         kw["save_traces"] = True
     if a.sample_ms is not None:
         kw["sample_ms"] = a.sample_ms
+    kw.update(rounds_fields(a.rounds))
+    for flag, key in (("ci_target_pct", "ci_target_pct"), ("baseline", "baseline"), ("cache", "cache_state")):
+        if getattr(a, flag) is not None:
+            kw[key] = getattr(a, flag)
+    for flag in ("flush", "cpu_allocator"):
+        if getattr(a, flag) is not None:
+            kw[flag] = getattr(a, flag)
     return SweepSpec.from_dict(kw)
 
 
@@ -200,8 +243,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         outcome = run_sweep(spec, store, progress=progress, label=a.label)
         run = store.get_run(outcome.run_id)
     print(
-        f"run {outcome.run_id} {outcome.status}: {run['points_ok']} ok, {run['points_failed']} failed, "
-        f"{run['points_skipped']} skipped; copy bandwidth "
+        f"run {outcome.run_id} {outcome.status}: {run['points_ok']} ok, {run['points_flagged']} imprecise or "
+        f"unstable, {run['points_failed']} failed, {run['points_skipped']} skipped; copy bandwidth "
         + (f"{run['copy_gbps']:.1f} GB/s" if run["copy_gbps"] is not None else "N/A")
         + f"; store {store.path}",
         file=sys.stderr,
@@ -242,11 +285,14 @@ def cmd_runs(a: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet: start one with `python -m profilers run`")
         return 0
-    print(f"{'id':>4}  {'status':<11} {'created (UTC)':<25} {'device':<7} {'points':>14}  label")
+    print(f"{'id':>4}  {'kind':<9} {'status':<11} {'created (UTC)':<25} {'device':<7} {'points':>14}  label")
     for r in runs:
         pts = f"{r['points_ok']}/{r['points_done']}/{r['points_planned'] or '?'}"
         device = r["spec"].get("device", "?")
-        print(f"{r['id']:>4}  {r['status']:<11} {r['created_at']:<25} {device:<7} {pts:>14}  {r['label'] or ''}")
+        print(
+            f"{r['id']:>4}  {r.get('kind', 'kernels'):<9} {r['status']:<11} {r['created_at']:<25} {device:<7} "
+            f"{pts:>14}  {r['label'] or ''}"
+        )
     print("points: ok/done/planned")
     return 0
 

@@ -54,3 +54,23 @@ def run_json(*args: str, db: Path, timeout: float = 300) -> dict:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "results.db"
+
+
+def seed_store(db: Path, **spec_kw) -> int:
+    """A real tiny CPU sweep into ``db``, in this process, for page tests.
+
+    The load of the test machine is not checked (the disturbance probe is a null one that says so) and the
+    CI target is wide, so the store's points are ordinary timed points whatever else the machine runs;
+    the measuring itself is the real engine.
+    """
+    from profilers.measure.disturbance import NullProbe
+    from profilers.measure.runner import run_sweep
+    from profilers.spec import SweepSpec
+    from profilers.store import Store
+
+    kw = dict(budget_ms=5.0, warmup_ms=2.0, rounds=3, ci_target_pct=50.0)
+    kw.update(spec_kw)
+    with Store(db) as store:
+        out = run_sweep(SweepSpec(**kw), store, probe=NullProbe("test store: the machine's load is not checked"))
+    assert out.status == "completed", out.error
+    return out.run_id

@@ -145,3 +145,43 @@ def test_watch_sees_recompile_limit_hits_from_counters_alone():
         f(torch.randn(4))
         f(torch.randn(5))
     assert "recompile limit" in watch.problem(expect_new_graph=False)
+
+
+def test_bf16_cpu_layernorm_backward_is_imprecise_timed_and_says_how_far():
+    """torch's CPU bf16 LayerNorm backward sums dbias/dweight in bf16: past the tolerance, right in fp32."""
+    r = measure_point(Point("layernorm", "native", "bfloat16", 4096, 256, "fwdbwd"), _ctx())
+    assert r.gate == "imprecise" and r.status == "imprecise", (r.gate, r.gate_note, r.error)
+    assert r.p50_us and r.p50_us > 0  # timed and shown
+    assert (
+        r.error_multiple > 1 and "× past the bfloat16 tolerance" in r.gate_note and "correct in float32" in r.gate_note
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_a_planted_missing_bias_is_wrong_in_every_dtype(monkeypatch, dtype):
+    def no_bias(x, w, b, *, cfg):  # forgets the bias: a logic error, whatever the precision
+        return (torch.nn.functional.layer_norm(x, (x.shape[-1],), w, None, cfg.eps),)
+
+    _plant(monkeypatch, "layernorm", native=no_bias)
+    r = measure_point(Point("layernorm", "native", dtype, 64, 256, "fwd"), _ctx())
+    assert r.gate == "wrong" and r.status == "failed" and r.p50_us is None, (r.gate, r.gate_note)
+    assert r.error.startswith("correctness:")
+
+
+def test_positive_compile_check_sees_eager_ops_outside_the_graph():
+    from profilers.measure.kernels import quiet_profile
+
+    fn = compiling.compile_fresh(lambda x: (x * 2,))
+    x = torch.randn(8, 8)
+    with compiling.first_calls():
+        fn(x)
+    with quiet_profile() as prof:
+        fn(x)
+    assert compiling.eager_ops_outside_graph(list(prof.events())) == (True, [])
+    with quiet_profile() as prof:
+        fn(x)
+        torch.add(x, 1)  # an eager op beside the compiled graph
+    ran, eager = compiling.eager_ops_outside_graph(list(prof.events()))
+    assert ran and eager == ["aten::add"]
+    with pytest.raises(compiling.CompileFallback, match="ran no compiled graph"):
+        compiling.verify_compiled(lambda: torch.add(x, 1))

@@ -36,8 +36,9 @@ def test_rank_orders_and_explains_in_numbers():
     r = recommend.rank(pts, T)
     assert [c.name for c in r.candidates] == ["RMSNorm native", "LayerNorm native", "DyT eager"]
     assert r.headline.startswith("Use RMSNorm native")
-    assert r.lines[0] == "RMSNorm native is 2.7% faster than LayerNorm native here; noise ±1.4%"
-    assert "(3.08×)" in r.lines[1]
+    # legacy points (no rounds): the interval is the ratio ± the combined p20-p80 band (±1.4%)
+    assert r.lines[0].startswith("RMSNorm native saves 2.7% of the time of LayerNorm native; 95% interval")
+    assert "(3.08× as much)" in r.lines[1]
 
 
 def test_differences_inside_the_noise_are_a_tie():
@@ -67,7 +68,7 @@ def test_energy_ranking_uses_energy():
         pt("rmsnorm", "native", 97.0, energy_mj_per_call=314.0, energy_spread_pct=2.0),
     ]
     r = recommend.rank(pts, recommend.Target(4096, 4096, metric="energy"))
-    assert r.candidates[0].name == "RMSNorm native" and "less energy" in r.lines[0]
+    assert r.candidates[0].name == "RMSNorm native" and "of the energy per call" in r.lines[0]
 
 
 @pytest.mark.parametrize(
@@ -122,3 +123,56 @@ def test_other_machines_are_compared_not_flagged():
     (row,) = match_points([pt("rmsnorm", "native", 100.0)], [pt("rmsnorm", "native", 150.0)], same=False)
     assert row.flag == "machine difference"
     assert match_points([pt("rmsnorm", "native", 1.0)], [pt("rmsnorm", "eager", 1.0)], same=True) == []
+
+
+def _alloc_run(run_id: int, mode: str, host: str = "box", budget: float = 100.0) -> dict:
+    return {
+        "id": run_id,
+        "spec": {"device": "cpu", "budget_ms": budget, "warmup_ms": 20, "rounds": 7, "cpu_allocator": mode},
+        "machine": {"hostname": host, "threads": 2, "cpu_allocator": {"mode": mode, "preloaded": None}},
+        "versions": {"torch": "2.13"},
+    }
+
+
+def _alloc_point(run_id: int, variant: str, p50: float, status: str = "ok") -> dict:
+    return {
+        "run_id": run_id,
+        "variant": variant,
+        "impl": "native",
+        "dtype": "float32",
+        "mode": "fwd",
+        "tokens": 4096,
+        "hidden": 4096,
+        "p50_us": p50,
+        "status": status,
+    }
+
+
+def test_allocator_effect_is_set_beside_the_norm_choice():
+    from profilers.analysis.method import allocator_effect
+
+    runs = [_alloc_run(1, "reuse"), _alloc_run(2, "system")]
+    points = [
+        _alloc_point(1, "layernorm", 9000),
+        _alloc_point(1, "rmsnorm", 17500),
+        _alloc_point(2, "layernorm", 21500),
+        _alloc_point(2, "rmsnorm", 63000),
+    ]
+    lines = allocator_effect(runs, points)
+    assert any("LayerNorm" in x and "2.39×" in x and "slower with system" in x for x in lines), lines
+    # allocator up to 3.60× (RMSNorm), norm choice up to 2.93× (system: 63000 / 21500)
+    assert "up to 3.60×: more than the choice of norm, which changes it by up to 2.93×" in lines[-1]
+
+
+def test_allocator_effect_needs_both_modes_on_one_machine_and_method():
+    from profilers.analysis.method import allocator_effect
+
+    points = [_alloc_point(1, "layernorm", 9000), _alloc_point(2, "layernorm", 21500)]
+    assert allocator_effect([_alloc_run(1, "reuse"), _alloc_run(2, "reuse")], points) == []
+    # another budget is another method: no effect is claimed
+    assert allocator_effect([_alloc_run(1, "reuse"), _alloc_run(2, "system", budget=50.0)], points) == []
+    # another machine: nothing matches
+    assert allocator_effect([_alloc_run(1, "reuse"), _alloc_run(2, "system", host="other")], points) == []
+    # a failed point has no time to compare
+    bad = [_alloc_point(1, "layernorm", 9000), _alloc_point(2, "layernorm", None, "failed")]
+    assert allocator_effect([_alloc_run(1, "reuse"), _alloc_run(2, "system")], bad) == []

@@ -69,7 +69,7 @@ def test_bad_specs_name_the_problem(kw, message):
 
 
 def test_from_json_rejects_unknown_fields_and_bad_json():
-    with pytest.raises(SpecError, match="unknown spec field"):
+    with pytest.raises(SpecError, match="unknown sweep spec field"):
         SweepSpec.from_dict({"variants": ["rmsnorm"], "impls": ["native"], "shapes": [[1, 2]], "colour": "red"})
     with pytest.raises(SpecError, match="not valid JSON"):
         SweepSpec.from_json("{nope")

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from profilers.catalog import Config, unsupported_reason
-from profilers.measure.gate import errors_vs_reference, gate, upstream_grads
+from profilers.catalog import Config, reduced_elements, unsupported_reason
+from profilers.measure.gate import classify, errors_vs_reference, upstream_grads
 from profilers.measure.variants import VARIANTS, build, reference
 
 CFG = Config(eps=1e-5, groups=4)
@@ -41,7 +41,7 @@ def test_every_variant_matches_float64_reference(variant, impl, dtype, seed):
     if p64:
         want += torch.autograd.grad(ref, p64, [d.double() for d in dys_p])
     errs = errors_vs_reference(got, want, [f"t{i}" for i in range(len(got))])
-    assert gate(errs, dtype) is None, errs
+    assert classify(errs, dtype, reduced_elements(variant, "fwdbwd", 16, 64, CFG)).level == "pass", errs
 
 
 def test_inputs_are_random_not_zeros():
@@ -86,6 +86,25 @@ def test_supported_combination_has_no_reason():
 
 def test_gate_rejects_nan_and_large_errors():
     ref = [torch.ones(4, dtype=torch.float64)]
-    assert "NaN or Inf" in gate(errors_vs_reference([torch.tensor([1.0, float("nan"), 1, 1])], ref, ["y"]), "float32")
-    assert "differs" in gate(errors_vs_reference([torch.full((4,), 1.01)], ref, ["y"]), "float32")
-    assert gate(errors_vs_reference([torch.full((4,), 1.01)], ref, ["y"]), "bfloat16") is None
+
+    def verdict(values, dtype, fp32=None):
+        return classify(errors_vs_reference([values], ref, ["y"]), dtype, 64, fp32)
+
+    nan = verdict(torch.tensor([1.0, float("nan"), 1, 1]), "float32")
+    assert nan.level == "wrong" and "NaN or Inf" in nan.note
+    off = verdict(torch.full((4,), 1.01), "float32")
+    assert off.level == "wrong" and "differs" in off.note
+    assert verdict(torch.full((4,), 1.01), "bfloat16").level == "pass"
+    far = verdict(torch.full((4,), 1.5), "bfloat16")  # rel L2 0.5 > 0.25: wrong whatever fp32 says
+    assert far.level == "wrong" and "far from" in far.note
+
+
+def test_gate_tells_imprecise_rounding_from_a_logic_error():
+    ref = [torch.ones(4, dtype=torch.float64)]
+    errs = errors_vs_reference([torch.full((4,), 1.05)], ref, ["dbias"])  # 5%: past bf16, not far
+    exact = errors_vs_reference([torch.ones(4)], ref, ["dbias"])
+    imprecise = classify(errs, "bfloat16", 64, fp32_errors=lambda: exact)
+    assert imprecise.level == "imprecise" and imprecise.timed
+    assert "dbias" in imprecise.note and imprecise.multiple == pytest.approx(0.05 / 0.01600782, rel=1e-3)
+    logic = classify(errs, "bfloat16", 64, fp32_errors=lambda: errs)  # as wrong in fp32: not rounding
+    assert logic.level == "wrong" and not logic.timed and "logic error" in logic.note

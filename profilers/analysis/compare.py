@@ -1,9 +1,12 @@
 """Compare runs point by point: machines side by side, and regressions against a baseline.
 
 Points match on (variant, impl, dtype, tokens, hidden, mode). A difference is
-flagged only on the same machine, only beyond ±10%, and only when it is also
-larger than the combined noise band of the two points; anything else is
-"within noise" or, across machines, simply a machine difference.
+flagged only on the same machine with the same method (``method.differences``
+is empty: budget, rounds, timer, threads, cache state, allocator, torch), only
+beyond ±10%, and only when its 95% interval excludes no change
+(``noise.ratio_between``); anything else is "within noise", a "method
+difference" (stated, never a regression) or, across machines, a machine
+difference.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .noise import band_pct, difference
+from ..catalog import TIMED_STATUSES
+from .noise import ratio_between
 
 KEY = ("variant", "impl", "dtype", "tokens", "hidden", "mode")
 THRESHOLD_PCT = 10.0
@@ -51,8 +55,10 @@ class Row:
     base: dict[str, Any]
     other: dict[str, Any]
     diff_pct: float  # other p50 relative to the baseline's, in %
-    band_pct: float
-    flag: str  # regression | faster | within noise | machine difference
+    band_pct: float  # half-width of the 95% interval of diff_pct, in percentage points
+    flag: str  # regression | faster | within noise | method difference | machine difference
+    lo_pct: float | None = None  # the interval of diff_pct
+    hi_pct: float | None = None
 
     @property
     def variant(self) -> str:
@@ -80,24 +86,34 @@ class Row:
 
 
 def match_points(
-    base_points: Sequence[dict[str, Any]], other_points: Sequence[dict[str, Any]], same: bool
+    base_points: Sequence[dict[str, Any]],
+    other_points: Sequence[dict[str, Any]],
+    same: bool,
+    method_differs: bool = False,
 ) -> list[Row]:
     """Rows for every point timed in both runs, flagged as the module docstring says."""
-    base = {tuple(p[k] for k in KEY): p for p in base_points if p["status"] == "ok" and p.get("p50_us")}
+
+    def timed(p: dict[str, Any]) -> bool:
+        return p["status"] in TIMED_STATUSES and bool(p.get("p50_us"))
+
+    base = {tuple(p[k] for k in KEY): p for p in base_points if timed(p)}
     rows = []
     for p in other_points:
         key = tuple(p[k] for k in KEY)
         b = base.get(key)
-        if b is None or p["status"] != "ok" or not p.get("p50_us"):
+        if b is None or not timed(p):
             continue
-        d = difference(b["p50_us"], band_pct(b), p["p50_us"], band_pct(p))
+        r = ratio_between(b, p)
+        diff, lo, hi = 100 * (r.value - 1), 100 * (r.lo - 1), 100 * (r.hi - 1)
         if not same:
             flag = "machine difference"
-        elif d.diff_pct > THRESHOLD_PCT and d.measurable:
+        elif method_differs:
+            flag = "method difference"
+        elif diff > THRESHOLD_PCT and r.measurable:
             flag = "regression"
-        elif d.diff_pct < -THRESHOLD_PCT and d.measurable:
+        elif diff < -THRESHOLD_PCT and r.measurable:
             flag = "faster"
         else:
             flag = "within noise"
-        rows.append(Row(key, b, p, d.diff_pct, d.band_pct, flag))
+        rows.append(Row(key, b, p, diff, r.half_width_points, flag, lo, hi))
     return rows

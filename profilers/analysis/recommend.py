@@ -1,8 +1,12 @@
 """Rank variant × implementation for a target, and check published claims.
 
-Whether two choices differ measurably is decided in one place, ``noise.py``;
-choices within each other's noise are a tie and are said to be one ("no
-measurable difference"), never ranked apart.
+Every considered candidate is listed, ranked or not: a point that failed its
+gate, one that is unstable or imprecise (left out of the ranking unless asked
+for), and one never measured, each with its reason. Ranked candidates are
+compared with the cheapest through ``noise.ratio_between``: paired per-round
+ratios when they were timed in the same interleaved rounds, otherwise the best
+honest interval. A difference whose 95% interval contains 1 is a tie ("no
+measurable difference") and is never ranked apart.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog import IMPLS, label
+from ..catalog import IMPLS, VARIANTS, label, unsupported_reason
+from ..catalog import Config as _Config
 from ..spec import SweepSpec, default_spec
-from .noise import Difference, band_pct, difference
+from .noise import Ratio, band_pct, ratio_between
 
 DEFAULT_VARIANTS = ("layernorm", "rmsnorm", "dyt")
+RANKED_BY_DEFAULT = ("ok",)
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class Target:
     mode: str = "fwd"  # fwd: inference, fwdbwd: training
     metric: str = "time"  # time | energy
     variants: tuple[str, ...] = DEFAULT_VARIANTS
+    include: tuple[str, ...] = RANKED_BY_DEFAULT  # statuses that may be ranked (ok; imprecise, unstable on request)
 
     @property
     def unit(self) -> str:
@@ -43,15 +50,36 @@ class Candidate:
     tokens: int
     hidden: int
     noisy: bool
+    status: str = "ok"
+    point: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
         return label(self.variant, self.impl)
 
 
-def versus(ref: Candidate, other: Candidate) -> Difference:
-    """How much more ``other`` costs than ``ref``, and whether that is beyond the noise."""
-    return difference(ref.value, ref.noise_pct, other.value, other.noise_pct)
+@dataclass(frozen=True)
+class Considered:
+    """A candidate the user asked about that is not in the ranking, and why."""
+
+    variant: str
+    impl: str
+    status: str  # failed | skipped | imprecise | unstable | not measured | not supported
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return label(self.variant, self.impl)
+
+
+def versus(ref: Candidate, other: Candidate, metric: str = "time") -> Ratio:
+    """``other`` / ``ref`` with its 95% interval (``measurable`` when the interval excludes 1)."""
+    return ratio_between(ref.point or _as_point(ref), other.point or _as_point(other), metric)
+
+
+def _as_point(c: Candidate) -> dict[str, Any]:
+    half = c.noise_pct / 100.0 * c.value
+    return {"p50_us": c.value, "p20_us": c.value - half, "p80_us": c.value + half, "energy_mj_per_call": c.value}
 
 
 @dataclass
@@ -63,88 +91,141 @@ class Ranking:
     lines: list[str] = field(default_factory=list)
     shape_note: str | None = None
     missing: str | None = None
+    left_out: list[Considered] = field(default_factory=list)
 
 
 def _value(p: dict[str, Any], metric: str) -> float | None:
     return p.get("p50_us") if metric == "time" else p.get("energy_mj_per_call")
 
 
-def candidates(points: Iterable[dict[str, Any]], t: Target) -> tuple[list[Candidate], str | None]:
-    """The newest measured point per (variant, impl) at the target shape, or the nearest token count."""
+def _pool(points: Iterable[dict[str, Any]], t: Target) -> tuple[list[dict[str, Any]], str | None]:
+    """Points of the target's dtype, mode, hidden and variants at the target token count, or the nearest one."""
     pool = [
         p
         for p in points
-        if p["status"] == "ok"
-        and p["dtype"] == t.dtype
-        and p["mode"] == t.mode
-        and p["variant"] in t.variants
-        and p["hidden"] == t.hidden
-        and _value(p, t.metric) is not None
+        if p["dtype"] == t.dtype and p["mode"] == t.mode and p["variant"] in t.variants and p["hidden"] == t.hidden
     ]
+    timed = [p for p in pool if _value(p, t.metric) is not None]
     if not pool:
         return [], None
     exact = [p for p in pool if p["tokens"] == t.tokens]
-    note = None
-    if not exact:
-        nearest = min({p["tokens"] for p in pool}, key=lambda n: abs(math.log(n / t.tokens)))
-        exact = [p for p in pool if p["tokens"] == nearest]
-        note = f"no point at {t.tokens} tokens; using the nearest measured, {nearest}×{t.hidden}"
-    best: dict[tuple[str, str], dict[str, Any]] = {}
-    for p in exact:
+    if exact:
+        return exact, None
+    nearest = min({p["tokens"] for p in timed or pool}, key=lambda n: abs(math.log(n / t.tokens)))
+    return [p for p in pool if p["tokens"] == nearest], (
+        f"no point at {t.tokens} tokens; using the nearest measured, {nearest}×{t.hidden}"
+    )
+
+
+def candidates(points: Iterable[dict[str, Any]], t: Target) -> tuple[list[Candidate], str | None]:
+    """The newest rankable point per (variant, impl) at the target shape (or the nearest token count)."""
+    ranked, _, note = _split(points, t)
+    return ranked, note
+
+
+def _split(points: Iterable[dict[str, Any]], t: Target) -> tuple[list[Candidate], list[Considered], str | None]:
+    pool, note = _pool(points, t)
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for p in pool:
         key = (p["variant"], p["impl"])
-        if key not in best or p["run_id"] > best[key]["run_id"]:
-            best[key] = p
-    out = [
-        Candidate(
-            p["variant"],
-            p["impl"],
-            float(_value(p, t.metric)),
-            band_pct(p, t.metric),
-            p["run_id"],
-            p["tokens"],
-            p["hidden"],
-            bool(p.get("noisy")),
-        )
-        for p in best.values()
-    ]
-    return sorted(out, key=lambda c: c.value), note
+        if key not in newest or p["run_id"] > newest[key]["run_id"]:
+            newest[key] = p
+    ranked: list[Candidate] = []
+    left: list[Considered] = []
+    for (variant, impl), p in newest.items():
+        value = _value(p, t.metric)
+        status = p["status"]
+        if status in t.include and value is not None:
+            ranked.append(
+                Candidate(
+                    variant,
+                    impl,
+                    float(value),
+                    band_pct(p, t.metric),
+                    p["run_id"],
+                    p["tokens"],
+                    p["hidden"],
+                    bool(p.get("noisy")),
+                    status,
+                    p,
+                )
+            )
+        elif status in ("imprecise", "unstable") and value is not None:
+            why = p.get("gate_note") if status == "imprecise" else p.get("error")
+            left.append(Considered(variant, impl, status, f"left out of the ranking ({why}); include it to rank it"))
+        elif value is None and status in ("ok", "imprecise", "unstable"):
+            left.append(Considered(variant, impl, "not measured", f"no {t.metric} reading: {_energy_why(p)}"))
+        else:
+            left.append(Considered(variant, impl, status, p.get("error") or status))
+    return sorted(ranked, key=lambda c: c.value), left, note
+
+
+def _energy_why(p: dict[str, Any]) -> str:
+    return p.get("energy_note") or "energy was not measured (run with --energy)"
+
+
+def unmeasured(
+    ranked: Sequence[Candidate], left: Sequence[Considered], t: Target, device: str, impls: Iterable[str]
+) -> list[Considered]:
+    """Considered variant × implementation pairs with no point at all: unsupported (with why) or not measured."""
+    seen = {(c.variant, c.impl) for c in ranked} | {(c.variant, c.impl) for c in left}
+    out = []
+    device_type = device.split(":")[0]
+    for variant in t.variants:
+        for impl in impls:
+            if (variant, impl) in seen:
+                continue
+            why = unsupported_reason(variant, impl, device_type, t.tokens, t.hidden, _Config(), t.dtype, t.mode)
+            if why:
+                out.append(Considered(variant, impl, "not supported", why))
+            else:
+                out.append(Considered(variant, impl, "not measured", "no point for this target in the chosen runs"))
+    return out
+
+
+def saving_text(r: Ratio) -> tuple[float, float, float]:
+    """(saving %, CI low %, CI high %) when the cheaper one replaces the other: 1 − 1/ratio, in %."""
+    return 100.0 * (1 - 1 / r.value), 100.0 * (1 - 1 / r.lo), 100.0 * (1 - 1 / r.hi)
 
 
 def _phrase(ref: Candidate, other: Candidate, metric: str) -> str:
-    c = versus(ref, other)
-    if c.tie:
-        return f"{other.name} and {ref.name}: no measurable difference ({c.diff_pct:+.1f}%, noise ±{c.band_pct:.1f}%)"
-    saving = 100.0 * (1.0 - ref.value / other.value)  # share of the slower one's cost that ref avoids
-    ratio = other.value / ref.value
-    times = f" ({ratio:.2f}×)" if ratio >= 1.5 else ""
-    if metric == "time":
-        return f"{ref.name} is {saving:.1f}% faster than {other.name} here{times}; noise ±{c.band_pct:.1f}%"
-    return f"{ref.name} uses {saving:.1f}% less energy per call than {other.name}{times}; noise ±{c.band_pct:.1f}%"
+    r = versus(ref, other, metric)
+    if not r.measurable:
+        return (
+            f"{other.name} and {ref.name}: no measurable difference "
+            f"(ratio {r.value:.3f}, 95% interval {r.lo:.3f}-{r.hi:.3f} contains 1)"
+        )
+    s, lo, hi = saving_text(r)
+    what = "time" if metric == "time" else "energy per call"
+    times = f" ({r.value:.2f}× as much)" if r.value >= 1.5 else ""
+    return f"{ref.name} saves {s:.1f}% of the {what} of {other.name}{times}; 95% interval {lo:.1f}% to {hi:.1f}%"
 
 
 def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> Ranking:
-    cands, note = candidates(points, t)
-    r = Ranking(t, cands, shape_note=note)
-    if not cands:
+    ranked, left, note = _split(points, t)
+    impls = [name for name, info in IMPLS.items() if device.split(":")[0] in info.devices]
+    r = Ranking(t, ranked, shape_note=note, left_out=left + unmeasured(ranked, left, t, device, impls))
+    if not ranked:
         spec = suggest_spec(t, device)
+        names = ", ".join(label(v) for v in t.variants)
         r.missing = (
-            f"no {t.metric} measurements for {', '.join(label(v) for v in t.variants)} at hidden {t.hidden}, "
-            f"{t.dtype}, {t.mode}: run `python -m profilers run {cli_args(spec)}`"
+            f"no rankable {t.metric} measurements for {names} at hidden {t.hidden}, {t.dtype}, {t.mode}: "
+            f"run `python -m profilers run {cli_args(spec)}`"
         )
         return r
-    remaining = list(cands)
+    remaining = list(ranked)
     while remaining:
         head = remaining[0]
-        tier = [c for c in remaining if versus(head, c).tie]
+        tier = [c for c in remaining if c is head or not versus(head, c, t.metric).measurable]
         r.tiers.append(tier)
         remaining = [c for c in remaining if c not in tier]
-    best = cands[0]
+    best = ranked[0]
     top = r.tiers[0]
     if len(top) == 1:
-        r.headline = f"Use {best.name}: it is the cheapest here by more than the noise."
+        r.headline = f"Use {best.name}: it is the cheapest here, beyond the noise."
     else:
         r.headline = f"Tie: {', '.join(c.name for c in top)} are within the noise of each other; pick on other grounds."
-    r.lines = [_phrase(best, c, t.metric) for c in cands[1:]]
+    r.lines = [_phrase(best, c, t.metric) for c in ranked[1:]]
     return r
 
 
@@ -183,12 +264,14 @@ class ClaimCheck:
     impl: str
     measured: str
     verdict: str
-    diff_pct: float | None
-    band_pct: float | None
+    diff_pct: float | None  # saving in % (time or energy), or DyT's change
+    band_pct: float | None  # half-width of the interval, in %
+    shape: str = ""
+    method: str = ""
 
 
 def _pairs(points: Sequence[dict[str, Any]], a: str, b: str, metric: str, dtype: str, mode: str):
-    """Per implementation, the largest shape where both variants were measured."""
+    """Per implementation, the largest shape where both variants were measured (clean points only)."""
     by: dict[tuple[str, str, int, int], dict[str, Any]] = {}
     for p in points:
         if p["status"] != "ok" or p["dtype"] != dtype or p["mode"] != mode or _value(p, metric) is None:
@@ -205,17 +288,16 @@ def _pairs(points: Sequence[dict[str, Any]], a: str, b: str, metric: str, dtype:
             yield impl, by[(a, impl, t, h)], by[(b, impl, t, h)]
 
 
-def _cand(p: dict[str, Any], metric: str) -> Candidate:
-    return Candidate(
-        p["variant"],
-        p["impl"],
-        float(_value(p, metric)),
-        band_pct(p, metric),
-        p["run_id"],
-        p["tokens"],
-        p["hidden"],
-        bool(p.get("noisy")),
-    )
+def _saving_verdict(lo: float, hi: float, low: float, high: float) -> str:
+    if lo <= 0 <= hi:
+        return "no measurable difference"
+    if hi < 0:
+        return "opposite: LayerNorm is cheaper here"
+    if hi < low:
+        return "smaller than claimed"
+    if lo > high:
+        return "larger than claimed"
+    return "consistent with the claim"
 
 
 def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> list[ClaimCheck]:
@@ -225,40 +307,21 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
         ("energy", "RMSNorm uses 15-20% less energy than LayerNorm"),
     ):
         for impl, ln, rms in _pairs(points, "layernorm", "rmsnorm", metric, dtype, mode):
-            c = versus(_cand(ln, metric), _cand(rms, metric))
-            saving = -c.diff_pct
-            ln_cost, rms_cost = _value(ln, metric), _value(rms, metric)
+            r = ratio_between(ln, rms, metric)  # rms / ln
+            saving, s_lo, s_hi = 100 * (1 - r.value), 100 * (1 - r.hi), 100 * (1 - r.lo)
             shape = f"{ln['tokens']}×{ln['hidden']}"
-            if c.tie:
-                verdict = "no measurable difference"
-            elif saving <= 0:
-                verdict = "opposite: LayerNorm is cheaper here"
-            elif saving + c.band_pct < 15:
-                verdict = "smaller than claimed"
-            elif saving - c.band_pct > 20:
-                verdict = "larger than claimed"
+            verdict = _saving_verdict(s_lo, s_hi, 15.0, 20.0)
+            if saving >= 0:
+                measured = f"RMSNorm saves {saving:.1f}% (95% interval {s_lo:.1f}% to {s_hi:.1f}%) at {shape}"
             else:
-                verdict = "consistent with the claim"
-            out.append(
-                ClaimCheck(
-                    claim,
-                    impl,
-                    (
-                        f"RMSNorm saves {saving:.1f}% (±{c.band_pct:.1f}%) at {shape}"
-                        if saving >= 0
-                        else f"RMSNorm costs {rms_cost / ln_cost:.2f}× LayerNorm (±{c.band_pct:.1f}%) at {shape}"
-                    ),
-                    verdict,
-                    saving,
-                    c.band_pct,
-                )
-            )
+                measured = f"RMSNorm costs {r.value:.2f}× LayerNorm (95% interval {r.lo:.2f}-{r.hi:.2f}×) at {shape}"
+            out.append(ClaimCheck(claim, impl, measured, verdict, saving, (s_hi - s_lo) / 2, shape, r.method))
     for impl, ln, dyt in _pairs(points, "layernorm", "dyt", "time", dtype, mode):
-        c = versus(_cand(ln, "time"), _cand(dyt, "time"))
+        r = ratio_between(ln, dyt, "time")
         shape = f"{ln['tokens']}×{ln['hidden']}"
-        if c.tie:
+        if not r.measurable:
             verdict = "no measurable difference"
-        elif c.diff_pct < 0:
+        elif r.value < 1:
             verdict = "confirmed here"
         else:
             verdict = "not confirmed: LayerNorm is faster here"
@@ -266,10 +329,28 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
             ClaimCheck(
                 "DyT is faster than LayerNorm",
                 impl,
-                f"DyT takes {c.diff_pct:+.1f}% (±{c.band_pct:.1f}%) vs LayerNorm at {shape}",
+                f"DyT takes {r.value:.2f}× LayerNorm's time (95% interval {r.lo:.2f}-{r.hi:.2f}×) at {shape}",
                 verdict,
-                c.diff_pct,
-                c.band_pct,
+                r.diff_pct,
+                r.half_width_pct,
+                shape,
+                r.method,
             )
         )
     return out
+
+
+__all__ = [
+    "DEFAULT_VARIANTS",
+    "VARIANTS",
+    "Candidate",
+    "ClaimCheck",
+    "Considered",
+    "Ranking",
+    "Target",
+    "claims_check",
+    "cli_args",
+    "rank",
+    "suggest_spec",
+    "versus",
+]

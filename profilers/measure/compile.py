@@ -11,6 +11,7 @@ show that any frame ran uncompiled.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,12 +26,31 @@ class CompileFallback(RuntimeError):
     """The compiled callable ran (partly) eager."""
 
 
-def _dynamo():
+def configure(device_type: str) -> str:
+    """Compile workers for the device; returns what was set, for the run's provenance.
+
+    CUDA: inductor's pool of compile workers (dozens of Triton kernels compile in parallel); they are shut
+    down by ``quiesce`` before anything is timed. CPU: compile in this process (on a 2-core machine a pool
+    costs more to start than it saves, and it would compete with the kernels being timed).
+    """
     import torch._inductor.config as inductor_config
 
-    # compile in this process: a pool of compile workers would keep competing
-    # with the kernels being timed (it stays alive after the compile)
-    inductor_config.compile_threads = 1
+    if device_type == "cpu":
+        inductor_config.compile_threads = 1
+    return f"compile_threads={inductor_config.compile_threads}"
+
+
+def quiesce() -> str | None:
+    """Shut down inductor's compile workers so they cannot compete with timing; None when there is no call."""
+    try:
+        from torch._inductor.async_compile import shutdown_compile_workers
+    except ImportError:
+        return "this torch has no shutdown_compile_workers: compile workers may still be alive"
+    shutdown_compile_workers()
+    return None
+
+
+def _dynamo():
     import torch._dynamo
     from torch._dynamo.utils import counters
 
@@ -97,11 +117,33 @@ class Compiled:
         return self.fn(*args)
 
 
+_fresh = itertools.count()
+
+
+def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` behind a wrapper with a code object of its own.
+
+    Dynamo caches compiled graphs per code object; every ``functools.partial`` of one formula shares one,
+    so compiles for different shapes would pile up in one cache (and reach the recompile limit), and
+    resetting dynamo to avoid that would throw away the other candidates of a group, timed side by side.
+    A fresh code object per compile keeps each compiled point's cache to itself.
+    """
+    namespace = {"fn": fn}
+    source = "def call(*args):\n    return fn(*args)\n"
+    exec(compile(source, f"<compiled point {next(_fresh)}>", "exec"), namespace)
+    return namespace["call"]
+
+
 def compile_fresh(fn: Callable[..., Any]) -> Compiled:
-    """Compile ``fn`` with a clean dynamo cache: nothing reused across shapes or dtypes."""
+    """Compile ``fn`` fresh: its own dynamo cache entry, nothing reused across shapes, dtypes or modes."""
+    _dynamo()
+    return Compiled(torch.compile(_own_code(fn), fullgraph=True, dynamic=False))
+
+
+def reset() -> None:
+    """Drop every compiled graph (between groups: the finished group's compiled points are done)."""
     dynamo, _ = _dynamo()
     dynamo.reset()
-    return Compiled(torch.compile(fn, fullgraph=True, dynamic=False))
 
 
 @contextlib.contextmanager
@@ -151,3 +193,71 @@ def steady_state() -> Iterator[None]:
     problem = watch.problem(expect_new_graph=False)
     if problem:
         raise CompileFallback(problem)
+
+
+# aten ops that allocate, view or fill without computing: allowed outside a compiled graph
+_NON_COMPUTE = (
+    "aten::empty",
+    "aten::empty_strided",
+    "aten::empty_like",
+    "aten::zeros",
+    "aten::zeros_like",
+    "aten::ones",
+    "aten::ones_like",
+    "aten::full",
+    "aten::fill_",
+    "aten::zero_",
+    "aten::detach",
+    "aten::alias",
+    "aten::view",
+    "aten::reshape",
+    "aten::as_strided",
+    "aten::expand",
+    "aten::t",
+    "aten::resize_",
+    "aten::lift_fresh",
+)
+COMPILED_MARKERS = ("## Call CompiledFxGraph", "Torch-Compiled Region", "CompiledFunction")
+
+
+def _inside_compiled(e: Any) -> bool:
+    p = e.cpu_parent
+    while p is not None:
+        if p.name.startswith(COMPILED_MARKERS):
+            return True
+        p = p.cpu_parent
+    return False
+
+
+def eager_ops_outside_graph(events: list[Any]) -> tuple[bool, list[str]]:
+    """(a compiled graph ran, the compute aten ops that ran outside any compiled graph) in profiler events."""
+    ran_graph = any(e.name.startswith("## Call CompiledFxGraph") for e in events)
+    eager = sorted(
+        {
+            e.name
+            for e in events
+            if e.name.startswith("aten::")
+            and not e.name.startswith(_NON_COMPUTE)
+            and not _inside_compiled(e)
+            and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::"))
+        }
+    )
+    return ran_graph, eager
+
+
+def verify_compiled(call: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> None:
+    """The positive check: one profiled steady-state call must run the compiled graph and no eager compute op.
+
+    Dynamo's counters say nothing fell back while compiling; this says the timed call itself is compiled
+    code. Raises CompileFallback otherwise.
+    """
+    from .kernels import quiet_profile
+
+    with quiet_profile() as prof:
+        call()
+        sync()
+    ran_graph, eager = eager_ops_outside_graph(list(prof.events()))
+    if not ran_graph:
+        raise CompileFallback(f"{FALLBACK}: a profiled call ran no compiled graph")
+    if eager:
+        raise CompileFallback(f"{FALLBACK}: a profiled call ran eager ops outside the graph ({', '.join(eager[:5])})")

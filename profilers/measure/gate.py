@@ -1,17 +1,18 @@
 """The correctness gate: every output and gradient against a float64 reference of the same formula.
 
-A point beyond its dtype's tolerance (``catalog.TOLERANCES``) is failed and never timed.
+Two levels (tolerances and rules in ``catalog.py``): a *wrong* point is failed and never timed; an
+*imprecise* one (beyond its dtype's tolerance, yet right in float32) is timed, shown and flagged.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..catalog import TOLERANCES
+from ..catalog import WRONG_REL_L2, tolerance
 
 Tensors = Sequence[torch.Tensor]
 
@@ -55,14 +56,63 @@ def upstream_grads(outputs: Tensors, gen: torch.Generator, dtype: torch.dtype) -
     ]
 
 
-def gate(errors: Errors, dtype: str) -> str | None:
-    """The reason a point fails correctness, or None."""
-    max_rel_tol, l2_tol = TOLERANCES[dtype]
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's answer: ``pass``, ``imprecise`` (timed, flagged) or ``wrong`` (never timed), and why."""
+
+    level: str
+    note: str | None = None
+    multiple: float | None = None  # the worst error over its tolerance
+
+    @property
+    def timed(self) -> bool:
+        return self.level != "wrong"
+
+
+def _beyond(errors: Errors, dtype: str, n_reduced: int, roundings: int = 1) -> float:
+    """How far past the tolerance (the larger of the two ratios); ≤ 1 means within."""
+    max_rel_tol, l2_tol = tolerance(dtype, n_reduced, roundings)
+    return max(errors.max_rel / max_rel_tol, errors.rel_l2 / l2_tol)
+
+
+def classify(
+    errors: Errors,
+    dtype: str,
+    n_reduced: int,
+    fp32_errors: Callable[[], Errors] | None = None,
+    roundings: int = 1,
+) -> Verdict:
+    """Two levels (catalog.py says why): wrong → not timed; imprecise → timed and flagged; else pass.
+
+    ``fp32_errors`` runs the same implementation in fp32 on the same inputs; it is called only for a
+    half-precision point beyond its tolerance, to tell a logic error from rounding.
+    """
+    max_rel_tol, l2_tol = tolerance(dtype, n_reduced, roundings)
     if not math.isfinite(errors.max_abs):
-        return f"{errors.worst} has NaN or Inf where the float64 reference is finite"
-    if errors.max_rel > max_rel_tol or errors.rel_l2 > l2_tol:
-        return (
-            f"{errors.worst} differs from the float64 reference: max rel err {errors.max_rel:.2e} "
-            f"(tolerance {max_rel_tol:.1e}), rel L2 err {errors.rel_l2:.2e} (tolerance {l2_tol:.1e}) for {dtype}"
-        )
-    return None
+        return Verdict("wrong", f"{errors.worst} has NaN or Inf where the float64 reference is finite")
+    if errors.rel_l2 > WRONG_REL_L2:
+        far = f"rel L2 err {errors.rel_l2:.2e} > {WRONG_REL_L2}"
+        return Verdict("wrong", f"{errors.worst} is far from the float64 reference: {far}")
+    multiple = _beyond(errors, dtype, n_reduced, roundings)
+    if multiple <= 1:
+        return Verdict("pass", None, multiple)
+    detail = (
+        f"max rel err {errors.max_rel:.2e} (tolerance {max_rel_tol:.1e}), rel L2 err {errors.rel_l2:.2e} "
+        f"(tolerance {l2_tol:.1e})"
+    )
+    if dtype == "float32":
+        return Verdict("wrong", f"{errors.worst} differs from the float64 reference in float32: {detail}", multiple)
+    if fp32_errors is not None:
+        e32 = fp32_errors()
+        if not math.isfinite(e32.max_abs) or _beyond(e32, "float32", n_reduced) > 1:
+            return Verdict(
+                "wrong",
+                f"{e32.worst} is wrong in float32 too (max rel err {e32.max_rel:.2e}, rel L2 err {e32.rel_l2:.2e}): "
+                "a logic error, not rounding",
+                multiple,
+            )
+    return Verdict(
+        "imprecise",
+        f"{errors.worst} is {multiple:.1f}× past the {dtype} tolerance: {detail}; correct in float32",
+        multiple,
+    )

@@ -13,29 +13,52 @@ from typing import Any
 
 import torch
 
+from ..analysis.footprint import cap_available
 from ..sensors import Reading
 
 
-def keep_freed_memory() -> str:
-    """Make glibc reuse freed memory instead of returning it to the OS.
+def keep_freed_memory() -> bool:
+    """Make glibc reuse freed memory instead of returning it to the OS (True when glibc took the settings).
 
     By default every tensor over the mmap threshold is a fresh mmap whose pages
     fault in on first touch, so a CPU timing would mostly measure page faults
     (4096×4096 fp32 LayerNorm: ~35 ms with faults, ~10 ms without on a 2-core
     VM). Disabling mmap and trimming makes the allocator reuse memory across
-    calls, as a caching allocator does on GPU. Returns what was set, for the
-    run's provenance.
+    calls, as a caching allocator does on GPU.
     """
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_max = -1, -4
-        if libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1:
-            return "glibc malloc, mmap off, trim threshold 1 GiB: freed memory reused, page faults excluded"
+        return libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1
     except (OSError, AttributeError):
-        pass
-    return "system allocator defaults (glibc mallopt unavailable): times may include page faults"
+        return False
+
+
+def set_cpu_allocator(mode: str) -> dict[str, Any]:
+    """Apply the run's CPU allocator mode (``spec.CPU_ALLOCATORS``) to this process; returns what holds, for
+    the run's provenance. A preloaded allocator (LD_PRELOAD jemalloc/tcmalloc) is detected and recorded:
+    it ignores glibc's settings and reuses memory itself."""
+    from ..spec import CPU_ALLOCATORS
+    from .provenance import preloaded_allocator
+
+    pre = preloaded_allocator()
+    out: dict[str, Any] = {"mode": mode, "preloaded": pre}
+    if pre:
+        out["effect"] = f"{pre} is preloaded: it serves allocations, whatever the mode"
+    elif mode == "reuse":
+        ok = keep_freed_memory()
+        out["effect"] = (
+            "glibc malloc, mmap off, trim threshold 1 GiB: freed memory reused, page faults excluded"
+            if ok
+            else "glibc mallopt unavailable: the system allocator's defaults apply (times may include page faults)"
+        )
+        if not ok:
+            out["mode"] = "system"
+    else:
+        out["effect"] = CPU_ALLOCATORS["system"]
+    return out
 
 
 def _cpu_allocator_peak(fn: Callable[[], Any]) -> Reading:
@@ -101,10 +124,10 @@ def count_saved_bytes() -> Iterator[dict[str, int]]:
 
 
 def available_bytes(device: torch.device) -> tuple[int, str]:
-    """Free memory on the device and what the figure is."""
+    """Free memory on the device and what the figure is (capped by NORMSCOPE_MEMORY_LIMIT_GIB when set)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free), f"free on {device}"
+        return cap_available(int(free), f"free on {device}")
     import psutil
 
-    return int(psutil.virtual_memory().available), "available host memory"
+    return cap_available(int(psutil.virtual_memory().available), "available host memory")

@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from ..analysis.roofline import bytes_moved, gbps, roofline_pct
-from ..catalog import DTYPES, Config, unsupported_reason
+from ..analysis.roofline import Ladder, bytes_moved, cache_level, gbps, roofline_pct
+from ..catalog import DTYPES, Config, reduced_elements, unsupported_reason
 from ..sensors.sampler import Sampler
 from ..spec import Point, SweepSpec
 from ..store.records import PointResult
 from . import compile as compiling
 from . import energy, kernels
-from .gate import Tensors, errors_vs_reference, gate, upstream_grads
+from .gate import Errors, Tensors, Verdict, classify, errors_vs_reference, upstream_grads
 from .memory import count_saved_bytes, peak_increment
 from .timing import Measurement, Timer
 from .variants import VARIANTS, build, reference
@@ -47,6 +47,8 @@ class Context:
     idle_power_w: float | None = None
     sampler: Sampler | None = None
     trace_dir: Path | None = None  # where Chrome traces go when spec.save_traces
+    ladder: Ladder | None = None  # the copy ladder: each point's ceiling at its working set
+    inputs_cache: dict[tuple, Any] = field(default_factory=dict)  # one input set per variant within a group
 
 
 @dataclass
@@ -59,7 +61,7 @@ class Prepared:
     fn: Callable[..., Any]
     inputs: list[torch.Tensor]
     compiled: bool
-    extra: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict | None = None
 
     @contextlib.contextmanager
     def steady(self) -> Iterator[None]:
@@ -119,6 +121,16 @@ class _Inputs:
 
 
 def _inputs(p: Point, ctx: Context, dtype: torch.dtype, training: bool) -> _Inputs:
+    """The point's inputs; shared by every implementation of its variant within a group (same seed, same
+    tensors), so a group holds one input set per variant, not one per candidate."""
+    key = (p.variant, p.tokens, p.hidden, p.dtype, p.mode, str(dtype))
+    cached = ctx.inputs_cache.get(key)
+    if cached is None:
+        cached = ctx.inputs_cache[key] = _make_inputs(p, ctx, dtype, training)
+    return cached
+
+
+def _make_inputs(p: Point, ctx: Context, dtype: torch.dtype, training: bool) -> _Inputs:
     v = VARIANTS[p.variant]
     tensors = v.make_inputs(p.tokens, p.hidden, dtype, ctx.device, ctx.spec.seed, ctx.cfg)
     scalar = [t.numel() == 1 for t in tensors]
@@ -187,6 +199,11 @@ def prepare(p: Point, ctx: Context) -> Prepared | PointResult:
     Expected errors propagate: callers turn them into a failed result with ``failure``.
     """
     reason = unsupported_reason(p.variant, p.impl, ctx.device.type, p.tokens, p.hidden, ctx.cfg, p.dtype, p.mode)
+    if not reason and ctx.timer.method == "cuda_graph" and p.mode != "fwd":
+        reason = (
+            "CUDA-graph timing covers forward only: autograd cannot capture a backward whose forward ran outside "
+            "the capture; time training modes with the event timer (drop --cuda-graph)"
+        )
     if reason:
         return PointResult.for_point(p, str(ctx.device), "skipped", reason)
     training = p.mode != "fwd"
@@ -224,26 +241,67 @@ def prepare(p: Point, ctx: Context) -> Prepared | PointResult:
 
     expected, names = _expected(p, ctx, ins, training)
     errs = errors_vs_reference(got, expected, names)
-    del expected, got
+    del got
     res.max_abs_err, res.max_rel_err, res.rel_l2_err = errs.max_abs, errs.max_rel, errs.rel_l2
-    why = gate(errs, p.dtype)
-    if why:
-        res.status, res.error = "failed", f"correctness: {why}"
+    n_reduced = reduced_elements(p.variant, p.mode, p.tokens, p.hidden, ctx.cfg)
+    verdict = classify(errs, p.dtype, n_reduced, lambda e=expected: _fp32_errors(p, ctx, e, names))
+    del expected
+    res.gate, res.gate_note, res.error_multiple = verdict.level, verdict.note, verdict.multiple
+    if not verdict.timed:
+        res.status, res.error = "failed", f"correctness: {verdict.note}"
         return res
     call = _timed_callable(p.mode, fn, ins, kept)
-    return Prepared(p, res, call, fn, ins.tensors, compiled is not None)
+    if compiled is not None:
+        with compiling.steady_state():
+            compiling.verify_compiled(call, sync=lambda: sync(ctx.device))
+    return Prepared(p, res, call, fn, ins.tensors, compiled is not None, verdict)
+
+
+def _fp32_errors(p: Point, ctx: Context, expected: list[torch.Tensor], names: list[str]) -> Errors:
+    """The same implementation on the point's inputs in float32: right there means the half-precision error
+    is rounding; wrong there too means a logic error."""
+    training = p.mode != "fwd"
+    src = _inputs(p, ctx, getattr(torch, p.dtype), training)
+    ins = [t.detach().float().requires_grad_(training) for t in src.tensors]
+    fn = build(p.variant, p.impl, ctx.cfg, compiler=compiling.compile_fresh)
+    if not training:
+        with torch.no_grad():
+            got = list(fn(*ins))
+    else:
+        scalar = src.scalar
+        outs = fn(*ins)
+        acts = [t for t, s in zip(ins, scalar) if not s]
+        pars = [t for t, s in zip(ins, scalar) if s]
+        got = [*outs, *torch.autograd.grad(outs, acts, [d.float() for d in src.dys])]
+        if pars:
+            got += torch.autograd.grad(fn(*ins), pars, [d.float() for d in src.dys_param])
+    return errors_vs_reference(got, expected, names)
 
 
 # -- finish: statistics → roofline → memory → [energy] → [kernels] → saved bytes ------------
-def finish(prep: Prepared, m: Measurement, ctx: Context, sensors: dict[str, Any] | None = None) -> PointResult:
-    """Fill the prepared point's result from its timing and the passes that follow it."""
+def finish(
+    prep: Prepared,
+    m: Measurement,
+    ctx: Context,
+    sensors: dict[str, Any] | None = None,
+    unstable: str | None = None,
+) -> PointResult:
+    """Fill the prepared point's result from its timing and the passes that follow it.
+
+    Status: ``unstable`` (its interval stayed wider than the target: the reason given), else ``imprecise``
+    when the gate said so, else ``ok``.
+    """
     p, res = prep.point, prep.result
     if sensors is not None:
         res.extra["sensors"] = sensors
     _stats(res, p, m, ctx)
+    if unstable:
+        res.status, res.error = "unstable", unstable
+    elif res.gate == "imprecise":
+        res.status = "imprecise"
     peak = peak_increment(prep.call, ctx.device)
     res.peak_bytes, res.peak_note = peak.value, peak.reason
-    _energy(p, ctx, prep.call, res)
+    measure_energy(p.tokens, ctx, prep.call, res)
     if ctx.spec.trace:
         _trace(p, ctx, prep.call, m.stats.p50_us, res)
     _saved(prep, res)
@@ -256,11 +314,20 @@ def _stats(res: PointResult, p: Point, m: Measurement, ctx: Context) -> None:
     res.n_samples, res.calls_per_sample = s.n, m.calls_per_sample
     res.p20_us, res.p50_us, res.p80_us, res.mean_us, res.iqr_us = s.p20_us, s.p50_us, s.p80_us, s.mean_us, s.iqr_us
     res.noisy = s.noisy
+    res.cache_state = getattr(ctx.timer, "cache_state", None)
     res.bytes_moved = bytes_moved(p.variant, p.mode, p.tokens, p.hidden, DTYPES[p.dtype])
+    res.working_set_bytes = res.bytes_moved
     res.gbps = gbps(res.bytes_moved, s.p50_us)
-    res.roofline_pct = roofline_pct(res.gbps, ctx.copy_gbps)
-    if res.roofline_pct is not None and res.roofline_pct > 100:
-        res.extra["roofline_note"] = "above the copy roofline: the working set fits in cache"
+    if ctx.ladder is not None:
+        res.ceiling_gbps = ctx.ladder.ceiling_gbps(res.working_set_bytes)
+        res.roofline_level = cache_level(
+            res.working_set_bytes, ctx.ladder.caches, ctx.ladder.device_type, ctx.ladder.cache_state
+        )
+    else:
+        res.ceiling_gbps = ctx.copy_gbps
+    res.roofline_pct = roofline_pct(res.gbps, res.ceiling_gbps)
+    if res.roofline_pct is not None and res.roofline_pct > 105:
+        res.extra["roofline_note"] = "above the copy ladder at this working set"
 
 
 def _saved(prep: Prepared, res: PointResult) -> None:
@@ -275,7 +342,8 @@ def _saved(prep: Prepared, res: PointResult) -> None:
         del outs
 
 
-def _energy(p: Point, ctx: Context, call: Callable[[], object], res: PointResult) -> None:
+def measure_energy(tokens: int, ctx: Context, call: Callable[[], object], res: PointResult) -> None:
+    """Energy per call of ``call`` into ``res`` (a kernel or a block point), or the reason it is N/A."""
     if ctx.meter is None:
         res.energy_note = "not measured: run with --energy"
         return
@@ -286,17 +354,18 @@ def _energy(p: Point, ctx: Context, call: Callable[[], object], res: PointResult
         e = energy.measure(
             call,
             ctx.meter,
-            tokens=p.tokens,
+            tokens=tokens,
             window_s=ctx.spec.energy_window_s,
             repeats=ctx.spec.energy_repeats,
             idle_power_w=ctx.idle_power_w,
             sync=lambda: sync(ctx.device),
         )
-    except RuntimeError as exc:
+    except (RuntimeError, ArithmeticError, TypeError, ValueError) as exc:  # a sensor failing mid-window
         res.energy_note = f"energy not measured: {first_line(exc)}"
         return
     for k, v in e.to_fields().items():
         setattr(res, k, v)
+    res.energy_loop_us = e.loop_us_per_call
     if e.dynamic_mj_per_call is None:
         res.energy_note = "dynamic energy N/A: idle power was not measured"
 
@@ -309,6 +378,7 @@ def _trace(p: Point, ctx: Context, call: Callable[[], object], p50_us: float, re
     k = kernels.breakdown(call, ctx.device, p50_us, trace_path=path)
     res.kernels_per_call = k["kernels_per_call"]
     res.kernel_us_per_call = k["kernel_us_per_call"]
+    res.memops_per_call = k.get("memops_per_call")
     res.launch_overhead_pct = k["launch_overhead_pct"]
     res.trace_path = k.get("trace_path")
     res.extra["kernels"] = {key: v for key, v in k.items() if key != "trace_path"}

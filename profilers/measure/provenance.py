@@ -119,3 +119,94 @@ def machine(device: str = "cpu", nvml: Any = None) -> dict[str, Any]:
             gpu["nvml_reason"] = nv.reason
         m["gpu"] = gpu
     return m
+
+
+# -- what a performance engineer asks about a CPU before trusting a number -----------------------------
+SYS_CPU = Path("/sys/devices/system/cpu")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_PROC_BIND", "KMP_AFFINITY")
+PRELOADED_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> tuple[float | None, str | None]:
+    """(cores allowed by the cgroup CPU quota, None with the reason when there is none or it is unreadable)."""
+    v2 = _read(root / "cpu.max")
+    if v2:
+        quota, _, period = v2.partition(" ")
+        if quota == "max":
+            return None, "no cgroup CPU quota (cpu.max is max)"
+        return int(quota) / int(period or 100000), None
+    q, per = _read(root / "cpu" / "cpu.cfs_quota_us"), _read(root / "cpu" / "cpu.cfs_period_us")
+    if q and per:
+        return (None, "no cgroup CPU quota (cfs_quota_us is -1)") if int(q) < 0 else (int(q) / int(per), None)
+    return None, "no cgroup CPU controller readable"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its affinity, capped by the cgroup quota (not os.cpu_count())."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota, _ = cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, max(1, int(quota)))
+    return max(1, n)
+
+
+def cpu_method() -> dict[str, Any]:
+    """Governor, frequencies, SMT, usable cores, cgroup quota, thread settings: each value or None + reason."""
+    out: dict[str, Any] = {}
+
+    def put(key: str, value: Any, reason: str) -> None:
+        out[key] = value
+        if value is None:
+            out[f"{key}_reason"] = reason
+
+    cpufreq = SYS_CPU / "cpu0" / "cpufreq"
+    put("governor", _read(cpufreq / "scaling_governor"), "no cpufreq in sysfs (virtual machine or driver)")
+    for name, f in (
+        ("freq_cur_mhz", "scaling_cur_freq"),
+        ("freq_min_mhz", "cpuinfo_min_freq"),
+        ("freq_max_mhz", "cpuinfo_max_freq"),
+    ):
+        raw = _read(cpufreq / f)
+        put(name, int(raw) / 1000 if raw and raw.isdigit() else None, "no cpufreq in sysfs")
+    if out["freq_cur_mhz"] is None:
+        try:
+            import psutil
+
+            f = psutil.cpu_freq()
+            if f is not None and f.current:
+                out["freq_cur_mhz"] = f.current
+                out.pop("freq_cur_mhz_reason", None)
+                out["freq_cur_mhz_source"] = "psutil (/proc/cpuinfo; may be constant in a VM)"
+        except Exception:
+            pass
+    smt = _read(SYS_CPU / "smt" / "active")
+    put("smt_active", None if smt is None else smt == "1", "/sys/devices/system/cpu/smt/active unreadable")
+    try:
+        out["affinity_cores"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError) as e:
+        put("affinity_cores", None, f"sched_getaffinity unavailable: {e}")
+    quota, why = cgroup_cpu_quota()
+    put("cgroup_quota_cores", quota, why or "")
+    out["usable_cores"] = usable_cores()
+    out["thread_env"] = {k: os.environ.get(k) for k in THREAD_ENV}
+    out["flush_denormal"] = "not changed by NormScope (torch's default: denormals kept)"
+    return out
+
+
+def preloaded_allocator() -> str | None:
+    """The allocator library named in LD_PRELOAD (jemalloc, tcmalloc, mimalloc), or None."""
+    pre = os.environ.get("LD_PRELOAD", "")
+    for lib in pre.replace(":", " ").split():
+        if any(name in Path(lib).name for name in PRELOADED_ALLOCATORS):
+            return lib
+    return None

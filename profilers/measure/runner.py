@@ -1,34 +1,40 @@
-"""Execute a sweep point by point: checks first, one commit per point, clean cancel.
+"""Execute a sweep group by group: checks first, one commit per point, clean cancel.
 
 Everything that can be refused is refused before the run exists in the store
-(unknown device, a shape that cannot fit). During the sweep a failing point is
-recorded as failed and the sweep goes on; Ctrl-C or SIGTERM marks the run
-cancelled and keeps the finished points.
+(unknown device, a shape that cannot fit). The run then measures what every
+point is judged against (idle power cold, the copy ladder, idle power warm),
+and times the points group by group (``group.py``: same shape, dtype and mode,
+interleaved rounds). A failing point is recorded as failed and the sweep goes
+on; Ctrl-C or SIGTERM marks the run cancelled and keeps the finished points.
+On CUDA the sweep's device is made current for the whole run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from ..analysis.footprint import estimate_point_bytes
-from ..catalog import DTYPES, Config
+from ..analysis.footprint import does_not_fit
+from ..catalog import Config
 from ..sensors.host import Host
 from ..sensors.nvml import Gpu, Nvml, gpu_for_torch_device
 from ..sensors.sampler import Sampler
 from ..spec import Point, SpecError, SweepSpec
 from ..store import Store
 from ..store.records import PointResult
+from . import compile as compiling
 from . import energy, provenance
-from .copyprobe import copy_bandwidth_gbps
-from .memory import available_bytes, keep_freed_memory
-from .point import Context, measure_point
+from .copyprobe import cpu_cache_sizes, gpu_cache_sizes, measure_ladder
+from .disturbance import OTHERS_CORES_MAX, RUNQ_WAIT_MAX, STEAL_MAX, CpuProbe, GpuProbe, cpu_pressure
+from .group import KERNELS, Kind, measure_group
+from .memory import available_bytes, set_cpu_allocator
+from .point import Context
 from .timing import CpuTimer, CudaEventTimer, CudaGraphTimer, Timer
 
 Progress = Callable[[int, int, Point, PointResult | None], None]
@@ -63,33 +69,51 @@ def resolve_device(spec: SweepSpec) -> torch.device:
     return torch.device(spec.device)
 
 
-def check_fits(spec: SweepSpec, device: torch.device) -> None:
-    """Refuse a sweep whose largest point cannot fit, before allocating anything."""
+def check_fits(spec: Any, device: torch.device, kind: Kind = KERNELS) -> dict[Any, str]:
+    """Points that cannot fit in the memory available now, with the reason; refuse the sweep when none fits."""
     free, what = available_bytes(device)
-    budget = int(free * 0.9)
-    for tokens, hidden in spec.shapes:
-        for dtype in spec.dtypes:
-            elem = DTYPES[dtype]
-            for variant in spec.variants:
-                for mode in spec.modes:
-                    need = estimate_point_bytes(variant, mode, tokens, hidden, elem)
-                    if need > budget:
-                        raise SpecError(
-                            f"shape {tokens}x{hidden} ({variant}, {dtype}, {mode}) needs about {need / 2**30:.1f} GiB "
-                            f"but only {free / 2**30:.1f} GiB is {what}: use fewer tokens or a smaller hidden size"
-                        )
+    too_big = {}
+    for p in spec.points():
+        why = does_not_fit(kind.need_bytes(p, spec), free, what)
+        if why:
+            too_big[p] = why
+    if too_big and len(too_big) == len(spec.points()):
+        p = min(too_big, key=lambda q: kind.need_bytes(q, spec))
+        raise SpecError(f"no point of this sweep fits: {kind.key(p)} at {p.tokens} tokens {too_big[p]}")
+    return too_big
+
+
+VISIT_MIN_SAMPLES = 3  # per visit: a point gets rounds × this at least
 
 
 def make_timer(spec: SweepSpec, device: torch.device, threads: int | None) -> Timer:
     if device.type == "cpu":
-        return CpuTimer(spec.warmup_ms, spec.budget_ms, threads=threads)
-    if spec.cuda_graph:
-        return CudaGraphTimer(spec.warmup_ms, spec.budget_ms, device)
-    return CudaEventTimer(spec.warmup_ms, spec.budget_ms, device)
+        return CpuTimer(spec.warmup_ms, spec.budget_ms, threads=threads, min_samples=VISIT_MIN_SAMPLES)
+    kind = CudaGraphTimer if spec.cuda_graph else CudaEventTimer
+    return kind(spec.warmup_ms, spec.budget_ms, device, cache_state=spec.cache_state, flush=spec.flush)
+
+
+def groups_of(spec: Any) -> list[list[tuple[int, Any]]]:
+    """Points that share shape, dtype and mode (with their sequence numbers), in the spec's order."""
+    groups: dict[tuple, list[tuple[int, Any]]] = {}
+    for seq, p in enumerate(spec.points()):
+        groups.setdefault((p.tokens, getattr(p, "hidden", None), p.dtype, p.mode), []).append((seq, p))
+    return list(groups.values())
 
 
 @contextlib.contextmanager
-def _sigterm_cancels() -> Iterator[None]:
+def on_device(device: torch.device) -> Iterator[None]:
+    """Make the sweep's CUDA device current, so default streams, allocations and graph capture are its own."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def sigterm_cancels() -> Iterator[None]:
+    """SIGTERM (the dashboard's Cancel) raises Cancelled in the main thread while inside this block."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -104,10 +128,10 @@ def _sigterm_cancels() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def prepare(spec: SweepSpec) -> torch.device:
+def prepare(spec: Any, kind: Kind = KERNELS) -> torch.device:
     """All checks that can refuse a sweep; raises SpecError."""
     device = resolve_device(spec)
-    check_fits(spec, device)
+    check_fits(spec, device, kind)
     return device
 
 
@@ -147,52 +171,105 @@ class Sensors:
 
 
 def run_sweep(
-    spec: SweepSpec,
+    spec: Any,
     store: Store,
     progress: Progress | None = None,
     timer: Timer | None = None,
     label: str | None = None,
+    probe: object | None = None,
+    kind: Kind = KERNELS,
 ) -> Outcome:
-    device = prepare(spec)
-    threads = spec.threads or os.cpu_count() or 1
+    """Run a kernel sweep (a SweepSpec), or a block sweep (a BlockSweepSpec with ``kind=BLOCKS``)."""
+    device = prepare(spec, kind)
+    threads = spec.threads or provenance.usable_cores()
     torch.set_num_threads(threads)
+    with on_device(device):
+        return _run(spec, store, device, threads, progress, timer, label, probe, kind)
+
+
+def _run(
+    spec: Any,
+    store: Store,
+    device: torch.device,
+    threads: int,
+    progress: Progress | None,
+    timer: Timer | None,
+    label: str | None,
+    probe: object | None,
+    kind: Kind,
+) -> Outcome:
+    allocator = set_cpu_allocator(spec.cpu_allocator) if device.type == "cpu" else None
+    compile_setting = compiling.configure(device.type)
     sensors = Sensors.open(spec, device)
     machine = provenance.machine(spec.device, nvml=sensors.nvml)
-    machine["cpu_allocator"] = keep_freed_memory()
+    machine["cpu_allocator"] = allocator
+    machine["cpu_method"] = provenance.cpu_method()
+    machine["threads"] = threads
+    machine["compile"] = compile_setting
     points = spec.points()
-    run_id = store.create_run(spec, machine, provenance.versions(), len(points), label=label)
+    run_kind = "kernels" if kind is KERNELS else "blocks"
+    run_id = store.create_run(spec, machine, provenance.versions(), len(points), label=label, kind=run_kind)
     outcome = Outcome(run_id, "running")
     cfg = Config(eps=spec.eps, groups=spec.groups)
     try:
-        with _sigterm_cancels():
+        with sigterm_cancels():
             meter = None
-            idle_w = None
+            idle_cold = idle_warm = None
             if spec.energy:
                 meter = energy.choose_meter(device.type, sensors.gpu, sensors.sampler, sensors.host.rapl)
                 _sync(device)
-                idle_w = energy.idle_power(meter, seconds=1.0)  # before any load, for dynamic energy
-            store.update_run(run_id, idle_power_w=idle_w, sensors=sensors.describe(meter))
-            copy = copy_bandwidth_gbps(device)  # also warms clocks, thread pool and allocator
-            store.update_run(run_id, copy_gbps=copy)
+                idle_cold = energy.idle_power(meter, seconds=1.0)  # before any load
+            store.update_run(run_id, idle_power_w=idle_cold, sensors=sensors.describe(meter))
+            the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
+            caches = cpu_cache_sizes() if device.type == "cpu" else gpu_cache_sizes(device)
+            # blocks are judged by time and component shares, not against copy bandwidth: no ladder
+            ladder = measure_ladder(device, the_timer, caches, available_bytes(device)[0]) if kind is KERNELS else None
+            if meter is not None:
+                idle_warm = energy.idle_power(meter, seconds=1.0)  # right after load: what dynamic energy uses
+            the_probe = probe or (CpuProbe() if device.type == "cpu" else GpuProbe(sensors.gpu))
+            extra = {
+                "ladder": ladder.to_dict() if ladder else None,
+                "idle_power_cold_w": idle_cold,
+                "idle_power_warm_w": idle_warm,
+                "pressure_start": cpu_pressure(),
+                "disturbance": {
+                    "probe": getattr(the_probe, "reason", None) or type(the_probe).__name__,
+                    "runq_wait_max": RUNQ_WAIT_MAX,
+                    "others_cores_max": OTHERS_CORES_MAX,
+                    "steal_max": STEAL_MAX,
+                },
+            }
+            idle_w = idle_warm if idle_warm is not None else idle_cold
+            store.update_run(run_id, copy_gbps=ladder.top_gbps if ladder else None, idle_power_w=idle_w, extra=extra)
             ctx = Context(
                 spec,
                 device,
                 cfg,
-                timer or make_timer(spec, device, threads if device.type == "cpu" else None),
-                copy,
+                the_timer,
+                ladder.top_gbps if ladder else None,
                 meter=meter,
                 idle_power_w=idle_w,
                 sampler=sensors.sampler,
                 trace_dir=store.path.parent / "traces" / f"run{run_id}",
+                ladder=ladder,
             )
-            for seq, p in enumerate(points):
-                if progress:
-                    progress(seq, len(points), p, None)
-                res = measure_point(p, ctx)
-                store.add_point(run_id, seq, res)
-                outcome.results.append(res)
-                if progress:
-                    progress(seq + 1, len(points), p, res)
+            done = 0
+            for group in groups_of(spec):
+                seqs = {p: seq for seq, p in group}
+
+                def commit(p: Any, res: PointResult | None, seqs: dict[Any, int] = seqs) -> None:
+                    """Each point is committed as soon as it is resolved (skipped and failed ones at once)."""
+                    nonlocal done
+                    if res is not None:
+                        store.add_point(run_id, seqs[p], res)
+                        outcome.results.append(res)
+                        done += 1
+                    if progress:
+                        progress(done, len(points), p, res)
+
+                measure_group([p for _, p in group], ctx, the_probe, announce=commit, kind=kind)
+            extra["pressure_end"] = cpu_pressure()
+            store.update_run(run_id, extra=extra)
         outcome.status = "completed"
     except (KeyboardInterrupt, Cancelled):
         outcome.status = "cancelled"

@@ -21,7 +21,17 @@ VARIANTS: tuple[str, ...] = tuple(catalog.VARIANTS)
 IMPLS: tuple[str, ...] = tuple(catalog.IMPLS)
 MODES: tuple[str, ...] = tuple(catalog.MODES)
 DTYPES: tuple[str, ...] = tuple(catalog.DTYPES)
-TIMING_METHODS = ("cpu_blocks", "cuda_event_flush", "cuda_graph")
+TIMING_METHODS = ("cpu_blocks", "cuda_event_flush", "cuda_event", "cuda_graph")
+CACHE_STATES = ("cold", "warm")
+FLUSH_METHODS = ("zero", "read")
+CPU_ALLOCATORS = {
+    "reuse": "glibc told to keep freed memory (mmap off, no trim): times exclude page faults, as with a "
+    "caching allocator (jemalloc, tcmalloc, the CUDA caching allocator)",
+    "system": "the process's allocator untouched: glibc's default mmaps large tensors afresh, so times include "
+    "page faults, as a plain PyTorch CPU process sees them",
+}
+# interleaved rounds: (rounds, CI half-width target %) per accuracy preset; rounds double at most
+ROUND_PRESETS = {"quick": (7, 5.0), "default": (7, 3.0), "accurate": (15, 3.0)}
 MAX_TOKENS = 1 << 24
 MAX_HIDDEN = 1 << 20
 # energy windows per repeat, seconds: the NVML counter updates about every 100 ms
@@ -32,14 +42,31 @@ class SpecError(ValueError):
     """A sweep that cannot run as written; the message names the fix."""
 
 
+def check_fields(cls: type, d: Any, what: str) -> dict[str, Any]:
+    """``d`` as the keyword arguments of the spec dataclass ``cls``: a JSON object naming only its fields."""
+    if not isinstance(d, dict):
+        raise SpecError(f"a {what} must be a JSON object")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise SpecError(f"unknown {what} field(s) {', '.join(unknown)}: allowed are {', '.join(sorted(known))}")
+    return d
+
+
 @dataclass(frozen=True)
 class ModelPreset:
-    """Typical normalized-activation shapes of a known model."""
+    """Typical normalized-activation shapes of a known model, and its block's shape (for the block builder)."""
 
     name: str
     hidden: int
     tokens: tuple[int, ...]
     description: str
+    heads: int | None = None
+    kv_heads: int | None = None  # key/value heads (grouped-query attention when fewer than heads)
+    ffn: int | None = None  # MLP inner size
+    layers: int | None = None
+    family: str | None = None  # block family in catalog.BLOCK_FAMILIES
+    seq_len: int | None = None  # tokens per sequence (tokens = batch × seq_len)
 
     def shapes(self) -> list[tuple[int, int]]:
         return [(t, self.hidden) for t in self.tokens]
@@ -48,12 +75,66 @@ class ModelPreset:
 PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in (
-        ModelPreset("bert-base", 768, (512, 4096, 16384), "BERT-base: hidden 768, batches of 512-token sequences"),
         ModelPreset(
-            "vit-b", 768, (197, 3152, 12608), "ViT-B/16: hidden 768, 197 tokens per 224px image, batch 1/16/64"
+            "bert-base",
+            768,
+            (512, 4096, 16384),
+            "BERT-base: hidden 768, batches of 512-token sequences",
+            heads=12,
+            kv_heads=12,
+            ffn=3072,
+            layers=12,
+            family="encoder",
+            seq_len=512,
         ),
-        ModelPreset("llama-3-8b", 4096, (2048, 8192, 32768), "Llama-3-8B: hidden 4096, 2k-32k tokens per step"),
-        ModelPreset("llama-3-70b", 8192, (2048, 8192, 32768), "Llama-3-70B: hidden 8192, 2k-32k tokens per step"),
+        ModelPreset(
+            "vit-b",
+            768,
+            (197, 3152, 12608),
+            "ViT-B/16: hidden 768, 197 tokens per 224px image, batch 1/16/64",
+            heads=12,
+            kv_heads=12,
+            ffn=3072,
+            layers=12,
+            family="encoder",
+            seq_len=197,
+        ),
+        ModelPreset(
+            "llama-3-8b",
+            4096,
+            (2048, 8192, 32768),
+            "Llama-3-8B: hidden 4096, 2k-32k tokens per step",
+            heads=32,
+            kv_heads=8,
+            ffn=14336,
+            layers=32,
+            family="decoder",
+            seq_len=8192,
+        ),
+        ModelPreset(
+            "llama-3-70b",
+            8192,
+            (2048, 8192, 32768),
+            "Llama-3-70B: hidden 8192, 2k-32k tokens per step",
+            heads=64,
+            kv_heads=8,
+            ffn=28672,
+            layers=80,
+            family="decoder",
+            seq_len=8192,
+        ),
+        ModelPreset(
+            "tiny-decoder",
+            64,
+            (128, 512),
+            "A tiny Llama-style decoder (hidden 64, 4 heads): a quick look, in seconds",
+            heads=4,
+            kv_heads=2,
+            ffn=192,
+            layers=2,
+            family="decoder",
+            seq_len=64,
+        ),
     )
 }
 
@@ -153,6 +234,13 @@ class SweepSpec:
     trace: bool = False
     save_traces: bool = False
     sample_ms: float | None = 100.0
+    # measurement v2: interleaved rounds with paired ratios, cache state, allocator
+    rounds: int = 7
+    ci_target_pct: float = 3.0
+    cache_state: str | None = None  # None: the device's default (CPU warm, CUDA cold)
+    flush: str = "zero"
+    cpu_allocator: str = "reuse"
+    baseline: str | None = None  # "variant impl"; None: layernorm native when measured, else the first
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -203,6 +291,31 @@ class SweepSpec:
             set_(self, "sample_ms", float(s) if s > 0 else None)
         if self.save_traces and not self.trace:
             set_(self, "trace", True)
+        self._check_method()
+
+    def _check_method(self) -> None:
+        set_ = object.__setattr__
+        r = self.rounds
+        if isinstance(r, bool) or not isinstance(r, int) or not (2 <= r <= 100):
+            raise SpecError(f"rounds must be a whole number in 2..100, got {r!r}: e.g. --rounds 7 or --rounds accurate")
+        t = self.ci_target_pct
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0.1 <= t <= 50):
+            raise SpecError(f"CI target must be 0.1-50 %, got {t!r}")
+        set_(self, "ci_target_pct", float(t))
+        state = self.cache_state or ("warm" if self.device == "cpu" else "cold")
+        if state not in CACHE_STATES:
+            raise SpecError(f"unknown cache state {state!r}: use cold (flushed before each call) or warm")
+        if self.device == "cpu" and state == "cold":
+            raise SpecError("a cold cache is offered on CUDA only: CPU points run back to back (warm); drop --cache")
+        set_(self, "cache_state", state)
+        if self.flush not in FLUSH_METHODS:
+            raise SpecError(f"unknown flush {self.flush!r}: use one of {', '.join(FLUSH_METHODS)}")
+        if self.cpu_allocator not in CPU_ALLOCATORS:
+            raise SpecError(f"unknown CPU allocator mode {self.cpu_allocator!r}: use reuse or system")
+        if self.baseline is not None:
+            parts = self.baseline.split() if isinstance(self.baseline, str) else []
+            if len(parts) != 2 or parts[0] not in VARIANTS or parts[1] not in IMPLS:
+                raise SpecError(f"baseline must be 'VARIANT IMPL', e.g. 'layernorm native', got {self.baseline!r}")
 
     @property
     def device_type(self) -> str:
@@ -218,7 +331,9 @@ class SweepSpec:
     def timing_method(self) -> str:
         if self.device_type == "cpu":
             return "cpu_blocks"
-        return "cuda_graph" if self.cuda_graph else "cuda_event_flush"
+        if self.cuda_graph:
+            return "cuda_graph"
+        return "cuda_event_flush" if self.cache_state == "cold" else "cuda_event"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -232,12 +347,7 @@ class SweepSpec:
 
     @classmethod
     def from_dict(cls, d: Any) -> SweepSpec:
-        if not isinstance(d, dict):
-            raise SpecError("a sweep spec must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SpecError(f"unknown spec field(s) {', '.join(unknown)}: allowed are {', '.join(sorted(known))}")
+        check_fields(cls, d, "sweep spec")
         missing = [k for k in ("variants", "impls", "shapes") if k not in d]
         if missing:
             raise SpecError(f"spec lacks {', '.join(missing)}")
@@ -269,6 +379,8 @@ def default_cpu_spec(**overrides: Any) -> SweepSpec:
         device="cpu",
         warmup_ms=50.0,
         budget_ms=1000.0,
+        rounds=ROUND_PRESETS["quick"][0],
+        ci_target_pct=ROUND_PRESETS["quick"][1],
     )
     kw.update(overrides)
     return SweepSpec(**kw)

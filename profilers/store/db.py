@@ -234,16 +234,16 @@ class Store:
                 (
                     run["uid"],
                     status,
-                    run["label"],
+                    run.get("label"),
                     run["created_at"],
-                    run["finished_at"],
+                    run.get("finished_at"),
                     json.dumps(run["spec"], sort_keys=True),
                     json.dumps(run["machine"], sort_keys=True),
                     json.dumps(run["versions"], sort_keys=True),
-                    run["copy_gbps"],
-                    run["idle_power_w"],
-                    run["points_planned"],
-                    run["error"],
+                    run.get("copy_gbps"),
+                    run.get("idle_power_w"),
+                    run["points_planned"] if run.get("points_planned") is not None else len(points),
+                    run.get("error"),
                     source,
                     json.dumps(run["series"]) if run.get("series") is not None else None,
                     json.dumps(run["sensors"]) if run.get("sensors") is not None else None,
@@ -310,6 +310,7 @@ class Store:
         """Runs with their point counts by status: the one query behind the run list and a single run."""
         return self.con.execute(
             f"""SELECT {columns}, COUNT(p.id) AS points_done, SUM(p.status='ok') AS points_ok,
+                      SUM(p.status IN ('imprecise', 'unstable')) AS points_flagged,
                       SUM(p.status='failed') AS points_failed, SUM(p.status='skipped') AS points_skipped
                FROM runs r LEFT JOIN points p ON p.run_id = r.id {where} GROUP BY r.id ORDER BY r.id DESC""",
             params,
@@ -398,7 +399,7 @@ def _run_dict(r: sqlite3.Row) -> dict[str, Any]:
     for key in ("series", "sensors", "extra"):
         raw = d.pop(f"{key}_json", None)
         d[key] = json.loads(raw) if raw else None
-    for k in ("points_ok", "points_failed", "points_skipped"):
+    for k in ("points_ok", "points_flagged", "points_failed", "points_skipped"):
         d[k] = int(d.get(k) or 0)
     return d
 

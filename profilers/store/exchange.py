@@ -14,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..catalog import POINT_STATUSES
 from ..spec import DTYPES, IMPLS, MAX_HIDDEN, MAX_TOKENS, MODES, PARSERS, TIMING_METHODS, VARIANTS, SpecError
+from ..spec.blocks import STEP_MODE
 from .db import Store, StoreError, now_iso
-from .schema import POINT_COLUMNS, POINT_STATUSES, REQUIRED_POINT, RUN_KINDS, RUN_STATUSES, SCHEMA_VERSION
+from .schema import POINT_COLUMNS, REQUIRED_POINT, RUN_KINDS, RUN_STATUSES, SCHEMA_VERSION
 
 EXPORT_FORMAT = "normscope-run"
 EXPORT_RUN_FIELDS = (
@@ -67,7 +69,7 @@ def import_run(store: Store, doc: Any, source: str = "import") -> int:
 _ENUMS = {
     "variant": VARIANTS,
     "impl": IMPLS,
-    "mode": MODES,
+    "mode": (*MODES, STEP_MODE),
     "dtype": DTYPES,
     "status": POINT_STATUSES,
     "timing_method": TIMING_METHODS,
@@ -83,12 +85,12 @@ def _check_type(where: str, value: Any, typ: type, optional: bool) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     elif typ is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-        if ok and abs(value) > SQLITE_INT_MAX:
-            raise StoreError(f"{where} = {value} is beyond a 64-bit integer: the file is not a valid export")
     elif typ is bool:
         ok = isinstance(value, bool)
     else:
         ok = isinstance(value, typ)
+    if ok and typ in (int, float) and isinstance(value, int) and abs(value) > SQLITE_INT_MAX:
+        raise StoreError(f"{where} = {value} is beyond a 64-bit integer: the file is not a valid export")
     if not ok:
         raise StoreError(
             f"{where} should be {typ.__name__}, got {type(value).__name__}: the file is not a valid export"

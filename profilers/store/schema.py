@@ -14,7 +14,6 @@ from .records import PointResult
 
 SCHEMA_VERSION = 3
 RUN_STATUSES = ("running", "completed", "cancelled", "failed", "interrupted")
-POINT_STATUSES = ("ok", "imprecise", "unstable", "skipped", "failed")
 RUN_KINDS = ("kernels", "blocks", "training", "numerics", "drift")
 
 # Point columns and their types, derived from PointResult so the two cannot drift.

@@ -1,0 +1,174 @@
+"""Measurement v2 without hardware: interleaved rounds, paired-ratio CIs, adaptive stopping, disturbance."""
+
+import random
+
+import pytest
+
+from profilers.analysis import noise
+from profilers.measure.disturbance import CpuProbe, Verdict
+from profilers.measure.rounds import run_rounds
+
+CLEAN = Verdict(0.01, 0.0, 0.0)
+
+
+def _visits(true_us, jitter, seed=0, disturbed=lambda i, r, n: False):
+    """A visit function: candidate i's samples around true_us[i] with multiplicative jitter."""
+    rng = random.Random(seed)
+    calls = {"n": 0, "log": []}
+
+    def visit(i, r):
+        calls["n"] += 1
+        calls["log"].append((i, r))
+        bad = disturbed(i, r, calls["n"])
+        scale = 10.0 if bad else 1.0
+        samples = [true_us[i] * scale * (1 + rng.uniform(-jitter, jitter)) for _ in range(5)]
+        return samples, Verdict(0.5 if bad else 0.01, 0.0, 0.0, reasons=("waited 50%",) if bad else ())
+
+    return visit, calls
+
+
+def test_paired_ratio_finds_the_true_ratio_with_a_tight_interval():
+    visit, _ = _visits([100.0, 180.0], jitter=0.01)
+    g = run_rounds(2, visit, baseline=0, rounds=7, ci_target_pct=3.0, seed=1)
+    iv = g.intervals[1]
+    assert iv.lo <= 1.8 <= iv.hi and iv.half_width_pct < 3.0
+    assert g.rounds == 7 and g.unstable == [False, False]
+
+
+def test_adaptive_stopping_adds_rounds_only_while_an_interval_is_too_wide():
+    tight, _ = _visits([100.0, 150.0], jitter=0.005)
+    assert run_rounds(2, tight, rounds=5, ci_target_pct=3.0, seed=2).rounds == 5
+    noisy, calls = _visits([100.0, 150.0], jitter=0.6, seed=3)
+    g = run_rounds(2, noisy, rounds=5, ci_target_pct=1.0, seed=2)
+    assert g.rounds == 10  # doubled, no more
+    assert calls["n"] == 2 * 10
+    assert g.unstable[1]  # still wider than ±1%
+
+
+def test_each_round_visits_every_candidate_in_a_seeded_order():
+    visit, calls = _visits([1.0, 2.0, 3.0], jitter=0.0)
+    run_rounds(3, visit, rounds=4, ci_target_pct=50, seed=9)
+    orders = [[i for i, r in calls["log"] if r == k] for k in range(4)]
+    assert all(sorted(o) == [0, 1, 2] for o in orders)
+    assert len({tuple(o) for o in orders}) > 1  # shuffled between rounds
+    visit2, calls2 = _visits([1.0, 2.0, 3.0], jitter=0.0)
+    run_rounds(3, visit2, rounds=4, ci_target_pct=50, seed=9)
+    assert calls2["log"] == calls["log"]  # the same seed, the same order
+
+
+def test_disturbed_visit_is_requeued_at_the_end_of_the_round_then_kept_and_flagged():
+    # candidate 1's first visit in round 0 is disturbed (run-queue wait 0.5): re-queued, then clean
+    visit, calls = _visits([100.0, 200.0], jitter=0.0, disturbed=lambda i, r, n: i == 1 and r == 0 and n <= 2)
+    g = run_rounds(2, visit, rounds=3, ci_target_pct=50, seed=0)
+    assert g.candidates[1].retried == 1 and g.candidates[1].disturbed == 0
+    round0 = [i for i, r in calls["log"] if r == 0]
+    assert round0[-1] == 1 and round0.count(1) == 2  # the retry came last in its round
+    # always disturbed: two retries, then kept and counted
+    visit, _ = _visits([100.0, 200.0], jitter=0.0, disturbed=lambda i, r, n: i == 1)
+    g = run_rounds(2, visit, rounds=3, ci_target_pct=50, seed=0, retries=2)
+    assert g.candidates[1].retried == 6 and g.candidates[1].disturbed == 3
+
+
+def test_bootstrap_is_seeded_and_reproducible():
+    rng = random.Random(0)
+    vals = [rng.gauss(1.0, 0.1) for _ in range(30)]
+    a = noise.bootstrap_median_ci(vals, seed=42)
+    assert a == noise.bootstrap_median_ci(vals, seed=42)  # the same seed, the same interval, in any process
+    assert a[1] <= a[0] <= a[2] and a[2] - a[1] > 0
+    assert noise.seed_for("run", 3, "layernorm") == noise.seed_for("run", 3, "layernorm")  # not Python's hash
+
+
+def test_a_difference_is_measurable_exactly_when_the_interval_excludes_one():
+    assert not noise.Ratio(1.02, 0.99, 1.04, "paired rounds").measurable
+    assert noise.Ratio(1.05, 1.01, 1.08, "paired rounds").measurable
+    same = noise.paired_ratio([100, 101, 99, 100], [100, 100, 100, 100], seed=1)
+    assert not same.measurable
+
+
+def test_points_timed_in_the_same_rounds_are_compared_pairwise():
+    base = {"run_id": 1, "device": "cpu", "tokens": 8, "hidden": 8, "dtype": "float32", "mode": "fwd"}
+    a = {**base, "variant": "layernorm", "impl": "native", "p50_us": 100.0, "p20_us": 50.0, "p80_us": 150.0}
+    b = {**base, "variant": "rmsnorm", "impl": "native", "p50_us": 200.0, "p20_us": 100.0, "p80_us": 300.0}
+    # drifting machine: both candidates slow down together, their ratio stays 2
+    a["extra"] = {"rounds_us": [100.0, 300.0, 150.0, 500.0, 120.0]}
+    b["extra"] = {"rounds_us": [200.0, 600.0, 300.0, 1000.0, 240.0]}
+    r = noise.ratio_between(a, b)
+    assert r.method == "paired rounds" and r.value == pytest.approx(2.0) and r.half_width_pct < 1
+    other_run = {**b, "run_id": 2}
+    assert noise.ratio_between(a, other_run).method == "unpaired rounds"
+    legacy_a = {k: v for k, v in a.items() if k != "extra"}
+    legacy_b = {**legacy_a, "variant": "rmsnorm", "p50_us": 120.0, "p20_us": 60.0, "p80_us": 180.0}
+    band = noise.ratio_between(legacy_a, legacy_b)
+    assert band.method == "p20-p80 band" and not band.measurable  # 20% inside ±71%: no measurable difference
+
+
+class FakeProc:
+    """A planted /proc: two threads, /proc/stat jiffies; ``advance`` moves the machine forward."""
+
+    def __init__(self):
+        self.sched = {"1": [0, 0], "2": [0, 0]}
+        self.stat = [0] * 8  # user nice system idle iowait irq softirq steal
+
+    def read(self, path):
+        if path == "/proc/stat":
+            return "cpu " + " ".join(map(str, self.stat)) + "\n"
+        tid = path.split("/")[4]
+        return f"{self.sched[tid][0]} {self.sched[tid][1]} 5\n"
+
+    def listdir(self, path):
+        return list(self.sched)
+
+    def advance(self, cpu_ns, wait_ns, busy_jiffies, steal_jiffies, idle_jiffies):
+        for t in self.sched.values():
+            t[0] += cpu_ns
+            t[1] += wait_ns
+        self.stat[0] += busy_jiffies
+        self.stat[7] += steal_jiffies
+        self.stat[3] += idle_jiffies
+
+
+def _probe(proc, own_cpu_s):
+    clock = {"t": 0.0}
+    own = {"s": 0.0}
+    probe = CpuProbe(reader=proc, clock=lambda: clock["t"], own_cpu_s=lambda: own["s"], clock_ticks=100)
+    return probe, clock, own
+
+
+def test_cpu_probe_flags_run_queue_wait_other_processes_and_steal():
+    proc = FakeProc()
+    probe, clock, own = _probe(proc, 0.0)
+    token = probe.begin()
+    # one second: each thread ran 0.5 s and waited 0.5 s (wait share 0.5); the machine was busy 2 cores,
+    # of which this process used 1 core-second; 5% stolen
+    proc.advance(cpu_ns=500_000_000, wait_ns=500_000_000, busy_jiffies=200, steal_jiffies=10, idle_jiffies=0)
+    clock["t"] += 1.0
+    own["s"] += 1.0
+    v = probe.end(token)
+    assert v.runq_wait_share == pytest.approx(0.5)
+    assert v.others_cores == pytest.approx(1.0)
+    assert v.steal_share == pytest.approx(10 / 210)
+    assert v.disturbed and len(v.reasons) == 3
+
+
+def test_cpu_probe_passes_a_clean_window():
+    proc = FakeProc()
+    probe, clock, own = _probe(proc, 0.0)
+    token = probe.begin()
+    proc.advance(cpu_ns=990_000_000, wait_ns=10_000_000, busy_jiffies=200, steal_jiffies=0, idle_jiffies=0)
+    clock["t"] += 1.0
+    own["s"] += 2.0
+    v = probe.end(token)
+    assert not v.disturbed and v.runq_wait_share == pytest.approx(0.01)
+
+
+def test_cpu_probe_without_proc_says_not_measured():
+    class Broken:
+        def read(self, path):
+            raise FileNotFoundError(path)
+
+        def listdir(self, path):
+            raise FileNotFoundError(path)
+
+    probe = CpuProbe(reader=Broken())
+    v = probe.end(probe.begin())
+    assert not v.disturbed and "not measured" in v.not_measured
