@@ -18,14 +18,10 @@ import time
 from pathlib import Path
 
 import torch
+from _gpu import forward_call, require_cuda
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from profilers.catalog import Config
-from profilers.measure import compile as compiling
 from profilers.measure import energy, kernels, provenance
 from profilers.measure.timing import CudaEventTimer
-from profilers.measure.variants import VARIANTS, build
 from profilers.sensors.host import Host
 from profilers.sensors.nvml import Nvml, gpu_for_torch_device
 from profilers.sensors.sampler import Sampler
@@ -40,31 +36,18 @@ def main() -> None:
     ap.add_argument("--loop-s", type=float, default=5.0)
     ap.add_argument("--out", default="out/gpu_sensors.json")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit(f"{Path(__file__).name} needs a CUDA GPU: torch {torch.__version__} sees none")
-    dev = torch.device("cuda:0")
+    dev = require_cuda(__file__)
     nv = Nvml()
     gpu = gpu_for_torch_device(nv, 0)
     if gpu is None:
         sys.exit(f"no NVML device for cuda:0: {nv.reason or 'UUID not matched'}")
-    cfg = Config()
     meter = energy.NvmlCounterMeter(gpu)
     torch.cuda.synchronize()
     idle_w = energy.idle_power(meter, 2.0)
     rows = []
     for variant, impl in CASES:
-        ins = VARIANTS[variant].make_inputs(a.tokens, a.hidden, torch.bfloat16, dev, 0, cfg)
-        fn = build(variant, impl, cfg, compiler=compiling.compile_fresh)
+        call, _, _ = forward_call(variant, impl, a.tokens, a.hidden, dev)
         with torch.no_grad():
-            if impl == "compiled":
-                with compiling.first_calls():
-                    fn(*ins)
-                    torch.cuda.synchronize()
-
-            def call(fn=fn, ins=ins):
-                with torch.no_grad():
-                    return fn(*ins)
-
             # sampler overhead: p50 without, with, without
             timer = CudaEventTimer(25, 300, dev)
             p_off1 = timer.measure(call).stats.p50_us

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# GPU checks for a CUDA machine: GPU-marked tests and the GPU benchmark. Installs nothing.
-# Results go under $OUT (default ./out).
+# GPU checks for a CUDA machine: GPU-marked tests, the CUDA method benchmark and the sensors benchmark.
+# Installs nothing. Each step has its own time limit (seconds: TESTS_S, BENCH_S, SENSORS_S) so a slow or
+# broken step cannot take the others' time. Results go under $OUT (default ./out); the tables print last.
 set -uo pipefail
 source "$(dirname "$0")/_device_env.sh"
-nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,memory.total --format=csv > "$OUT/nvidia_smi.csv" 2>&1
-$PY -m profilers env > "$OUT/env.txt" 2>&1; cat "$OUT/env.txt"
-$PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.log"
-tests_rc=${PIPESTATUS[0]}
-$PY benchmarks/gpu_ln_rms.py --out "$OUT/gpu_bench.json" 2>&1 | tee "$OUT/gpu_bench.log"
-bench_rc=${PIPESTATUS[0]}
-$PY benchmarks/gpu_sensors.py --out "$OUT/gpu_sensors.json" 2>&1 | tee "$OUT/gpu_sensors.log"
-sensors_rc=${PIPESTATUS[0]}
-echo "gpu tests rc=$tests_rc, benchmark rc=$bench_rc, sensors rc=$sensors_rc"
+TESTS_S="${TESTS_S:-150}" BENCH_S="${BENCH_S:-120}" SENSORS_S="${SENSORS_S:-90}" LOOP_S="${LOOP_S:-5}"
+{ nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,memory.total,clocks.sm,clocks.mem --format=csv
+  $PY -m profilers env; } > "$OUT/env.txt" 2>&1
+timeout "$TESTS_S" $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py > "$OUT/gpu_tests.log" 2>&1
+tests_rc=$?
+(cd benchmarks && timeout "$BENCH_S" $PY gpu_ln_rms.py --out "$OUT/gpu_bench.json") > "$OUT/gpu_bench.log" 2>&1
+bench_rc=$?
+(cd benchmarks && timeout "$SENSORS_S" $PY gpu_sensors.py --loop-s "$LOOP_S" --out "$OUT/gpu_sensors.json") > "$OUT/gpu_sensors.log" 2>&1
+sensors_rc=$?
+head -3 "$OUT/env.txt"
+tail -3 "$OUT/gpu_tests.log"
+tail -14 "$OUT/gpu_bench.log"
+tail -7 "$OUT/gpu_sensors.log"
+echo "gpu tests rc=$tests_rc, benchmark rc=$bench_rc, sensors rc=$sensors_rc (124: over its time limit)"
 exit $(( tests_rc || bench_rc || sensors_rc ))

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# A reference run to ship under data/reference/: a real GPU sweep with energy and kernels.
-# MODES=fwd (default) or MODES=fwdbwd: each half is 60 points and about five minutes on an H100,
-# so each fits one device command. Installs nothing. Output under $OUT:
-#   reference-$MODES.json (commit it as data/reference/<gpu>-$MODES.json) and reference-$MODES.log.
+# A reference run to ship under data/reference/: a real GPU sweep, exported. Installs nothing.
+# Environment (defaults in brackets): MODES [fwd,fwdbwd], DTYPES [bf16], SHAPES [8192x4096,32768x4096,32768x8192],
+# VARIANTS [layernorm,rmsnorm,dyt,add_rmsnorm,batchnorm], IMPLS [eager,native,compiled,liger], ENERGY [quick],
+# NAME [reference], LIMIT_S [280]. Output under $OUT: $NAME.json (commit it as
+# data/reference/<gpu>-<date>-<what>.json) and $NAME.log.
 set -uo pipefail
 source "$(dirname "$0")/_device_env.sh"
-MODES="${MODES:-fwd}"
-DB="$OUT/reference-$MODES.db"
+MODES="${MODES:-fwd,fwdbwd}" DTYPES="${DTYPES:-bf16}" SHAPES="${SHAPES:-8192x4096,32768x4096,32768x8192}"
+VARIANTS="${VARIANTS:-layernorm,rmsnorm,dyt,add_rmsnorm,batchnorm}" IMPLS="${IMPLS:-eager,native,compiled,liger}"
+ENERGY="${ENERGY:-quick}" NAME="${NAME:-reference}" LIMIT_S="${LIMIT_S:-280}"
+DB="$OUT/$NAME.db"
 rm -f "$DB"*
 GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
-$PY -m profilers run --device cuda \
-    --variants layernorm,rmsnorm,dyt,add_rmsnorm,batchnorm \
-    --impls eager,native,compiled,liger \
-    --shapes 8192x4096,32768x4096,32768x8192 --dtypes bf16 --modes "$MODES" \
-    --budget-ms 100 --warmup-ms 25 --energy --energy-repeats 2 --trace \
-    --label "reference: ${GPU_NAME:-GPU}, bf16 $MODES" --db "$DB" 2>&1 | tee "$OUT/reference-$MODES.log"
-rc=${PIPESTATUS[0]}
-$PY -m profilers export 1 -o "$OUT/reference-$MODES.json" --db "$DB"
+energy_flag=()
+[ "$ENERGY" != "off" ] && energy_flag=(--energy "$ENERGY")
+timeout "$LIMIT_S" $PY -m profilers run --device cuda --variants "$VARIANTS" --impls "$IMPLS" --shapes "$SHAPES" \
+    --dtypes "$DTYPES" --modes "$MODES" "${energy_flag[@]}" --trace \
+    --label "reference: ${GPU_NAME:-GPU}, $DTYPES $MODES" --db "$DB" > "$OUT/$NAME.log" 2>&1
+rc=$?
+$PY -m profilers export 1 -o "$OUT/$NAME.json" --db "$DB" >> "$OUT/$NAME.log" 2>&1
 rm -f "$DB"*
-ls -la "$OUT"
+tail -4 "$OUT/$NAME.log"
 exit $rc

@@ -42,7 +42,8 @@ def test_cuda_sweep_end_to_end(tmp_path):
     for r in out.results:
         if r.status == "skipped":
             continue
-        assert r.status == "ok", (r.variant, r.impl, r.mode, r.error)
+        # launch-bound compiled points at this shape can stay unstable (their CPU dispatch jitters): timed all the same
+        assert r.status in ("ok", "imprecise", "unstable"), (r.variant, r.impl, r.mode, r.error)
         assert r.timing_method == "cuda_event_flush"
         assert r.peak_bytes and r.peak_bytes > 0
         assert 0 < r.roofline_pct < 110
@@ -68,9 +69,9 @@ def test_cuda_graph_timer_removes_launch_overhead():
     def fn():
         return torch.nn.functional.layer_norm(x, (4096,), w)
 
-    dev = torch.device("cuda:0")
-    graph = CudaGraphTimer(10, 50, dev).measure(fn).stats.p50_us
-    events = CudaEventTimer(10, 50, dev).measure(fn).stats.p50_us
+    dev = torch.device("cuda:0")  # like with like: both warm
+    graph = CudaGraphTimer(10, 50, dev, cache_state="warm").measure(fn).stats.p50_us
+    events = CudaEventTimer(10, 50, dev, cache_state="warm").measure(fn).stats.p50_us
     assert graph < events
 
 
@@ -136,3 +137,127 @@ def test_nvml_energy_counter_measures_a_real_loop():
     )
     assert r.mj_per_call > 0 and 30 < r.mean_power_w < 1500
     assert r.spread_pct < 25
+
+
+def test_events_time_the_sweep_devices_stream():
+    """With two GPUs, cuda:1's point must take as long as cuda:0's (not ≈ 0: an idle stream elsewhere)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"this machine has {torch.cuda.device_count()} GPU: cuda:1 vs cuda:0 needs two")
+    p50 = {}
+    for i in (0, 1):
+        dev = torch.device(f"cuda:{i}")
+        with torch.cuda.device(dev):
+            x = torch.randn(16384, 4096, device=dev, dtype=torch.bfloat16)
+            p50[i] = CudaEventTimer(10, 50, dev).measure(lambda x=x: torch.nn.functional.rms_norm(x, (4096,))).stats
+    assert p50[1].p50_us == pytest.approx(p50[0].p50_us, rel=0.25)
+
+
+def test_graph_timer_refuses_backward_and_times_forward():
+    dev = torch.device("cuda:0")
+    r = measure_point(Point("rmsnorm", "native", "bfloat16", 4096, 4096, "fwdbwd"), _ctx(CudaGraphTimer(5, 20, dev)))
+    assert r.status == "skipped" and "forward only" in r.error
+    ok = measure_point(Point("rmsnorm", "native", "bfloat16", 4096, 4096, "fwd"), _ctx(CudaGraphTimer(5, 20, dev)))
+    assert ok.status in ("ok", "unstable") and ok.timing_method == "cuda_graph" and ok.cache_state == "cold"
+
+
+def test_warm_is_faster_than_cold_when_the_working_set_fits_in_l2():
+    dev = torch.device("cuda:0")
+    x = torch.randn(2048, 4096, device=dev, dtype=torch.bfloat16)  # 16 MB in, 16 MB out: fits a 50 MB L2
+
+    def fn():
+        return torch.nn.functional.layer_norm(x, (4096,))
+
+    cold = CudaEventTimer(10, 100, dev).measure(fn).stats.p50_us
+    warm = CudaEventTimer(10, 100, dev, cache_state="warm").measure(fn).stats.p50_us
+    assert warm < cold
+
+
+def test_launch_overhead_is_near_zero_for_long_kernels_and_graphs_and_large_for_small_eager_ops():
+    from profilers.measure.kernels import breakdown
+
+    dev = torch.device("cuda:0")
+    big = torch.randn(32768, 8192, device=dev)  # fp32 LayerNorm: one kernel of about a millisecond
+    one = breakdown(lambda: torch.nn.functional.layer_norm(big, (8192,)), dev)
+    assert one["kernel_us_per_call"] > 500 and one["launch_overhead_pct"] < 10, one
+    small = torch.randn(1024, 1024, device=dev, dtype=torch.bfloat16)
+
+    def eager_rms():
+        xf = small.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(small.dtype)
+
+    many = breakdown(eager_rms, dev)
+    assert many["kernels_per_call"] >= 4 and many["launch_overhead_pct"] > 25, many
+    stream = torch.cuda.Stream(dev)
+    stream.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            eager_rms()
+    torch.cuda.current_stream(dev).wait_stream(stream)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, stream=stream):
+        for _ in range(50):
+            eager_rms()
+    replay = breakdown(g.replay, dev)
+    assert replay["launch_overhead_pct"] < many["launch_overhead_pct"] / 2, (replay, many)
+
+
+def test_compile_workers_are_shut_down_before_timing():
+    import time
+
+    import psutil
+
+    from profilers.measure import compile as compiling
+
+    compiling.configure("cuda")
+    r = measure_point(
+        Point("rmsnorm", "compiled", "bfloat16", 4096, 4096, "fwd"), _ctx(CudaEventTimer(5, 20, "cuda:0"))
+    )
+    assert r.status in ("ok", "unstable"), r.error
+    compiling.quiesce()
+    end = time.monotonic() + 10
+    while True:
+        children = [p for p in psutil.Process().children(recursive=True) if "python" in p.name().lower()]
+        if not children or time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    assert children == [], [p.cmdline()[:3] for p in children]
+
+
+def test_compiled_point_passes_the_positive_compile_check_on_cuda():
+    r = measure_point(
+        Point("layernorm", "compiled", "bfloat16", 4096, 4096, "fwdbwd"), _ctx(CudaEventTimer(5, 20, "cuda:0"))
+    )
+    assert r.status in ("ok", "unstable"), r.error  # verify_compiled found the graph and no eager op
+
+
+def test_energy_counter_agrees_with_integrated_instant_power():
+    """Over one 2 s loop: NVML's energy counter against 10 ms samples of instant power, integrated."""
+    import time
+
+    from profilers.measure import energy
+    from profilers.sensors.nvml import Nvml, gpu_for_torch_device
+    from profilers.sensors.sampler import Sampler
+
+    nv = Nvml()
+    if not nv.available:
+        pytest.skip(f"NVML unavailable: {nv.reason}")
+    gpu = gpu_for_torch_device(nv, 0)
+    x = torch.randn(32768, 8192, device="cuda", dtype=torch.bfloat16)
+    fast = Sampler(gpu, None, period_s=0.01).start()
+    time.sleep(0.1)
+    torch.cuda.synchronize()
+    t0, e0 = fast.now_s(), gpu.energy_mj().value
+    end = time.perf_counter() + 2.0
+    n = 0
+    while time.perf_counter() < end:
+        torch.nn.functional.rms_norm(x, (8192,))
+        n += 1
+        if n % 50 == 0:
+            torch.cuda.synchronize()
+    torch.cuda.synchronize()
+    t1, e1 = fast.now_s(), gpu.energy_mj().value
+    time.sleep(0.05)
+    fast.stop()
+    counter_j = (e1 - e0) / 1000
+    integrated_j = energy.integrate_power(fast.columns["t_s"], fast.columns["gpu_power_instant_w"], t0, t1)
+    assert integrated_j == pytest.approx(counter_j, rel=0.10)

@@ -78,20 +78,28 @@ def test_cpu_timer_flags_noisy_kernels():
 
 
 class FakeCudaTorch:
-    """Stands in for torch in the CUDA timers: events read a fake clock that kernels advance."""
+    """Stands in for torch in the CUDA timers: events read a fake clock that kernels advance, and remember
+    which device's stream they were recorded on."""
 
     int32 = "int32"
+    float32 = "float32"
 
     def __init__(self, clock: "FakeClock"):
         self.clock = clock
         self.flushes = 0
+        self.recorded_on: list = []
         outer = self
+
+        class Stream:
+            def __init__(self, device):
+                self.device = device
 
         class Event:
             def __init__(self, enable_timing=False):
                 self.t = None
 
-            def record(self):
+            def record(self, stream=None):
+                outer.recorded_on.append(getattr(stream, "device", "current device"))
                 self.t = outer.clock.t
 
             def elapsed_time(self, end):
@@ -105,6 +113,9 @@ class FakeCudaTorch:
         class Cuda:
             def synchronize(self, device=None):
                 pass
+
+            def current_stream(self, device=None):
+                return Stream(device)
 
         self.cuda = Cuda()
         self.cuda.Event = Event
@@ -127,3 +138,23 @@ def test_cuda_event_timer_logic_with_fake_events():
     # budget 20 ms at ~250 µs per estimated call (flush included) → ~80 samples, each preceded by a flush
     assert 60 <= m.stats.n <= 110
     assert fake.flushes >= m.stats.n + 5
+
+
+def test_cuda_events_are_recorded_on_the_sweep_devices_stream():
+    """A sweep on cuda:1 must time cuda:1's stream, not the process's current device (cuda:0)."""
+    from profilers.measure.timing import CudaEventTimer
+
+    clock = FakeClock(seed=1, mean_s=100e-6, jitter=0.0)
+    fake = FakeCudaTorch(clock)
+    CudaEventTimer(1.0, 5.0, "cuda:1", torch_mod=fake).measure(clock.kernel)
+    assert fake.recorded_on and set(fake.recorded_on) == {"cuda:1"}
+
+
+def test_warm_event_timer_never_flushes():
+    from profilers.measure.timing import CudaEventTimer
+
+    clock = FakeClock(seed=2, mean_s=100e-6, jitter=0.0)
+    fake = FakeCudaTorch(clock)
+    m = CudaEventTimer(1.0, 5.0, "cuda:0", torch_mod=fake, cache_state="warm").measure(clock.kernel)
+    assert fake.flushes == 0 and m.method == "cuda_event" and m.stats.p50_us == pytest.approx(100.0)
+    assert m.calls_per_sample == 10  # blocks of about 1 ms: the GPU has work queued while calls are launched

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -35,19 +36,40 @@ class Meter(Protocol):
         ...
 
 
-class NvmlCounterMeter:
-    method = "nvml_energy_counter"
+class MeterError(RuntimeError):
+    """A reading failed during a window: the point's energy becomes N/A with this reason, its timing stays."""
 
-    def __init__(self, gpu: Gpu) -> None:
+
+class NvmlCounterMeter:
+    """NVML's total-energy counter (mJ). It updates about every 100 ms, so a window starts on a tick: the
+    counter is polled until it changes, and the window's clock starts there."""
+
+    method = "nvml_energy_counter"
+    tick_timeout_s = 0.5
+
+    def __init__(self, gpu: Gpu, clock: Callable[[], float] = time.perf_counter) -> None:
         self.gpu = gpu
+        self.clock = clock
         r = gpu.energy_mj()
         self.reason = None if r.ok else f"NVML energy counter: {r.reason}"
 
+    def _read(self) -> int:
+        r = self.gpu.energy_mj()
+        if not r.ok:
+            raise MeterError(f"NVML energy counter failed mid-window: {r.reason}")
+        return int(r.value)
+
     def begin(self) -> int:
-        return self.gpu.energy_mj().value
+        first = self._read()
+        end = self.clock() + self.tick_timeout_s
+        while self.clock() < end:  # align to the counter's next update
+            v = self._read()
+            if v != first:
+                return v
+        return first
 
     def end(self, token: int) -> float:
-        return (self.gpu.energy_mj().value - token) / 1000.0
+        return (self._read() - token) / 1000.0
 
 
 def integrate_power(ts: Sequence[float], watts: Sequence[float | None], t0: float, t1: float) -> float | None:
@@ -138,6 +160,7 @@ class EnergyResult:
     spread_pct: float  # (max - min) / median of per-call energy over repeats
     dynamic_mj_per_call: float | None  # total minus idle power × time
     idle_power_w: float | None
+    loop_us_per_call: float | None = None  # the energy loop's own time per call (unflushed, back to back)
 
     def to_fields(self) -> dict[str, Any]:
         return {
@@ -163,8 +186,15 @@ def measure(
     sync: Callable[[], None] = lambda: None,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
+    seed: int = 0,
 ) -> EnergyResult:
-    """Loop ``call`` for ≥ ``window_s`` per repeat, read the meter around each loop."""
+    """Loop ``call`` for ≥ ``window_s`` per repeat, read the meter around each loop.
+
+    Pauses between repeats are drawn at random (seeded) between ½ and 1½ × ``pause_s``, so repeats do not
+    lock onto the power sensor's own sampling period. The loop runs unflushed and back to back, so its µs
+    per call (``loop_us_per_call``) is stored beside the energy: for a small launch-bound kernel it is a
+    different workload from the flushed p50.
+    """
     if meter.reason:
         raise RuntimeError(meter.reason)
     call()
@@ -175,10 +205,11 @@ def measure(
     sync()
     one_s = max((clock() - t) / 3, 1e-7)
     n = max(1, math.ceil(window_s / one_s))
-    per_call_j, powers, dynamic = [], [], []
+    rng = random.Random(seed)
+    per_call_j, powers, dynamic, loop_s = [], [], [], []
     for r in range(repeats):
         if r:
-            sleep(pause_s)
+            sleep(pause_s * rng.uniform(0.5, 1.5))
         sync()
         token = meter.begin()
         t0 = clock()
@@ -189,6 +220,7 @@ def measure(
         joules = meter.end(token)
         per_call_j.append(joules / n)
         powers.append(joules / dt)
+        loop_s.append(dt / n)
         if idle_power_w is not None:
             dynamic.append((joules - idle_power_w * dt) / n)
     med = statistics.median(per_call_j)
@@ -203,6 +235,7 @@ def measure(
         spread_pct=100.0 * (max(per_call_j) - min(per_call_j)) / med if med > 0 else math.inf,
         dynamic_mj_per_call=statistics.median(dynamic) * 1e3 if dynamic else None,
         idle_power_w=idle_power_w,
+        loop_us_per_call=statistics.median(loop_s) * 1e6,
     )
 
 

@@ -56,6 +56,9 @@ def _has_aten_ancestor(e: Any) -> bool:
     return False
 
 
+MEMOP_PREFIXES = ("Memset", "Memcpy", "memset", "memcpy")
+
+
 def _device_kernels(events: list[Any]) -> list[tuple[str, float]]:
     from torch.autograd import DeviceType
 
@@ -63,6 +66,24 @@ def _device_kernels(events: list[Any]) -> list[tuple[str, float]]:
     if not out:  # older layouts attach kernels to the CPU op that launched them
         out = [(k.name, float(k.duration)) for e in events for k in (getattr(e, "kernels", None) or [])]
     return out
+
+
+def split_memops(items: list[tuple[str, float]]) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """(compute kernels, memsets and memcpys): copies are work too, but not the kernels a call launches."""
+    compute = [(n, us) for n, us in items if not n.startswith(MEMOP_PREFIXES)]
+    memops = [(n, us) for n, us in items if n.startswith(MEMOP_PREFIXES)]
+    return compute, memops
+
+
+def launch_overhead_pct(kernel_us_per_call: float, loop_us_per_call: float) -> float | None:
+    """The share of a warm back-to-back loop's wall time in which no kernel of the call ran.
+
+    ≈ 0 for one long fused kernel or a graph replay (the GPU never waits for the CPU); large for many tiny
+    launches. Both figures are warm (unflushed), so cache state does not masquerade as launch overhead.
+    """
+    if loop_us_per_call <= 0:
+        return None
+    return max(0.0, 100.0 * (1.0 - kernel_us_per_call / loop_us_per_call))
 
 
 def _cpu_ops(events: list[Any]) -> list[tuple[str, float]]:
@@ -76,14 +97,49 @@ def _cpu_ops(events: list[Any]) -> list[tuple[str, float]]:
     return out
 
 
-def breakdown(
-    call: Any, device: Any, p50_us: float | None, n_calls: int = 3, trace_path: str | None = None
-) -> dict[str, Any]:
-    """What one call launches: per-kernel calls and time per norm call, launch-overhead share.
+def count_device_kernels(call: Any, device: Any) -> int:
+    """Compute kernels one call of ``call`` launches on the GPU (memsets and memcpys not counted)."""
+    import torch
 
-    On CUDA the units are device kernels; on CPU the outermost aten ops (inductor's
-    C++ kernels are not itemized on CPU, so a compiled call counts as one graph).
-    The overhead share compares summed kernel time with the un-profiled p50.
+    torch.cuda.synchronize(device)
+    with quiet_profile(cuda=True) as prof:
+        call()
+        torch.cuda.synchronize(device)
+    compute, _ = split_memops(_device_kernels(list(prof.events())))
+    return len(compute)
+
+
+def _warm_loop_us(call: Any, device: Any, min_ms: float = 5.0) -> float:
+    """µs per call of an unflushed back-to-back loop, timed with events on the device's stream."""
+    import torch
+
+    stream = torch.cuda.current_stream(device)
+    for _ in range(3):
+        call()
+    torch.cuda.synchronize(device)
+    n = 1
+    while True:
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record(stream)
+        for _ in range(n):
+            call()
+        e.record(stream)
+        torch.cuda.synchronize(device)
+        ms = s.elapsed_time(e)
+        if ms >= min_ms or n >= 4096:
+            return 1e3 * ms / n
+        n *= 4
+
+
+def breakdown(
+    call: Any, device: Any, p50_us: float | None = None, n_calls: int = 3, trace_path: str | None = None
+) -> dict[str, Any]:
+    """What one call launches: per-kernel calls and time per norm call, memops apart, launch-overhead share.
+
+    On CUDA the units are device compute kernels (memsets/memcpys counted separately) and the launch
+    overhead compares their summed time with a warm back-to-back loop of the same call. On CPU the units
+    are the outermost aten ops (inductor's C++ kernels are not itemized, so a compiled call counts as one
+    graph) and an op's time includes its own dispatch, so no launch overhead is separated.
     """
     import torch
 
@@ -101,31 +157,39 @@ def breakdown(
             call()
         sync()
     events = list(prof.events())
-    items = _device_kernels(events) if cuda else _cpu_ops(events)
-    grouped: dict[str, list[float]] = {}
-    for name, us in items:
-        grouped.setdefault(name, []).append(us)
-    kernels = sorted(
-        (
-            {"name": name, "calls_per_call": len(v) / n_calls, "us_per_call": sum(v) / n_calls}
-            for name, v in grouped.items()
-        ),
-        key=lambda k: -k["us_per_call"],
-    )
+    items, memops = split_memops(_device_kernels(events)) if cuda else (_cpu_ops(events), [])
+    kernels = _grouped(items, n_calls)
     kernel_us = sum(k["us_per_call"] for k in kernels)
     result: dict[str, Any] = {
         "unit": "cuda kernels" if cuda else "aten ops",
         "traced_calls": n_calls,
         "kernels_per_call": len(items) / n_calls,
         "kernel_us_per_call": kernel_us,
+        "memops_per_call": len(memops) / n_calls if cuda else None,
+        "memops": _grouped(memops, n_calls),
         "launch_overhead_pct": None,
         "kernels": kernels[:25],
     }
-    if p50_us and kernel_us <= p50_us:
-        result["launch_overhead_pct"] = 100.0 * (p50_us - kernel_us) / p50_us
-    elif p50_us:
-        result["launch_overhead_note"] = "kernel time exceeds the un-profiled p50 (profiler overhead or overlap)"
+    if cuda:
+        loop_us = _warm_loop_us(call, device)
+        result["loop_us_per_call"] = loop_us
+        result["launch_overhead_pct"] = launch_overhead_pct(kernel_us, loop_us)
+    else:
+        result["launch_overhead_note"] = "on CPU an op's time includes its own dispatch: no launch overhead to separate"
     if trace_path:
         prof.export_chrome_trace(trace_path)
         result["trace_path"] = trace_path
     return result
+
+
+def _grouped(items: list[tuple[str, float]], n_calls: int) -> list[dict[str, Any]]:
+    grouped: dict[str, list[float]] = {}
+    for name, us in items:
+        grouped.setdefault(name, []).append(us)
+    return sorted(
+        (
+            {"name": name, "calls_per_call": len(v) / n_calls, "us_per_call": sum(v) / n_calls}
+            for name, v in grouped.items()
+        ),
+        key=lambda k: -k["us_per_call"],
+    )

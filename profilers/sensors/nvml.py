@@ -23,6 +23,15 @@ from . import Reading, missing
 
 FIELD_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
 FIELD_POWER_AVERAGE = 185  # NVML_FI_DEV_POWER_AVERAGE
+# nvmlClocksEventReason* bits that mean the clocks were pulled down under load (idle and the
+# application-clock setting are not slowdowns)
+SLOWDOWN_REASONS = {
+    0x4: "power cap",
+    0x8: "hardware slowdown",
+    0x20: "thermal (software)",
+    0x40: "thermal (hardware)",
+    0x80: "power brake",
+}
 
 # reading name -> nvidia-smi --query-gpu field for cross-checking
 NVIDIA_SMI_FIELDS = {
@@ -35,6 +44,8 @@ NVIDIA_SMI_FIELDS = {
     "memory_total_bytes": "memory.total",
     "memory_used_bytes": "memory.used",
     "sm_clock_mhz": "clocks.sm",
+    "mem_clock_mhz": "clocks.mem",
+    "clock_event_reasons": "clocks_event_reasons.active",
     "utilization_pct": "utilization.gpu",
     "temperature_c": "temperature.gpu",
     "energy_mj": "(no field: nvmlDeviceGetTotalEnergyConsumption)",
@@ -133,6 +144,25 @@ class Gpu:
 
     def sm_clock_mhz(self) -> Reading[int]:
         return self._get(self.lib.nvmlDeviceGetClockInfo, self.lib.NVML_CLOCK_SM)
+
+    def mem_clock_mhz(self) -> Reading[int]:
+        return self._get(self.lib.nvmlDeviceGetClockInfo, self.lib.NVML_CLOCK_MEM)
+
+    def clock_event_reasons(self) -> Reading[int]:
+        """The bitmask of why clocks are where they are (nvmlDeviceGetCurrentClocksEventReasons)."""
+        fn = getattr(self.lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            self.lib, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+        )
+        if fn is None:
+            return missing("this nvidia-ml-py has no clock event reasons call")
+        return self._get(fn)
+
+    def clock_slowdown(self) -> Reading[str]:
+        """Active slowdowns by name ('' when none): power cap, thermal, power brake, hardware slowdown."""
+        r = self.clock_event_reasons()
+        if not r.ok:
+            return r
+        return Reading(", ".join(name for bit, name in SLOWDOWN_REASONS.items() if int(r.value) & bit))
 
     def utilization_pct(self) -> Reading[int]:
         r = self._get(self.lib.nvmlDeviceGetUtilizationRates)
