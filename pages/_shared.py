@@ -8,7 +8,6 @@ from typing import Any
 import streamlit as st
 
 from profilers import jobs
-from profilers.jobs import device_busy
 from profilers.spec import SpecError, SweepSpec, default_cpu_spec
 from profilers.store import Store, StoreError, default_db_path, reference
 
@@ -83,28 +82,55 @@ def run_label(r: dict[str, Any]) -> str:
 
 
 def start_sweep(spec: SweepSpec) -> int | None:
-    """Start a worker for ``spec`` unless its device is busy; returns the worker pid."""
-    busy = device_busy(db_path(), spec.device)
-    if busy:
-        with open_store() as store:
-            run = jobs.run_of(store, busy)
-        which = f"run {run['id']}" if run else f"pid {busy}"
-        st.warning(f"A sweep is already measuring on {spec.device} ({which}). Wait for it or cancel it.")
-        return None
+    """Start a worker for ``spec``; returns its pid. The worker is the one judge of whether the sweep can run
+    (device busy, nothing fits): a refusal is recorded with the job and shown on the Run page, also after a
+    reload, until dismissed."""
     job = jobs.start(spec, db_path())
     st.session_state["last_job_pid"] = job.pid
     st.session_state["last_job_log"] = str(job.log_path)
+    st.session_state["last_job_spec"] = str(job.spec_path)
     return job.pid
 
 
-def runs_or_welcome(store: Store, message: str, key: str) -> list[dict[str, Any]]:
-    """The stored runs; on an empty store, explain what to do, offer the quick sweep and stop the page."""
-    runs = store.list_runs()
+def runs_or_welcome(store: Store, message: str, key: str, kind: str | None = "kernels") -> list[dict[str, Any]]:
+    """The stored runs of one kind; with none measured here, explain what to do and offer the quick sweep.
+
+    Shipped reference runs still show (read-only) beside that offer; with nothing at all, the page stops.
+    """
+    runs = store.list_runs(kind=kind)
+    if not any(r.get("source", "local") == "local" for r in runs):
+        if runs:  # only shipped or imported runs: say so, and offer to measure this machine
+            st.info(
+                "Nothing measured on this machine yet: the runs below are reference or imported runs from other "
+                "machines (read-only). Start a sweep on the Run page to add your own."
+            )
+        else:
+            st.info(message)
+        if kind in ("kernels", None):
+            quick_sweep_button(key)
     if not runs:
-        st.info(message)
-        quick_sweep_button(key)
         st.stop()
     return runs
+
+
+def default_runs(runs: list[dict[str, Any]], page_key: str, n: int = 1) -> list[int]:
+    """What a page opens on: the runs last picked in this session (on any page), else the newest completed
+    run with the most timed points (a real sweep beats a 4-point test), else the newest."""
+    ids = {r["id"] for r in runs}
+    remembered = [i for i in st.session_state.get("runs_picked", []) if i in ids]
+    if remembered:
+        return remembered[:n] if n else remembered
+    done = [r for r in runs if r["status"] == "completed" and r["points_ok"] + r["points_flagged"] > 0]
+    if done:
+        local = [r for r in done if r.get("source", "local") == "local"] or done
+        return [max(local, key=lambda r: (r["points_done"], r["id"]))["id"]]
+    return [runs[0]["id"]]
+
+
+def remember_runs(ids: list[int]) -> None:
+    """The runs a user picked follow them to the other pages (this browser session)."""
+    if ids:
+        st.session_state["runs_picked"] = list(ids)
 
 
 def quick_sweep_button(key: str) -> None:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import open_store, run_label, runs_or_welcome
-from profilers.analysis import compare
+from profilers.analysis import compare, method
 from profilers.report import plots
 from profilers.report.labels import COLUMNS, number, percent
 
@@ -26,17 +26,23 @@ def _table_row(r: compare.Row) -> dict:
         "diff_pct": r.diff_pct,
         "band_pct": r.band_pct,
         "flag": r.flag,
-        "gbps": r.other.get("gbps"),
+        "status": r.other["status"],
         "roofline_pct": r.other.get("roofline_pct"),
         "energy_mj_per_call": r.other.get("energy_mj_per_call"),
     }
 
 
+def _common(a: list[dict], b: list[dict]) -> int:
+    keys = {tuple(p[k] for k in compare.KEY) for p in a if p.get("p50_us")}
+    return sum(1 for p in b if p.get("p50_us") and tuple(p[k] for k in compare.KEY) in keys)
+
+
 st.title("Compare runs")
 st.caption(
-    f"Points match on variant, implementation, dtype, shape and mode. On the same machine a point more than "
-    f"{compare.THRESHOLD_PCT:.0f}% slower than the baseline, and beyond the combined noise band, is a regression "
-    "(red); as much faster is green. Across machines the differences are shown, not flagged."
+    f"Points match on variant, implementation, dtype, shape and mode. On the same machine, measured the same way, "
+    f"a point more than {compare.THRESHOLD_PCT:.0f}% slower than the baseline whose 95% interval excludes no "
+    "change is a regression (red); as much faster is green. Runs measured differently (budget, rounds, timer, "
+    "threads, cache state, allocator, torch) or on other machines are shown side by side, never flagged."
 )
 
 with open_store() as store:
@@ -46,10 +52,12 @@ with open_store() as store:
         st.stop()
     by_id = {r["id"]: r for r in runs}
     ids = list(by_id)
+    points = {r["id"]: store.points(r["id"]) for r in runs[:40]}  # the newest 40 runs are candidates
     newest = runs[0]
-    # default baseline: the latest earlier run of the same sweep, so the page opens on a comparison
-    same_sweep = [r["id"] for r in runs[1:] if compare.sweep_key(r) == compare.sweep_key(newest)]
-    default_base = same_sweep[0] if same_sweep else runs[1]["id"]
+    # default: the newest run against the latest earlier run it shares the most points with
+    earlier = [r for r in runs[1:] if r["id"] in points]
+    scored = sorted(earlier, key=lambda r: (_common(points[r["id"]], points[newest["id"]]), r["id"]), reverse=True)
+    default_base = scored[0]["id"] if scored else runs[1]["id"]
     base_id = st.selectbox(
         "Baseline run", ids, index=ids.index(default_base), format_func=lambda i: run_label(by_id[i])
     )
@@ -60,8 +68,8 @@ with open_store() as store:
         default=[newest["id"]] if newest["id"] != base_id else candidates[:1],
         format_func=lambda i: run_label(by_id[i]),
     )
-    base_points = store.points(base_id)
-    other_points = {i: store.points(i) for i in others}
+    base_points = points.get(base_id) or store.points(base_id)
+    other_points = {i: points.get(i) or store.points(i) for i in others}
 
 if not others:
     st.info("Pick at least one run to compare with the baseline.")
@@ -71,14 +79,16 @@ base = by_id[base_id]
 for oid in others:
     other = by_id[oid]
     same = compare.same_machine(base, other)
-    rows = compare.match_points(base_points, other_points[oid], same)
+    diffs = method.differences(base, other)
+    rows = compare.match_points(base_points, other_points[oid], same, method_differs=bool(diffs))
     st.subheader(f"Run {oid} vs baseline run {base_id}")
     gpu = lambda r: (r["machine"].get("gpu") or {}).get("name") or r["machine"].get("cpu_model")  # noqa: E731
-    st.caption(
-        "Same machine: regressions are flagged."
-        if same
-        else f"Different machines ({gpu(base)} vs {gpu(other)}): differences are shown, not flagged."
-    )
+    if not same:
+        st.caption(f"Different machines ({gpu(base)} vs {gpu(other)}): differences are shown, not flagged.")
+    elif diffs:
+        st.warning("Same machine, measured differently: " + "; ".join(diffs) + ". Differences are not flagged.")
+    else:
+        st.caption("Same machine, same method: regressions are flagged.")
     if not rows:
         st.warning("These runs have no timed points in common (different variants, shapes, dtypes or modes).")
         continue
@@ -90,8 +100,8 @@ for oid in others:
     m[3].metric("median change", percent(pd.Series([r.diff_pct for r in rows]).median(), signed=True))
     st.plotly_chart(plots.compare_scatter(rows, f"run {base_id}", f"run {oid}"), width="stretch")
     table = pd.DataFrame([_table_row(r) for r in rows]).rename(columns=COLUMNS)
-    text_cols = {COLUMNS[k] for k in ("variant", "impl", "dtype", "shape", "mode", "flag")}
-    styled = table.style.map(lambda f: FLAG_STYLE.get(f, ""), subset=[COLUMNS["flag"]]).format(
-        {c: number for c in table.columns if c not in text_cols}, na_rep="N/A"
-    )
+    text_cols = {COLUMNS.get(k, k) for k in ("variant", "impl", "dtype", "shape", "mode", "flag", "status")}
+    formats = {c: number for c in table.columns if c not in text_cols}
+    formats[COLUMNS["diff_pct"]] = lambda v: percent(v, signed=True)
+    styled = table.style.map(lambda f: FLAG_STYLE.get(f, ""), subset=[COLUMNS["flag"]]).format(formats, na_rep="N/A")
     st.dataframe(styled, hide_index=True, width="stretch")

@@ -44,15 +44,28 @@ for p in sel:
     k = p["extra"]["kernels"]
     with st.container(border=True):
         st.markdown(f"**{point_name(p)}**")
-        c = st.columns(4)
+        c = st.columns(5)
         c[0].metric(f"{k['unit']} per call", f"{k['kernels_per_call']:g}")
-        c[1].metric("kernel time per call", f"{k['kernel_us_per_call']:,.1f} µs")
-        c[2].metric("p50 (un-profiled)", na(p["p50_us"], "{:,.1f} µs"))
-        c[3].metric(
+        c[1].metric(
+            "memsets / memcpys per call",
+            na(k.get("memops_per_call"), "{:g}"),
+            help="copies and fills the call launches, counted apart from compute kernels",
+        )
+        c[2].metric("kernel time per call", f"{k['kernel_us_per_call']:,.1f} µs")
+        c[3].metric("p50 (un-profiled)", na(p["p50_us"], "{:,.1f} µs"))
+        c[4].metric(
             "launch overhead",
             na(k.get("launch_overhead_pct"), "{:.0f}%"),
-            help="p50 minus summed kernel time, as a share of p50. " + (k.get("launch_overhead_note") or ""),
+            help="the share of a warm back-to-back loop in which no kernel of the call ran "
+            "(1 − kernel time ÷ loop time).",
         )
+        if k.get("launch_overhead_note"):
+            st.caption(f"Launch overhead N/A: {k['launch_overhead_note']}.")
+        if k["unit"] == "aten ops":
+            st.caption(
+                "On CPU the breakdown lists the outermost aten ops with their own CPU time, dispatch included "
+                "and under the profiler, so it can exceed the un-profiled p50; a compiled call is one graph."
+            )
         st.dataframe(
             [
                 {"kernel": x["name"], "calls per call": x["calls_per_call"], "µs per call": round(x["us_per_call"], 2)}
@@ -73,4 +86,7 @@ for p in sel:
         elif path:
             st.caption(f"Trace file no longer present: {path}")
         else:
-            st.caption("No trace saved for this point (run with --save-traces to keep one).")
+            st.caption(
+                "No trace saved for this point: turn on **Keep Chrome traces** on the Run page "
+                "(or `--save-traces` on the command line) to keep one."
+            )

@@ -17,7 +17,7 @@ st.caption(
 )
 
 with open_store() as store:
-    runs = runs_or_welcome(store, "Nothing to report yet: measure something first.", "quick-reports")
+    runs = runs_or_welcome(store, "Nothing to report yet: measure something first.", "quick-reports", kind=None)
     by_id = {r["id"]: r for r in runs}
     default = [r["id"] for r in runs if r["status"] == "completed"][:1] or [runs[0]["id"]]
     chosen = st.multiselect(

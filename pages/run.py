@@ -1,22 +1,28 @@
-"""Run a sweep: build it, see its size and time, start a worker, follow it live, cancel it."""
+"""Run a sweep: build it, see whether it fits and how long it takes, start a worker, follow it, cancel it."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
 
+import pandas as pd
 import streamlit as st
 
 from pages._shared import db_path, devices, open_store, quick_sweep_button, start_sweep
 from profilers import jobs
+from profilers.analysis.footprint import LIMIT_ENV, cap_available, shape_fit
 from profilers.catalog import IMPLS as IMPLS_INFO
 from profilers.catalog import MODES as MODES_INFO
+from profilers.report.labels import HELP
+from profilers.sensors import energy_capability
 from profilers.sensors.live import snapshot
 from profilers.spec import (
+    CPU_ALLOCATORS,
     DTYPES,
     ENERGY_WINDOWS_S,
     IMPLS,
     MODES,
     PRESETS,
+    ROUND_PRESETS,
     VARIANTS,
     SpecError,
     SweepSpec,
@@ -24,7 +30,29 @@ from profilers.spec import (
     parse_shape,
 )
 
+CONFIRM_ABOVE_S = 2 * 3600  # a sweep estimated longer than this needs a tick before Start
+
 st.title("Run a sweep")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def endings() -> None:
+    """Sweeps that were refused or killed recently, one line each; they survive a reload until dismissed."""
+    for record in jobs.recent_endings(db_path()):
+        c1, c2 = st.columns([8, 1])
+        which = f"Run {record['run_id']}" if record.get("run_id") else f"The sweep started as pid {record['pid']}"
+        verb = "was refused" if record["returncode"] == 2 else "ended"
+        c1.error(f"{which} {verb}: {record['reason']}")
+        if c2.button("Dismiss", key=f"dismiss-{record['path']}"):
+            jobs.dismiss(record)
+            st.rerun()
 
 
 @st.fragment(run_every=1.0)
@@ -35,6 +63,8 @@ def live() -> None:
         mine = st.session_state.get("last_job_pid")
         finished = jobs.run_of(store, mine) if mine else None
         empty = not store.list_runs()
+        last_points = {r["id"]: store.points(r["id"])[-1:] for r in active if r.get("kind") in POINT_KINDS}
+        cells_done = {r["id"]: len(store.artifacts(r["id"], "cell/")) for r in active if r.get("kind") == "training"}
     if empty and not mine:
         st.info(
             "Welcome to NormScope. Nothing is measured yet: build a sweep below, or start with the quick CPU "
@@ -43,36 +73,73 @@ def live() -> None:
         quick_sweep_button("quick-run")
     if not active and finished and finished["status"] != "running":
         icons = {"completed": "check_circle", "cancelled": "stop_circle", "interrupted": "warning", "failed": "error"}
-        st.info(
-            f"Run {finished['id']} {finished['status']}: {finished['points_ok']} ok, "
-            f"{finished['points_failed']} failed, {finished['points_skipped']} skipped.",
-            icon=f":material/{icons.get(finished['status'], 'info')}:",
+        text = (
+            f"Run {finished['id']} {finished['status']}: {finished['points_ok']} ok, {finished['points_flagged']} "
+            f"imprecise or unstable, {finished['points_failed']} failed, {finished['points_skipped']} skipped."
+            if (finished.get("kind") or "kernels") in POINT_KINDS
+            else f"Run {finished['id']} ({finished['kind']}) {finished['status']}."
         )
-        st.page_link("pages/results.py", label="Open the results", icon=":material/monitoring:")
+        if finished["status"] in ("interrupted", "failed") and finished.get("error"):
+            st.error(f"{text} Why: {finished['error']}")
+        else:
+            st.info(text, icon=f":material/{icons.get(finished['status'], 'info')}:")
+        page, title = KIND_PAGES.get(finished.get("kind") or "kernels", KIND_PAGES["kernels"])
+        st.page_link(page, label=f"Open it on the {title} page", icon=":material/monitoring:")
     if not active and mine and not finished:
+        if jobs.ending_of(st.session_state.get("last_job_spec", "")):
+            st.session_state.pop("last_job_pid", None)  # the ending is shown above, from its record
+            st.rerun()
         st.caption("Starting the worker…")
-        tail = jobs.log_tail(Path(st.session_state.get("last_job_log", "")))
-        if tail:
-            st.code(tail)
     for run in active:
-        planned = run["points_planned"] or 1
-        done = run["points_done"]
-        with st.container(border=True):
-            st.markdown(f"**Run {run['id']}** on `{run['spec']['device']}` — {run['label'] or 'no label'}")
-            st.progress(min(done / planned, 1.0), text=f"{done} / {planned} points")
-            with open_store() as store:
-                last = store.points(run["id"])[-1:] if done else []
-            if last:
-                p = last[0]
-                st.caption(
-                    f"last: {p['variant']} {p['impl']} {p['dtype']} {p['tokens']}×{p['hidden']} {p['mode']} → "
-                    + (f"p50 {p['p50_us']:,.1f} µs" if p["p50_us"] is not None else f"{p['status']}: {p['error']}")
-                )
-            if st.button("Cancel", key=f"cancel-{run['id']}", icon=":material/stop_circle:"):
-                jobs.cancel(run)
-                st.toast(f"Cancelling run {run['id']}; finished points are kept.")
-            if run["spec"]["device"].startswith("cuda"):
-                gpu_strip()
+        _progress_card(run, last_points.get(run["id"]) or [], cells_done.get(run["id"]))
+
+
+# run kinds whose progress is counted in points; a training grid counts cells; the other labs have no count
+POINT_KINDS = ("kernels", "blocks")
+KIND_PAGES = {
+    "kernels": ("pages/results.py", "Results"),
+    "blocks": ("pages/architecture.py", "Architecture"),
+    "training": ("pages/stability.py", "Stability"),
+    "numerics": ("pages/numerics.py", "Numerics"),
+    "drift": ("pages/drift.py", "Drift"),
+}
+
+
+def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> None:
+    kind = run.get("kind") or "kernels"
+    unit = "points" if kind in POINT_KINDS else "cells"
+    planned = run["points_planned"] or 1
+    done = run["points_done"] if kind in POINT_KINDS else (cells or 0)
+    started = pd.Timestamp(run["created_at"]).timestamp()
+    elapsed = max(0.0, time.time() - started)
+    eta = elapsed / done * (planned - done) if done else None
+    page, title = KIND_PAGES.get(kind, KIND_PAGES["kernels"])
+    device = run["spec"].get("device", "cpu")
+    with st.container(border=True):
+        what = {"kernels": "kernel sweep", "blocks": "block sweep", "training": "training grid"}.get(
+            kind, f"{kind} run"
+        )
+        st.markdown(f"**Run {run['id']}** ({what}) on `{device}` — {run['label'] or 'no label'}")
+        if kind in POINT_KINDS or kind == "training":
+            st.progress(
+                min(done / planned, 1.0),
+                text=f"{done} / {planned} {unit} · {_duration(elapsed)} elapsed"
+                + (f" · about {_duration(eta)} left" if eta is not None else ""),
+            )
+        else:
+            st.caption(f"running · {_duration(elapsed)} elapsed (this lab reports no count until it ends)")
+        st.page_link(page, label=f"Follow it on the {title} page", icon=":material/arrow_forward:")
+        if last:
+            p = last[0]
+            st.caption(
+                f"last: {p['variant']} {p['impl']} {p['dtype']} {p['tokens']:,}×{p['hidden']:,} {p['mode']} → "
+                + (f"p50 {p['p50_us']:,.1f} µs" if p["p50_us"] is not None else f"{p['status']}: {p['error']}")
+            )
+        if st.button("Cancel", key=f"cancel-{run['id']}", icon=":material/stop_circle:"):
+            jobs.cancel(run)
+            st.toast(f"Cancelling run {run['id']}; finished points are kept.")
+        if str(device).startswith("cuda"):
+            gpu_strip()
 
 
 def gpu_strip() -> None:
@@ -94,6 +161,28 @@ def gpu_strip() -> None:
     c[3].metric("memory", f"{used / 2**30:.1f} GiB" if used is not None else "N/A")
 
 
+def available_memory(device: str) -> tuple[int | None, str]:
+    """Memory a sweep may use on ``device``, read without torch (psutil; NVML on GPUs)."""
+    if device == "cpu":
+        import psutil
+
+        return cap_available(int(psutil.virtual_memory().available), "available host memory")
+    from profilers.sensors.nvml import Nvml
+
+    nv = Nvml()
+    try:
+        gpus = nv.gpus()
+        index = int(device.split(":")[1])
+        if index < len(gpus):
+            total, used = gpus[index].memory_total_bytes(), gpus[index].memory_used_bytes()
+            if total.ok and used.ok:
+                return cap_available(total.value - used.value, f"free on {device}")
+    finally:
+        nv.close()
+    return None, f"free memory on {device} unknown (NVML)"
+
+
+endings()
 live()
 
 st.subheader("New sweep")
@@ -105,7 +194,7 @@ with left:
     if source == "model preset":
         preset = st.selectbox("Model", list(PRESETS), format_func=lambda k: PRESETS[k].description)
         shapes = PRESETS[preset].shapes()
-        st.caption("tokens×hidden: " + ", ".join(f"{t}×{h}" for t, h in shapes))
+        st.caption("tokens×hidden: " + ", ".join(f"{t:,}×{h:,}" for t, h in shapes))
     else:
         preset = None
         text = st.text_input(
@@ -116,27 +205,61 @@ with left:
     impls = st.multiselect(
         "Implementations",
         IMPLS,
-        default=[i for i in defaults.impls if i in IMPLS_INFO and device.split(":")[0] in IMPLS_INFO[i].devices],
+        default=[i for i in defaults.impls if device.split(":")[0] in IMPLS_INFO[i].devices],
         help=" · ".join(f"{name}: {info.help}" for name, info in IMPLS_INFO.items()),
     )
+    label = st.text_input("Label (optional)", max_chars=200)
 with right:
     dtypes = st.multiselect("dtypes", DTYPES, default=list(defaults.dtypes))
     modes = st.multiselect(
         "Modes", MODES, default=list(defaults.modes), help=" · ".join(f"{k}: {v}" for k, v in MODES_INFO.items())
     )
     c1, c2, c3 = st.columns(3)
-    threads = c1.number_input("CPU threads (0 = all)", 0, 512, 0) if device == "cpu" else 0
+    threads = c1.number_input("CPU threads (0 = all usable)", 0, 512, 0) if device == "cpu" else 0
     budget = c2.number_input("Budget ms / point", 5, 60_000, int(defaults.budget_ms))
     warmup = c3.number_input("Warmup ms", 1, 60_000, int(defaults.warmup_ms))
+    accuracy = st.radio(
+        "Comparisons",
+        list(ROUND_PRESETS),
+        index=list(ROUND_PRESETS).index("quick" if device == "cpu" else "default"),
+        horizontal=True,
+        format_func=lambda k: f"{k} ({ROUND_PRESETS[k][0]} rounds, ±{ROUND_PRESETS[k][1]:g}%)",
+        help="Candidates of one shape are timed in interleaved rounds; rounds are added (up to twice as many) "
+        "until every ratio's 95% interval is this narrow.",
+    )
+    if device == "cpu":
+        allocator = st.radio(
+            "CPU allocator",
+            list(CPU_ALLOCATORS),
+            horizontal=True,
+            help=" · ".join(f"{k}: {v}" for k, v in CPU_ALLOCATORS.items()),
+        )
+        cache = "warm"
+    else:
+        allocator = "reuse"
+        cache = st.radio(
+            "Cache state",
+            ["cold", "warm"],
+            horizontal=True,
+            help="cold: L2 flushed before each call (a layer meeting fresh data); warm: back to back",
+        )
+    capability = energy_capability(device.split(":")[0])
     e1, e2 = st.columns(2)
-    energy_on = e1.toggle("Measure energy", help="NVML energy counter on GPUs, RAPL on CPUs when readable")
+    energy_on = e1.toggle(
+        "Measure energy",
+        disabled=not capability.ok,
+        help=capability.reason if not capability.ok else f"with {capability.value}",
+    )
     accurate = e2.toggle(
         f"Accurate energy ({ENERGY_WINDOWS_S['accurate']:g} s windows)",
         disabled=not energy_on,
         help=f"quick: {ENERGY_WINDOWS_S['quick']:g} s windows",
     )
-    trace_on = st.toggle("Record kernels (torch.profiler)")
-    label = st.text_input("Label (optional)", max_chars=200)
+    if not capability.ok:
+        st.caption(f"Energy: N/A on this machine — {capability.reason}")
+    t1, t2 = st.columns(2)
+    trace_on = t1.toggle("Record kernels (torch.profiler)")
+    save_traces = t2.toggle("Keep Chrome traces (Perfetto)", disabled=not trace_on, help="one JSON file per point")
 
 spec = None
 try:
@@ -145,6 +268,7 @@ try:
         if not parts:
             raise SpecError("no shapes: write TOKENSxHIDDEN, e.g. 4096x768")
         shapes = [parse_shape(s) for s in parts]
+    rounds, target = ROUND_PRESETS[accuracy]
     spec = SweepSpec(
         variants=tuple(variants),
         impls=tuple(impls),
@@ -155,9 +279,14 @@ try:
         threads=int(threads) or None,
         budget_ms=float(budget),
         warmup_ms=float(warmup),
+        rounds=rounds,
+        ci_target_pct=target,
+        cache_state=cache,
+        cpu_allocator=allocator,
         energy=energy_on,
         energy_window_s=ENERGY_WINDOWS_S["accurate" if accurate else "quick"],
         trace=trace_on,
+        save_traces=save_traces,
         label=label or None,
         preset=preset,
     )
@@ -165,9 +294,44 @@ except SpecError as e:
     st.error(str(e))
 
 if spec is not None:
+    available, what = available_memory(device)
+    fit = shape_fit(
+        [(p.variant, p.impl, p.mode, p.dtype, p.tokens, p.hidden) for p in spec.points()], available or 1 << 62, what
+    )
+    too_big = [s for s, (_, why) in fit.items() if why]
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "shape (tokens×hidden)": f"{t:,}×{h:,}",
+                    "memory needed (GiB, estimate)": f"{need / 2**30:.2f}",
+                    "fits?": "no: these points will be skipped" if why else "yes",
+                }
+                for (t, h), (need, why) in fit.items()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption(
+        f"Against {available / 2**30:.1f} GiB {what} (90% of it may be used; cap it with {LIMIT_ENV})."
+        if available
+        else what
+    )
     n = len(spec.points())
-    st.markdown(f"**{n} points**, about **{jobs.estimate_seconds(spec):,.0f} s** on this machine.")
-    if st.button("Start", type="primary", key="start"):
+    est = jobs.estimate_seconds(spec)
+    all_too_big = len(too_big) == len(fit)
+    st.markdown(
+        f"**{n} points**, about **{_duration(est)}** on this machine."
+        + (f" {len(too_big)} shape(s) do not fit and will be skipped." if too_big and not all_too_big else "")
+    )
+    confirmed = True
+    if est > CONFIRM_ABOVE_S:
+        confirmed = st.checkbox(f"Yes, run for about {_duration(est)}", help="a long sweep: tick to confirm")
+    if all_too_big:
+        st.error("No shape of this sweep fits in memory: use fewer tokens, a smaller hidden size or a narrower dtype.")
+    st.caption(f"{HELP['noisy'].capitalize()}. The worker runs apart from this page: closing the tab does not stop it.")
+    if st.button("Start", type="primary", key="start", disabled=all_too_big or not confirmed):
         try:
             pid = start_sweep(spec)
         except SpecError as e:
@@ -176,5 +340,10 @@ if spec is not None:
         if pid:
             st.success(f"Started worker {pid}. Progress shows above; closing this tab does not stop it.")
             st.rerun()
+    if device == "cpu":
+        st.info(
+            "This sweep measures the CPU this dashboard runs on: the browser and the server compete with it. "
+            "Visits taken while the machine was busy are re-measured, then flagged."
+        )
 
 st.caption(f"Workers write to `{db_path()}`; the server never measures in its own process.")

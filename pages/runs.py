@@ -31,7 +31,7 @@ with st.expander("Import a run exported on another machine"):
 
 with open_store() as store:
     runs = runs_or_welcome(
-        store, "No runs yet: start one on the Run page, or run the quick CPU sweep now.", "quick-runs"
+        store, "No runs yet: start one on the Run page, or run the quick CPU sweep now.", "quick-runs", kind=None
     )
 
 st.dataframe(
@@ -39,12 +39,14 @@ st.dataframe(
         [
             {
                 "run": r["id"],
+                "kind": r.get("kind", "kernels"),
                 "status": r["status"],
                 "label": r["label"] or "",
                 "device": r["spec"].get("device"),
                 "created (UTC)": r["created_at"],
                 "finished": r["finished_at"] or "",
                 "ok": r["points_ok"],
+                "imprecise or unstable": r["points_flagged"],
                 "failed": r["points_failed"],
                 "skipped": r["points_skipped"],
                 "planned": r["points_planned"],
@@ -77,7 +79,10 @@ with c1, st.form("label"):
     if st.form_submit_button("Save label", disabled=protected):
         with open_store() as store:
             store.set_label(rid, new_label or None)
+        st.session_state["label_saved"] = rid
         st.rerun()
+    if st.session_state.get("label_saved") == rid:
+        st.success("Label saved.")
 with c2:
     with open_store() as store:
         export = json.dumps(export_run(store, rid), indent=1)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,23 +34,29 @@ _COMPILE_S = {"cpu": 4.0, "cuda": 8.0}
 
 
 def estimate_seconds(spec: SweepSpec) -> float:
-    """A rough upper estimate of a sweep's wall time, shown before it starts."""
+    """A rough upper estimate of a sweep's wall time, shown before it starts.
+
+    Per point: the first warmup, every round's re-warmup and share of the budget (rounds may be added while
+    an interval is wide: counted at 1.3×), the gate and memory passes; compiles, energy windows and traces
+    apart; big CPU shapes need at least three calls per visit whatever the budget.
+    """
     dev = spec.device_type
-    n = len(spec.points())
-    per_point = (spec.warmup_ms + spec.budget_ms) / 1e3 + _OVERHEAD_S[dev]
+    points = spec.points()
+    rounds = spec.rounds * 1.3
+    rewarm_s = max(2.0, spec.warmup_ms / 5) / 1e3
+    per_point = spec.warmup_ms / 1e3 + rounds * rewarm_s + spec.budget_ms / 1e3 * 1.3 + _OVERHEAD_S[dev]
     if spec.energy:
-        per_point += spec.energy_repeats * (spec.energy_window_s + 0.25)
+        per_point += spec.energy_repeats * (spec.energy_window_s + 0.4)
     if spec.trace:
         per_point += 0.5
-    compiled = sum(1 for p in spec.points() if p.impl == "compiled")
-    # big CPU shapes are slow per call: at least the minimum sample count of calls
+    compiled = sum(1 for p in points if p.impl == "compiled")
     slow = 0.0
     if dev == "cpu":
-        for p in spec.points():
-            calls_s = p.tokens * p.hidden * 4 / 2e9  # ~2 GB/s for composed eager ops
-            slow += max(0.0, 5 * calls_s - spec.budget_ms / 1e3)
-    startup = 5.0 + (2.0 if spec.energy else 0.0)
-    return startup + n * per_point + compiled * _COMPILE_S[dev] + slow
+        for p in points:
+            call_s = p.tokens * p.hidden * 4 / 2e9  # ~2 GB/s for composed eager ops
+            slow += max(0.0, rounds * 3 * call_s - spec.budget_ms / 1e3)
+    startup = 5.0 + (3.0 if dev == "cpu" else 1.5) + (2.0 if spec.energy else 0.0)  # + the copy ladder
+    return startup + len(points) * per_point + compiled * _COMPILE_S[dev] + slow
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,15 @@ class Job:
     spec_path: Path
     log_path: Path
 
+    @property
+    def status_path(self) -> Path:
+        return status_path(self.spec_path)
+
+
+def status_path(spec_path: Path) -> Path:
+    """Where a worker's ending is recorded (exit code, why), next to its spec and log."""
+    return spec_path.with_suffix(".status.json")
+
 
 def argv(spec_path: Path, db: Path, command: tuple[str, ...] = ("run",)) -> list[str]:
     return [sys.executable, "-m", "profilers", *command, "--spec", str(spec_path), "--db", str(db)]
@@ -65,11 +81,16 @@ def argv(spec_path: Path, db: Path, command: tuple[str, ...] = ("run",)) -> list
 
 def start(spec: Any, db: Path, command: tuple[str, ...] = ("run",)) -> Job:
     """Start ``python -m profilers COMMAND --spec FILE`` for ``spec`` (a SweepSpec or a lab's spec: anything
-    with ``to_dict()``); returns at once. The worker refuses a busy device itself."""
+    with ``to_dict()``); returns at once. The worker refuses a busy device itself.
+
+    A watcher thread reaps the worker and records how it ended (``status_path``): a refusal keeps its one
+    line; a death by a signal (the kernel's OOM killer, a kill, a crash) is written on the run as its
+    reason, and whatever the worker left running in its session is killed so no lock stays held.
+    """
     jobs_dir = db.parent / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    spec_path = jobs_dir / f"spec-{stamp}-{os.getpid()}.json"
+    spec_path = jobs_dir / f"spec-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"
     spec_path.write_text(json.dumps(spec.to_dict(), indent=1))
     log_path = spec_path.with_suffix(".log")
     with open(log_path, "w") as log:
@@ -82,9 +103,104 @@ def start(spec: Any, db: Path, command: tuple[str, ...] = ("run",)) -> Job:
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    # reap the worker when it exits, so it never lingers as a zombie of the server
-    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
-    return Job(proc.pid, spec_path, log_path)
+    job = Job(proc.pid, spec_path, log_path)
+    threading.Thread(target=_watch, args=(proc, job, db), name=f"watch-{proc.pid}", daemon=True).start()
+    return job
+
+
+def exit_reason(returncode: int, pid: int, kernel_log: str | None = None) -> str | None:
+    """Why a worker ended, in one line; None for an ordinary ending (done, failed point by point, cancelled)."""
+    if returncode in (0, 1, 130):
+        return None
+    if returncode == 2:
+        return "refused"
+    if returncode < 0:
+        sig = -returncode
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        text = f"the worker (pid {pid}) was killed by {name}"
+        if sig == signal.SIGKILL:
+            oom = _oom_line(pid, kernel_log)
+            text += (
+                f"; the kernel log says: {oom}"
+                if oom
+                else (
+                    "; out of memory is the usual cause (the kernel's OOM killer sends SIGKILL), the kernel log "
+                    "was not readable here to confirm it"
+                )
+            )
+        elif sig == signal.SIGSEGV:
+            text += " (a crash inside a native library)"
+        return text
+    return f"the worker (pid {pid}) exited with code {returncode}"
+
+
+def _oom_line(pid: int, kernel_log: str | None) -> str | None:
+    """The kernel's OOM-kill line for ``pid`` (from ``dmesg`` when readable)."""
+    text = kernel_log
+    if text is None:
+        try:
+            text = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=5, check=False).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+    for line in reversed(text.splitlines()):
+        if f"Killed process {pid} " in line or f"Killed process {pid}(" in line:
+            return line.split("]", 1)[-1].strip()
+    return None
+
+
+def _watch(proc: subprocess.Popen, job: Job, db: Path) -> None:
+    rc = proc.wait()
+    reason = exit_reason(rc, proc.pid)
+    record: dict[str, Any] = {"pid": proc.pid, "returncode": rc, "finished_at": time.time(), "reason": reason}
+    if reason == "refused":
+        record["reason"] = log_tail(job.log_path, 1).removeprefix("normscope: error: ")
+    elif reason:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of its session (compile workers) release the lock
+        with contextlib.suppress(Exception), Store(db) as store:
+            run = run_of(store, proc.pid)
+            if run and run["status"] in ("running", "interrupted"):
+                store.finish_run(run["id"], "interrupted", reason)
+                record["run_id"] = run["id"]
+    with contextlib.suppress(OSError):
+        job.status_path.write_text(json.dumps(record))
+
+
+def ending_of(spec_path: str | Path) -> dict[str, Any] | None:
+    """How the worker started with ``spec_path`` ended (its status record), or None while it runs."""
+    if not spec_path:
+        return None
+    try:
+        return json.loads(status_path(Path(spec_path)).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def recent_endings(db: Path, within_s: float = 3600.0) -> list[dict[str, Any]]:
+    """Workers started from this store that were refused or killed in the last ``within_s``, newest first,
+    not yet dismissed; each with its spec file, so a page can show the one line after a reload."""
+    out = []
+    now = time.time()
+    for path in sorted((db.parent / "jobs").glob("*.status.json"), reverse=True):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("reason") and not record.get("dismissed") and now - record.get("finished_at", 0) < within_s:
+            record["path"] = str(path)
+            out.append(record)
+    return out
+
+
+def dismiss(record: dict[str, Any]) -> None:
+    path = Path(record["path"])
+    data = {k: v for k, v in record.items() if k != "path"}
+    data["dismissed"] = True
+    with contextlib.suppress(OSError):
+        path.write_text(json.dumps(data))
 
 
 class ProbeError(RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -56,3 +57,38 @@ def serve(db: Path, timeout_s: float = 90, env: dict | None = None) -> Iterator[
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_or_skip() -> str:
+    """Debian's Chromium, or a skip (an error when NORMSCOPE_REQUIRE_BROWSER=1, as in CI)."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("NORMSCOPE_REQUIRE_BROWSER") == "1":
+            raise RuntimeError("NORMSCOPE_REQUIRE_BROWSER=1 but Debian's chromium is not installed")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+    return CHROMIUM
+
+
+def browser_fixture():
+    """Module-scoped Debian Chromium through Playwright: ``browser = pytest.fixture(scope="module")(
+    browser_fixture)`` in a test module (after ``chromium_or_skip()``)."""
+    import pytest
+
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_or_skip(), args=CHROMIUM_FLAGS)
+        yield b
+        b.close()

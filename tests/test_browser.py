@@ -1,39 +1,18 @@
 """The served dashboard in a real headless Chromium (Debian's), started the way `make run` starts it."""
 
 import os
-import shutil
 import signal
 import time
-from pathlib import Path
 
 import pytest
-from served import healthy, serve
+from served import browser_fixture, chromium_or_skip, healthy, serve
 
 from profilers import jobs
 from profilers.spec import SweepSpec
 from profilers.store import Store
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-REQUIRED = os.environ.get("NORMSCOPE_REQUIRE_BROWSER") == "1"
-
+CHROMIUM = chromium_or_skip()
 pytestmark = pytest.mark.browser
-if not Path(CHROMIUM).exists():
-    if REQUIRED:
-        raise RuntimeError(
-            "NORMSCOPE_REQUIRE_BROWSER=1 but Debian's chromium is not installed (apt-get install chromium)"
-        )
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +23,7 @@ def server(tmp_path_factory):
         yield base, db, tmp
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
+browser = pytest.fixture(scope="module")(browser_fixture)
 
 
 def test_tiny_sweep_from_the_run_page_to_results_charts(server, browser):
@@ -69,7 +43,7 @@ def test_tiny_sweep_from_the_run_page_to_results_charts(server, browser):
     page.get_by_text("points", exact=False).first.wait_for(timeout=30_000)
     page.get_by_text("completed:", exact=False).wait_for(timeout=240_000)
     page.screenshot(path=str(tmp / "run_done.png"), full_page=True)
-    page.get_by_role("link", name="Open the results").click()
+    page.get_by_role("link", name="Open it on the Results page").click()
     page.get_by_role("heading", name="Results").wait_for(timeout=60_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     assert page.locator(".js-plotly-plot").count() >= 1

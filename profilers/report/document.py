@@ -23,12 +23,13 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..analysis import recommend, roofline
+from ..analysis.method import allocator_sentence, allocator_short, method_of
 from ..analysis.noise import NOISY_RULE
-from ..catalog import TOLERANCES, label
+from ..catalog import RTOL, WRONG_REL_L2, label
 from ..store import Store
 from ..store.exchange import atomic_write
 from . import plots
-from .labels import COLUMNS, POINT_TABLE, cell
+from .labels import COLUMNS, POINT_TABLE, cell, number
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#111827;background:#f9fafb}
@@ -90,58 +91,126 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _answer(points: list[dict[str, Any]], run: dict[str, Any]) -> str:
-    spec = run["spec"]
-    shapes = [tuple(s) for s in spec.get("shapes", [])]
-    if not shapes:
-        return ""
-    tokens, hidden = max(shapes, key=lambda s: s[0] * s[1])
-    dtype = (spec.get("dtypes") or ["float32"])[0]
+def _machine_name(run: dict[str, Any]) -> str:
+    gpu = (run.get("machine") or {}).get("gpu") or {}
+    return gpu.get("name") or (run.get("machine") or {}).get("cpu_model") or run["spec"].get("device", "?")
+
+
+USES = {"fwd": "inference (fwd)", "fwdbwd": "training (fwd+bwd)", "bwd": "backward only"}
+
+
+def questions(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The questions a report answers: one per machine × dtype × use that its kernel runs measured, each at
+    the largest shape timed for it (so the heading names the shape the answer is about)."""
+    by_run = {r["id"]: r for r in runs}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for p in points:
+        run = by_run[p["run_id"]]
+        if run.get("kind", "kernels") != "kernels" or p["status"] not in ("ok", "imprecise", "unstable"):
+            continue
+        # runs measured with different CPU allocators answer separately: their times are not comparable
+        method = allocator_short(run) or ""
+        groups.setdefault((_machine_name(run), p["dtype"], p["mode"], method), []).append(p)
     out = []
-    for mode in [m for m in ("fwd", "fwdbwd") if m in spec.get("modes", [])] or spec.get("modes", [])[:1]:
-        t = recommend.Target(
-            tokens=tokens,
-            hidden=hidden,
-            dtype=dtype,
-            mode=mode,
-            variants=tuple(spec["variants"]),
+    for (machine, dtype, mode, method), pts in sorted(groups.items()):
+        tokens, hidden = max({(p["tokens"], p["hidden"]) for p in pts}, key=lambda s: s[0] * s[1])
+        run_ids = sorted({p["run_id"] for p in pts})
+        device = by_run[run_ids[0]]["spec"].get("device", "cpu")
+        variants = tuple(dict.fromkeys(p["variant"] for p in pts))
+        out.append(
+            {
+                "machine": machine,
+                "method": method,
+                "dtype": dtype,
+                "mode": mode,
+                "tokens": tokens,
+                "hidden": hidden,
+                "device": device,
+                "runs": run_ids,
+                "target": recommend.Target(tokens=tokens, hidden=hidden, dtype=dtype, mode=mode, variants=variants),
+            }
         )
-        r = recommend.rank(points, t, device=spec.get("device", "cpu"))
-        use = "inference (fwd)" if mode == "fwd" else "training (fwd+bwd)" if mode == "fwdbwd" else mode
-        head = f"{esc(use)}, {tokens}×{hidden}, {esc(dtype)}, run {run['id']}"
+    return out
+
+
+def _answers(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[str]:
+    """One answer per question, ranked as the Recommend page ranks (clean points; ties by 95% interval)."""
+    parts = []
+    for q in questions(runs, points):
+        pts = [p for p in points if p["run_id"] in q["runs"]]
+        r = recommend.rank(pts, q["target"], device=q["device"])
+        runs_text = ", ".join(f"run {i}" for i in q["runs"])
+        head = (
+            f"{esc(USES.get(q['mode'], q['mode']))} in {esc(q['dtype'])} on {esc(q['machine'])}, "
+            f"{q['tokens']:,}×{q['hidden']:,} ({esc(runs_text)}"
+            + (f"; {esc(q['method'])}" if q["method"] else "")
+            + ")"
+        )
         if r.missing:
-            out.append(f'<p class="warn"><b>{head}</b>: {esc(r.missing)}</p>')
+            parts.append(f'<p class="warn"><b>{head}</b>: no clean measurement to rank: {esc(r.missing)}</p>')
             continue
         cls = "answer" if len(r.tiers[0]) == 1 else "answer tie"
         lines = "".join(f"<li>{esc(line)}</li>" for line in r.lines[:6])
-        note = f'<p class="muted">{esc(r.shape_note)}</p>' if r.shape_note else ""
-        out.append(f'<div class="{cls}"><b>{head}</b>: {esc(r.headline)}<ul>{lines}</ul>{note}</div>')
-    return "".join(out)
+        left = (
+            "<p class='muted'>Not ranked: "
+            + esc("; ".join(f"{c.name} ({c.status}: {c.reason})" for c in r.left_out[:6]))
+            + "</p>"
+            if r.left_out
+            else ""
+        )
+        parts.append(f'<div class="{cls}"><b>{head}</b>: {esc(r.headline)}<ul>{lines}</ul>{left}</div>')
+    return parts or ["<p>No timed kernel points to rank.</p>"]
 
 
 def _method(run: dict[str, Any]) -> str:
-    spec, m = run["spec"], run["machine"]
-    method = {"cpu": "cpu_blocks: fixed thread count, warmup, then blocks of calls (≥ 1 ms each) until the budget"}
-    timing = method.get(spec.get("device", "cpu").split(":")[0]) or (
-        "cuda_graph: CUDA-graph replay (launch-free)"
-        if spec.get("cuda_graph")
-        else "cuda_event_flush: one CUDA event pair per call, 256 MB L2 flush before each call"
-    )
-    tol = ", ".join(f"{k}: max rel {a:.0e}, rel L2 {b:.0e}" for k, (a, b) in TOLERANCES.items())
+    kind = run.get("kind", "kernels")
+    if kind not in ("kernels", "blocks"):
+        return f"<p>A {esc(kind)} run: its settings and method are stated in its section above.</p>"
+    spec, extra = run["spec"], run.get("extra") or {}
+    how = method_of(run)
+    timers = {
+        "cpu_blocks": "fixed thread count, warmup, then blocks of calls (≥ 1 ms each) until the budget; warm cache",
+        "cuda_event_flush": "one CUDA event pair per call, L2 flushed before each call (cold cache)",
+        "cuda_event": "one CUDA event pair per call, calls back to back (warm cache)",
+        "cuda_graph": "CUDA-graph replay (launch-free)",
+    }
     energy = (
         f"NVML/RAPL counters around loops of ≥ {spec.get('energy_window_s')} s, {spec.get('energy_repeats')} repeats"
         if spec.get("energy")
         else "not measured in this run"
     )
-    return (
-        f"<ul><li>Timing: {esc(timing)}; warmup {esc(spec.get('warmup_ms'))} ms, budget {esc(spec.get('budget_ms'))} ms"
-        f" per point; threads {esc(spec.get('threads') or m.get('cpu_cores_logical'))}.</li>"
-        f"<li>Statistics: p20, p50, p80 and IQR of the raw samples; noisy when {esc(NOISY_RULE)}.</li>"
-        f"<li>Correctness gate before timing, against a float64 reference: {esc(tol)}.</li>"
-        f"<li>Energy: {esc(energy)}; idle power {_num(run.get('idle_power_w'), '{:.0f} W')}.</li>"
-        f"<li>Copy bandwidth (roofline) measured in the same run: {_num(run.get('copy_gbps'), '{:,.1f} GB/s')}.</li>"
-        f"<li>CPU allocator: {esc(m.get('cpu_allocator', 'N/A'))}.</li></ul>"
+    ladder = extra.get("ladder")
+    ceiling = (
+        "a copy ladder measured in the same run ("
+        + ", ".join(f"{number(ws / 2**20)} MiB: {number(g)} GB/s" for ws, g in ladder["rungs"])
+        + "); each point is judged against the ladder at its own working set, labelled with the cache level"
+        if ladder
+        else f"one copy probe in the same run: {_num(run.get('copy_gbps'), '{:,.1f} GB/s')}"
     )
+    gate = (
+        f"Correctness gate before timing, against a float64 reference: tolerance = assert_close rtol of the dtype "
+        f"({', '.join(f'{k} {v:g}' for k, v in RTOL.items())}) plus an allowance for fp32 accumulation that grows "
+        f"with log2 of the elements summed; beyond it but right in float32: imprecise (timed, flagged); NaN/Inf, "
+        f"rel L2 > {WRONG_REL_L2} or wrong in float32: wrong (not timed)."
+        if kind == "kernels"
+        else "Correctness gate before timing: the whole block (forward, and every gradient where timed) against a "
+        "float64 copy with the same weights, within the dtype's block tolerance (a block rounds its activations "
+        "at several sequential ops); beyond it: imprecise (timed, flagged); NaN/Inf or wrong: not timed."
+    )
+    items = [
+        f"Timing: {how['timer']}: {timers.get(how['timer'], '')}; warmup {how['warmup']}, budget {how['budget']} "
+        f"per point; threads {how['threads']}.",
+        f"Comparisons: {how['rounds']}; ratios are medians of per-round ratios with a bootstrap 95% interval "
+        "over rounds; a difference is measurable only when its interval excludes 1.",
+        f"Statistics: p20, p50, p80 and IQR of the clean samples; noisy when {NOISY_RULE}.",
+        gate,
+        f"Energy: {energy}; idle power {_num(run.get('idle_power_w'), '{:.0f} W')}.",
+    ]
+    if kind == "kernels":
+        items.append(f"Roofline: effective GB/s (minimum-traffic model) as % of {ceiling}.")
+    if allocator_sentence(run):
+        items.append(allocator_sentence(run) + ".")
+    return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
 
 
 def _provenance(run: dict[str, Any]) -> str:
@@ -175,13 +244,20 @@ def _provenance(run: dict[str, Any]) -> str:
 
 
 def _charts(df: pd.DataFrame, runs: list[dict[str, Any]], points: list[dict[str, Any]], figs: _Figures) -> list[str]:
-    parts = ["<h2>Charts</h2>", figs.div(plots.latency(df, "tokens"))]
+    subtitle = " · ".join(dict.fromkeys(s for r in runs if (s := allocator_short(r)))) or None
+    parts = ["<h2>Charts</h2>"]
+    pairs = {(v, i) for v, i in zip(df["variant"], df["impl"])}
+    if ("layernorm", "native") in pairs and ("rmsnorm", "native") in pairs:
+        fig, _ = plots.head_to_head(df, ("layernorm", "native"), ("rmsnorm", "native"), subtitle)
+        parts.append(figs.div(fig))
+    parts.append(figs.div(plots.latency(df, "tokens", subtitle)))
     if df["hidden"].nunique() > 1:
-        parts.append(figs.div(plots.latency(df, "hidden")))
-    parts.append(figs.div(plots.bandwidth(df, {r["id"]: r["copy_gbps"] for r in runs})))
-    parts.append(figs.div(plots.speedup_heatmap(df)))
-    parts.append(figs.div(plots.memory(df)))
-    energy_fig = plots.energy(df)
+        parts.append(figs.div(plots.latency(df, "hidden", subtitle)))
+    ladders = {r["id"]: (r.get("extra") or {}).get("ladder") for r in runs}
+    parts.append(figs.div(plots.bandwidth(df, ladders, {r["id"]: r["copy_gbps"] for r in runs}, subtitle)))
+    parts.append(figs.div(plots.speedup_heatmap(df, subtitle=subtitle)))
+    parts.append(figs.div(plots.memory(df, subtitle)))
+    energy_fig = plots.energy(df, subtitle)
     if energy_fig is not None:
         parts.append(figs.div(energy_fig))
     traced = [p for p in points if (p.get("extra") or {}).get("kernels")][:8]
@@ -194,11 +270,18 @@ def _charts(df: pd.DataFrame, runs: list[dict[str, Any]], points: list[dict[str,
     return parts
 
 
-def _claims(points: list[dict[str, Any]]) -> list[str]:
+def _claims(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[str]:
+    """The claims check per dtype × mode, apart for each CPU allocator mode (never pooled across it)."""
+    method = {r["id"]: allocator_short(r) or "" for r in runs}
     claims = []
-    for dtype in sorted({p["dtype"] for p in points}):
-        for mode in sorted({p["mode"] for p in points}):
-            claims += [dict(c.__dict__, dtype=dtype, mode=mode) for c in recommend.claims_check(points, dtype, mode)]
+    for how in sorted(set(method.values())):
+        pts = [p for p in points if method[p["run_id"]] == how]
+        for dtype in sorted({p["dtype"] for p in pts}):
+            for mode in sorted({p["mode"] for p in pts}):
+                claims += [
+                    dict(c.__dict__, dtype=dtype, mode=mode, method=how or "—")
+                    for c in recommend.claims_check(pts, dtype, mode)
+                ]
     if not claims:
         return []
     columns = [
@@ -206,6 +289,7 @@ def _claims(points: list[dict[str, Any]]) -> list[str]:
         ("impl", COLUMNS["impl"]),
         ("dtype", COLUMNS["dtype"]),
         ("mode", COLUMNS["mode"]),
+        *([("method", "method")] if any(c["method"] != "—" for c in claims) else []),
         ("measured", "measured here"),
         ("verdict", "verdict"),
     ]
@@ -241,7 +325,10 @@ def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str
     import plotly.offline
 
     runs = [store.get_run(i) for i in run_ids]
-    points = store.points(run_ids)
+    kernel_runs = [r for r in runs if r.get("kind", "kernels") == "kernels"]
+    # the kernel sections read only kernel runs' points: a block run's points are drawn by its own section
+    points = store.points([r["id"] for r in kernel_runs]) if kernel_runs else []
+    n_points = sum(r.get("points_done") or 0 for r in runs)
     labels = {r["id"]: esc(f"run {r['id']}" + (f" ({r['label']})" if r.get("label") else "")) for r in runs}
     df = plots.points_frame(points, labels)
     figs = _Figures()
@@ -251,20 +338,20 @@ def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str
     )
     parts = [
         f"<h1>{esc(heading)}</h1><p class='muted'>NormScope report · generated {now} · "
-        f"{len(points)} points from {len(runs)} run(s)</p>",
-        "<h2>The answer</h2>",
+        f"{n_points} points from {len(runs)} run(s)</p>",
     ]
-    kernel_runs = [r for r in runs if r.get("kind", "kernels") == "kernels"]
-    for r in kernel_runs:
-        parts.append(_answer([p for p in points if p["run_id"] == r["id"]], r) or "<p>No points.</p>")
+    if kernel_runs:
+        parts += ["<h2>The answer</h2>", *_answers(kernel_runs, points)]
     for r in runs:
         if r.get("kind", "kernels") != "kernels":
             parts += lab_section(store, r, figs)
-    parts += _claims(points)
-    if not df.empty:
-        parts += _charts(df, runs, points, figs)
-    parts += _noise_and_failures(points)
-    parts += ["<h2>All points</h2>", _table(points, _ALL_POINT_COLUMNS), "<h2>Method</h2>"]
+    if kernel_runs:
+        parts += _claims(kernel_runs, points)
+        if not df.empty:
+            parts += _charts(df, kernel_runs, points, figs)
+        parts += _noise_and_failures(points)
+        parts += ["<h2>All points</h2>", _table(points, _ALL_POINT_COLUMNS)]
+    parts.append("<h2>Method</h2>")
     parts += [f"<h3>Run {r['id']}</h3>{_method(r)}" for r in runs]
     parts.append(f"<details><summary>Bytes-moved model</summary><pre>{esc(roofline.__doc__)}</pre></details>")
     parts.append("<h2>Provenance</h2>")
