@@ -1,0 +1,135 @@
+"""Block sweeps where users touch them: the CLI, the store, the answer, the Architecture page."""
+
+import json
+
+import pytest
+from conftest import ROOT, run_cli
+from streamlit.testing.v1 import AppTest
+
+from profilers.analysis import blocks
+from profilers.spec import SpecError
+from profilers.spec.blocks import BlockSweepSpec
+from profilers.store import Store
+from profilers.store.exchange import export_run, import_run
+
+TINY = [
+    "blocks",
+    "run",
+    "--preset",
+    "tiny-decoder",
+    "--norms",
+    "layernorm,rmsnorm",
+    "--placements",
+    "pre_ln,post_ln",
+    "--impls",
+    "native",
+    "--tokens",
+    "128",
+    "--modes",
+    "fwd,fwdbwd,step",
+    "--step-depth",
+    "1",
+    "--budget-ms",
+    "30",
+    "--warmup-ms",
+    "5",
+    "--rounds",
+    "3",
+]
+
+
+@pytest.fixture(scope="module")
+def block_db(tmp_path_factory):
+    db = tmp_path_factory.mktemp("blocks") / "results.db"
+    p = run_cli(*TINY, "--json", db=db)
+    assert p.returncode == 0, p.stderr
+    return db
+
+
+def test_block_sweep_times_every_configuration_and_breaks_it_down(block_db):
+    with Store(block_db) as s:
+        (run,) = s.list_runs()
+        points = s.points(run["id"])
+    assert run["kind"] == "blocks" and len(points) == 2 * 2 * 3
+    timed = [p for p in points if p["status"] in ("ok", "imprecise", "unstable")]
+    assert len(timed) == len(points), [(p["placement"], p["variant"], p["mode"], p["error"]) for p in points]
+    for p in timed:
+        assert p["block"] and p["placement"] in ("pre_ln", "post_ln") and p["gate"] in ("pass", "imprecise")
+        comps = p["extra"]["components"]
+        shares = comps["share_pct"]
+        assert set(shares) == {"attention", "mlp", "norm", "residual", "other"}
+        # the components and 'other' add up to the profiled time; the profiler's own cost is stated
+        assert sum(shares.values()) == pytest.approx(100.0)
+        assert shares["norm"] > 0 and comps["profiler_overhead_pct"] is not None
+        # the four ranges never count the same time twice: together they fit in the profiled wall time
+        assert comps["attributed_us_per_call"] <= 1.05 * comps["profiled_us_per_call"], comps
+    base = next(p for p in timed if p["placement"] == "pre_ln" and p["variant"] == "layernorm" and p["mode"] == "fwd")
+    assert base["ratio"] == 1.0 and base["ratio_baseline"] == "pre_ln layernorm native"
+
+
+def test_the_answer_names_the_ratio_its_interval_and_the_norms_share(block_db):
+    with Store(block_db) as s:
+        points = s.points(s.list_runs()[0]["id"])
+    lines = blocks.answers(points)
+    assert any("this block's forward+backward time" in line and "95% interval" in line for line in lines)
+    assert any("training step's time" in line for line in lines)
+    assert any("the norm is" in line for line in lines)
+    claims = blocks.claims(points)
+    assert {c.level for c in claims} == {"block", "training step"}
+    p = run_cli("blocks", "show", "1", db=block_db)
+    assert p.returncode == 0 and "Switching LayerNorm → RMSNorm" in p.stdout
+
+
+def test_block_runs_export_and_import(block_db, tmp_path):
+    with Store(block_db) as a, Store(tmp_path / "b.db") as b:
+        doc = json.loads(json.dumps(export_run(a, 1)))
+        new = import_run(b, doc)
+        assert b.get_run(new)["kind"] == "blocks" and len(b.points(new)) == len(a.points(1))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--preset", "nope"], "unknown model preset"),
+        (["--preset", "tiny-decoder", "--tokens", "100"], "not a whole number of 64-token sequences"),
+        (["--preset", "tiny-decoder", "--modes", "step"], "needs step_depth"),
+        (["--preset", "tiny-decoder", "--norms", "batchnorm"], "unknown norm"),
+        (["--preset", "tiny-decoder", "--placements", "sideways"], "unknown placement"),
+    ],
+)
+def test_bad_block_flags_are_one_line_exit_2(args, needle, tmp_path):
+    p = run_cli("blocks", "run", *args, db=tmp_path / "x.db")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_block_spec_round_trips_and_refuses_a_non_sequence_token_count():
+    spec = BlockSweepSpec(preset="bert-base", tokens=(1024,), placements=("pre_ln", "deepnorm"))
+    assert BlockSweepSpec.from_json(spec.to_json()) == spec and spec.seq_len == 512
+    with pytest.raises(SpecError, match="multiple of 512"):
+        BlockSweepSpec(preset="bert-base", tokens=(1000,))
+
+
+def test_architecture_page_shows_the_answer_and_the_breakdown(block_db, monkeypatch):
+    monkeypatch.setenv("NORMSCOPE_DB", str(block_db))
+    monkeypatch.setenv("NORMSCOPE_REFERENCE_DIR", str(block_db.parent / "none"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/architecture.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = "\n".join(m.value for m in at.markdown)
+    assert "Switching LayerNorm → RMSNorm" in text
+    assert len(at.get("plotly_chart")) >= 1
+    assert any("Placements" in h.value for h in at.subheader)
+
+
+def test_a_block_run_report_has_its_own_section_and_method_not_the_kernel_ones(block_db, tmp_path):
+    out = tmp_path / "blocks.html"
+    p = run_cli("report", "1", "--output", str(out), db=block_db)
+    assert p.returncode == 0, p.stderr
+    html = out.read_text()
+    assert "<h2>Blocks: tiny-decoder (run 1)</h2>" in html
+    # no kernel answer, chart or point table built from the block's points; the method is the block's own
+    assert "<h2>The answer</h2>" not in html and "No timed kernel points" not in html
+    assert "<h2>All points</h2>" not in html and "p50 latency vs" not in html
+    assert "the whole block" in html and "Roofline" not in html
