@@ -18,6 +18,14 @@ navigation = st.navigation(
             st.Page("pages/recommend.py", title="Recommend", icon=":material/recommend:"),
             st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
         ],
+        "Architecture": [
+            st.Page("pages/architecture.py", title="Architecture", icon=":material/view_in_ar:"),
+            st.Page("pages/stability.py", title="Stability", icon=":material/ssid_chart:"),
+        ],
+        "Deployment": [
+            st.Page("pages/numerics.py", title="Numerics", icon=":material/calculate:"),
+            st.Page("pages/drift.py", title="Drift", icon=":material/insights:"),
+        ],
         "Share": [
             st.Page("pages/reports.py", title="Reports", icon=":material/description:"),
             st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
