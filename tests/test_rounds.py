@@ -172,3 +172,36 @@ def test_cpu_probe_without_proc_says_not_measured():
     probe = CpuProbe(reader=Broken())
     v = probe.end(probe.begin())
     assert not v.disturbed and "not measured" in v.not_measured
+
+
+class _FakeGpu:
+    def __init__(self, reasons):
+        self.reasons = reasons
+
+    def clock_slowdown(self):
+        from profilers.sensors import Reading
+
+        return Reading(self.reasons)
+
+
+def test_gpu_probe_records_a_power_cap_but_flags_only_slowdowns_the_workload_did_not_cause():
+    from profilers.measure.disturbance import GpuProbe
+
+    capped = GpuProbe(_FakeGpu("power cap")).end(None)
+    assert capped.gpu_slowdown == "power cap" and not capped.disturbed  # a heavy kernel at 700 W: its own cost
+    hot = GpuProbe(_FakeGpu("power cap, thermal (hardware)")).end(None)
+    assert hot.disturbed and hot.reasons == ("GPU clocks slowed: thermal (hardware)",)
+    assert not GpuProbe(_FakeGpu("")).end(None).disturbed
+    assert "not measured" in GpuProbe(None).end(None).not_measured
+
+
+def test_a_point_capped_in_every_round_says_so_without_being_called_busy():
+    from types import SimpleNamespace
+
+    from profilers.measure.group import _disturbance_summary
+
+    v = Verdict(0.01, 0.0, 0.0, gpu_slowdown="power cap")
+    cand = SimpleNamespace(visits=[SimpleNamespace(verdict=v)] * 7, retried=0, disturbed=0)
+    out = _disturbance_summary(cand)
+    assert out["power_capped_visits"] == 7 and "power cap in 7 of 7 rounds" in out["summary"]
+    assert "slowed" not in out["summary"]

@@ -158,3 +158,63 @@ def test_warm_event_timer_never_flushes():
     m = CudaEventTimer(1.0, 5.0, "cuda:0", torch_mod=fake, cache_state="warm").measure(clock.kernel)
     assert fake.flushes == 0 and m.method == "cuda_event" and m.stats.p50_us == pytest.approx(100.0)
     assert m.calls_per_sample == 10  # blocks of about 1 ms: the GPU has work queued while calls are launched
+
+
+class AsyncGpu:
+    """A host and a GPU timeline: each launch costs the host ``launch_s``; the GPU runs each kernel after it
+    was launched and after the previous one ended. Events read the GPU timeline, the host clock the host's."""
+
+    def __init__(self, launch_s: float, kernel_s: float, with_sleep: bool = True, cycles_per_s: float = 1.9e9):
+        self.host = 0.0
+        self.gpu = 0.0
+        self.launch_s, self.kernel_s = launch_s, kernel_s
+        outer = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                self.t = None
+
+            def record(self, stream=None):
+                outer.host += 1e-6
+                outer.gpu = max(outer.gpu, outer.host)
+                self.t = outer.gpu
+
+            def elapsed_time(self, end):
+                return (end.t - self.t) * 1e3
+
+        class Cuda:
+            def synchronize(self, device=None):
+                outer.host = max(outer.host, outer.gpu)
+
+            def current_stream(self, device=None):
+                return None
+
+        self.cuda = Cuda()
+        self.cuda.Event = Event
+        if with_sleep:
+            self.cuda._sleep = lambda cycles: self._run(cycles / cycles_per_s)
+
+    def _run(self, gpu_s: float) -> None:
+        self.host += self.launch_s
+        self.gpu = max(self.gpu, self.host) + gpu_s
+
+    def kernel(self) -> None:
+        self._run(self.kernel_s)
+
+    def clock(self) -> float:
+        return self.host
+
+
+def test_warm_blocks_time_the_kernel_not_the_cpus_launch_rate():
+    from profilers.measure.timing import WARM_BLOCK_MAX, CudaEventTimer
+
+    # a 6 µs kernel that takes the CPU 20 µs to launch (an H200 with a 16 MB LayerNorm looks like this)
+    gpu = AsyncGpu(launch_s=20e-6, kernel_s=6e-6)
+    m = CudaEventTimer(1.0, 20.0, "cuda:0", torch_mod=gpu, cache_state="warm", host_clock=gpu.clock).measure(gpu.kernel)
+    assert m.stats.p50_us == pytest.approx(6.0, rel=0.05) and m.calls_per_sample <= WARM_BLOCK_MAX
+    # without a spin kernel to queue behind, the same blocks time the launch rate: what the prefill prevents
+    bare = AsyncGpu(launch_s=20e-6, kernel_s=6e-6, with_sleep=False)
+    b = CudaEventTimer(1.0, 20.0, "cuda:0", torch_mod=bare, cache_state="warm", host_clock=bare.clock).measure(
+        bare.kernel
+    )
+    assert b.stats.p50_us == pytest.approx(20.0, rel=0.05)

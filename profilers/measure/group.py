@@ -20,7 +20,7 @@ from ..analysis.noise import bootstrap_median_ci, seed_for
 from ..spec import Point
 from ..store.records import PointResult
 from . import compile as compiling
-from .disturbance import OTHERS_CORES_MAX, RUNQ_WAIT_MAX, STEAL_MAX, NullProbe, Verdict
+from .disturbance import OTHERS_CORES_MAX, RUNQ_WAIT_MAX, STEAL_MAX, WORKLOAD_SLOWDOWNS, NullProbe, Verdict
 from .memory import available_bytes
 from .point import ERRORS, Context, Prepared, failure, finish, prepare
 from .rounds import GroupResult, run_rounds
@@ -280,7 +280,14 @@ def _disturbance_summary(cand: Any) -> dict[str, Any]:
     slow = sorted({v.gpu_slowdown for v in verdicts if v.gpu_slowdown})
     if slow:
         out["gpu_slowdowns"] = slow
-        parts.append("GPU clocks slowed (" + "; ".join(slow) + ")")
+        names = sorted({n for s in slow for n in s.split(", ")})
+        disturbing = [n for n in names if n not in WORKLOAD_SLOWDOWNS]
+        if disturbing:
+            parts.append("GPU clocks slowed (" + "; ".join(disturbing) + ")")
+        capped = sum(1 for v in verdicts if v.gpu_slowdown and "power cap" in v.gpu_slowdown.split(", "))
+        if capped:
+            out["power_capped_visits"] = capped
+            parts.append(f"GPU at its power cap in {capped} of {len(verdicts)} rounds (the workload's own cost)")
     if parts:
         out["summary"] = "; ".join(parts)
     return out
