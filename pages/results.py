@@ -131,8 +131,9 @@ with tabs[0]:
         st.plotly_chart(fig, width="stretch")
         st.caption(
             "Each dot is the median of per-round ratios when both were timed in the same interleaved rounds; "
-            "the bar is its 95% bootstrap interval (a run taken without rounds, such as the shipped reference "
-            "runs, compares p20–p80 bands instead: hover a dot for its method). Green: faster beyond the noise; "
+            "the bar is its 95% bootstrap interval, often narrower than the dot (a run taken without rounds, such "
+            "as the shipped fwd+bwd reference run, compares p20–p80 bands instead: hover a dot for its method). "
+            "Green: faster beyond the noise; "
             "red: slower; grey: a tie."
         )
 with tabs[1]:

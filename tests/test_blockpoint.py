@@ -63,6 +63,12 @@ def test_block_sweep_times_every_configuration_and_breaks_it_down(block_db):
         assert shares["norm"] > 0 and comps["profiler_overhead_pct"] is not None
         # the four ranges never count the same time twice: together they fit in the profiled wall time
         assert comps["attributed_us_per_call"] <= 1.05 * comps["profiled_us_per_call"], comps
+        # backward work is charged to the component whose forward made it, not left in 'other'
+        bwd = comps["backward_us_per_call"]
+        if p["mode"] == "fwd":
+            assert bwd == {}
+        else:
+            assert bwd.get("norm", 0) > 0 and bwd.get("mlp", 0) > 0 and bwd.get("attention", 0) > 0, bwd
     base = next(p for p in timed if p["placement"] == "pre_ln" and p["variant"] == "layernorm" and p["mode"] == "fwd")
     assert base["ratio"] == 1.0 and base["ratio_baseline"] == "pre_ln layernorm native"
 
@@ -133,3 +139,12 @@ def test_a_block_run_report_has_its_own_section_and_method_not_the_kernel_ones(b
     assert "<h2>The answer</h2>" not in html and "No timed kernel points" not in html
     assert "<h2>All points</h2>" not in html and "p50 latency vs" not in html
     assert "the whole block" in html and "Roofline" not in html
+
+
+def test_a_backward_share_profiled_without_backward_attribution_is_not_shown():
+    comps = {"share_pct": {"norm": 1.1, "other": 40.0}}
+    old = {"mode": "fwdbwd", "extra": {"components": comps}}
+    assert blocks.norm_share_pct(old) is None  # its norm share counted the forward only
+    new = {"mode": "fwdbwd", "extra": {"components": {**comps, "backward_us_per_call": {"norm": 3.0}}}}
+    assert blocks.norm_share_pct(new) == 1.1
+    assert blocks.norm_share_pct({"mode": "fwd", "extra": {"components": comps}}) == 1.1

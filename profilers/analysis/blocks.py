@@ -37,9 +37,17 @@ def _find(points, norm, placement, impl, dtype, mode, tokens) -> dict[str, Any] 
     return None
 
 
-def norm_share_pct(p: dict[str, Any]) -> float | None:
+def _shares(p: dict[str, Any]) -> dict[str, float] | None:
+    """A point's component shares, or None where they cannot be trusted: a run with backward profiled before
+    backward work was charged to its components (no ``backward_us_per_call``) counted a norm's forward only."""
     comps = (p.get("extra") or {}).get("components") or {}
-    return (comps.get("share_pct") or {}).get("norm")
+    if p.get("mode") != "fwd" and "backward_us_per_call" not in comps:
+        return None
+    return comps.get("share_pct") or None
+
+
+def norm_share_pct(p: dict[str, Any]) -> float | None:
+    return (_shares(p) or {}).get("norm")
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,7 @@ def component_rows(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for p in _timed(points):
         comps = (p.get("extra") or {}).get("components") or {}
-        shares = comps.get("share_pct")
+        shares = _shares(p)
         if not shares:
             continue
         rows.append(

@@ -294,9 +294,13 @@ def component_breakdown(prep: BlockPrepared, ctx: Context, p50_us: float, calls:
         sync(ctx.device)
         wall_us = (time.perf_counter() - t0) / calls * 1e6
     totals = dict.fromkeys(BLOCK_COMPONENTS, 0.0)
-    for e in prof.events():
+    events = list(prof.events())
+    for e in events:
         if e.name in totals and not _nested_in_same(e):
             totals[e.name] += float(e.device_time_total if cuda else e.cpu_time_total)
+    backward = _backward_by_component(events, cuda)
+    for k, v in backward.items():
+        totals[k] += v
     per_call = {k: v / calls for k, v in totals.items()}
     attributed = sum(per_call.values())
     total = max(wall_us, attributed) if not cuda else max(attributed, p50_us)
@@ -310,7 +314,38 @@ def component_breakdown(prep: BlockPrepared, ctx: Context, p50_us: float, calls:
         "attributed_us_per_call": attributed,
         "profiler_overhead_pct": 100.0 * (wall_us / p50_us - 1.0) if p50_us else None,
         "calls": calls,
+        "backward_us_per_call": {k: v / calls for k, v in backward.items()},
     }
+
+
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+
+
+def _backward_by_component(events: list[Any], cuda: bool) -> dict[str, float]:
+    """Backward work charged to the component whose forward created it.
+
+    Autograd runs backward outside the forward's ``record_function`` ranges, so without this a norm's
+    backward kernels would land in 'other' and a fwd+bwd share would count the norm's forward only. Each
+    backward node's profiler event (``autograd::engine::evaluate_function: XBackward0``) carries the
+    ``sequence_nr`` of the forward op that recorded it; that op's innermost component range names the
+    component. Nodes whose forward ran outside every range (loss, embedding, head) stay in 'other'.
+    """
+    owner: dict[int, str] = {}
+    for e in events:
+        seq = getattr(e, "sequence_nr", -1)
+        if seq is None or seq < 0 or e.name.startswith(BACKWARD_PREFIX) or e.name in BLOCK_COMPONENTS:
+            continue
+        p = e.cpu_parent
+        while p is not None and p.name not in BLOCK_COMPONENTS:
+            p = p.cpu_parent
+        if p is not None:
+            owner.setdefault(seq, p.name)
+    out: dict[str, float] = {}
+    for e in events:
+        if e.name.startswith(BACKWARD_PREFIX) and getattr(e, "sequence_nr", -1) in owner:
+            name = owner[e.sequence_nr]
+            out[name] = out.get(name, 0.0) + float(e.device_time_total if cuda else e.cpu_time_total)
+    return out
 
 
 def _nested_in_same(e: Any) -> bool:
