@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--shape", default="4096x4096")
     ap.add_argument("--rounds", default="default")
     a = ap.parse_args()
+    if a.processes < 2:
+        sys.exit("--processes must be at least 2: a spread needs two processes to compare")
     t0 = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Everything a GPU session gathers, in one bounded script: the GPU checks, a reference sweep with the current
 # method (fp16 by default; the bf16 files under data/reference/ exist) and the norm's share of a Llama-3-8B
-# block and training step. Installs nothing. Each step has its own time limit (CHECK_S, REF_S, BLOCKS_S) and
-# the results so far are packed into $OUT/evidence.tgz after every step, so a step over its limit loses only
-# itself. Unpack with: tar xzf evidence.tgz
+# block and training step. Installs nothing. Each step has its own time limit (TESTS_S, BENCH_S, SENSORS_S,
+# REF_S, BLOCKS_S: about 9 minutes in all at the defaults) and the results so far are packed into
+# $OUT/evidence.tgz after every step, so a step over its limit loses only itself. Unpack: tar xzf evidence.tgz
 set -uo pipefail
 source "$(dirname "$0")/_device_env.sh"
 REF_S="${REF_S:-170}" BLOCKS_S="${BLOCKS_S:-120}"

@@ -148,3 +148,29 @@ def test_a_backward_share_profiled_without_backward_attribution_is_not_shown():
     new = {"mode": "fwdbwd", "extra": {"components": {**comps, "backward_us_per_call": {"norm": 3.0}}}}
     assert blocks.norm_share_pct(new) == 1.1
     assert blocks.norm_share_pct({"mode": "fwd", "extra": {"components": comps}}) == 1.1
+
+
+def test_backward_goes_to_the_range_of_the_op_that_created_its_node():
+    from types import SimpleNamespace as E
+
+    from profilers.measure.blockpoint import BACKWARD_PREFIX, _backward_by_component
+
+    norm, mlp = E(name="norm", cpu_parent=None), E(name="mlp", cpu_parent=None)
+
+    def op(name, seq, start, parent, thread=1):
+        return E(name=name, sequence_nr=seq, fwd_thread=0, thread=thread, time_range=E(start=start), cpu_parent=parent)
+
+    def node(seq, us, fwd_thread=1):
+        return E(name=BACKWARD_PREFIX + "X", sequence_nr=seq, fwd_thread=fwd_thread, cpu_time_total=us, cpu_parent=None)
+
+    events = [
+        op("aten::layer_norm", 4, 1.0, norm),  # creates node 4
+        op("aten::contiguous", 5, 2.0, norm),  # a no-op at the end of the norm range: number 5, no node
+        op("aten::linear", 5, 3.0, mlp),  # creates node 5: the last op to start with 5
+        op("aten::sum", 6, 4.0, None),  # the loss, outside every range
+        node(4, 10.0),
+        node(5, 20.0),
+        node(6, 5.0),
+        node(5, 7.0, fwd_thread=2),  # another thread's number 5: not this forward's
+    ]
+    assert _backward_by_component(events, cuda=False) == {"norm": 10.0, "mlp": 20.0}

@@ -42,7 +42,7 @@ def method_of(run: dict[str, Any]) -> dict[str, Any]:
     elif spec.get("cuda_graph"):
         timer = "cuda_graph"
     else:
-        timer = "cuda_event_flush" if spec.get("cache_state", "cold") == "cold" else "cuda_event"
+        timer = "cuda_event_flush" if spec.get("cache_state", "cold") == "cold" else "cuda_event_queued"
     return {
         "timer": timer,
         "cache state": spec.get("cache_state") or ("warm" if device.startswith("cpu") else "cold"),

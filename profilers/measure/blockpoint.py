@@ -276,7 +276,8 @@ def component_breakdown(prep: BlockPrepared, ctx: Context, p50_us: float, calls:
     """Time per call by component from one profiled session of ``calls`` calls.
 
     CPU: each range's CPU time (its ops and their dispatch); CUDA: the device time of the kernels launched
-    inside each range. "other" is the profiled wall time per call not inside any range (embedding, head and
+    inside each range; backward work is added to the range whose forward created it
+    (``_backward_by_component``). "other" is the profiled wall time per call not inside any range (embedding, head and
     optimizer for a step; launch gaps). The profiler's own overhead is stated: profiled ÷ un-profiled p50.
     """
     if prep.compiled:
@@ -327,23 +328,31 @@ def _backward_by_component(events: list[Any], cuda: bool) -> dict[str, float]:
     Autograd runs backward outside the forward's ``record_function`` ranges, so without this a norm's
     backward kernels would land in 'other' and a fwd+bwd share would count the norm's forward only. Each
     backward node's profiler event (``autograd::engine::evaluate_function: XBackward0``) carries the
-    ``sequence_nr`` of the forward op that recorded it; that op's innermost component range names the
-    component. Nodes whose forward ran outside every range (loss, embedding, head) stay in 'other'.
+    ``sequence_nr`` of the forward op that recorded it, on the forward's thread. Every op records the number
+    the next node will take, so the node's creator is the *last* op to start with that number on that thread
+    (an op that makes no node shares the number with the next one that does); its innermost component range
+    names the component. Nodes whose forward ran outside every range (loss, embedding, head) stay in 'other'.
     """
-    owner: dict[int, str] = {}
-    for e in events:
-        seq = getattr(e, "sequence_nr", -1)
-        if seq is None or seq < 0 or e.name.startswith(BACKWARD_PREFIX) or e.name in BLOCK_COMPONENTS:
-            continue
+    owner: dict[tuple[int, int], str | None] = {}
+    forward = [
+        e
+        for e in events
+        if (getattr(e, "sequence_nr", -1) or -1) >= 0
+        and not getattr(e, "fwd_thread", 0)  # set only on backward nodes (XBackward0 and their engine events)
+        and not e.name.startswith(BACKWARD_PREFIX)
+        and e.name not in BLOCK_COMPONENTS
+    ]
+    for e in sorted(forward, key=lambda e: e.time_range.start):
         p = e.cpu_parent
         while p is not None and p.name not in BLOCK_COMPONENTS:
             p = p.cpu_parent
-        if p is not None:
-            owner.setdefault(seq, p.name)
+        owner[(e.thread, e.sequence_nr)] = p.name if p is not None else None
     out: dict[str, float] = {}
     for e in events:
-        if e.name.startswith(BACKWARD_PREFIX) and getattr(e, "sequence_nr", -1) in owner:
-            name = owner[e.sequence_nr]
+        if not e.name.startswith(BACKWARD_PREFIX):
+            continue
+        name = owner.get((getattr(e, "fwd_thread", None), getattr(e, "sequence_nr", -1)))
+        if name is not None:
             out[name] = out.get(name, 0.0) + float(e.device_time_total if cuda else e.cpu_time_total)
     return out
 

@@ -153,7 +153,8 @@ class CpuProbe:
 
 
 class GpuProbe:
-    """NVML clock slowdowns over a window (power cap, thermal, power brake); null without NVML."""
+    """NVML clock slowdowns read at the end of a window (a snapshot: thermal, power brake, hardware slowdown
+    disturb; a power cap is recorded only); null without NVML."""
 
     def __init__(self, gpu: Any = None) -> None:
         self.gpu = gpu

@@ -10,7 +10,7 @@ for the same kernel, so every stored figure names the method that produced it.
   block = block time / calls.
 - ``cuda_event_flush``: one pair of CUDA events per call, L2 flushed before each
   call so it holds no input (triton's do_bench method): cache state ``cold``;
-  ``cuda_event``: the same, calls back to back: ``warm``.
+  ``cuda_event_queued``: blocks of calls back to back, queued behind a spin kernel: ``warm``.
 - ``cuda_graph``: calls captured in a CUDA graph and replayed: launch-free time,
   cold (one call per replay, flushed) or warm (many calls per replay).
 
@@ -32,8 +32,9 @@ from ..analysis.noise import is_noisy
 MIN_SAMPLES = 5
 MAX_SAMPLES = 100_000
 L2_FLUSH_BYTES = 256 * 1024 * 1024
-# calls per warm block: their kernels must fit CUDA's launch queue (about a thousand entries) behind the
-# spin kernel, or the CPU stalls on a full queue and the block is timed at the CPU's launch rate again
+# calls per warm block: while the spin kernel runs, the CPU enqueues the whole block; its kernels must fit
+# CUDA's launch queue (about a thousand entries), or the CPU waits on a full queue in the middle of the block
+# and the rest of the block is launched at the CPU's pace again (an eager composite launches up to 14 per call)
 WARM_BLOCK_MAX = 64
 
 
@@ -243,11 +244,25 @@ class _CudaTimer:
         if sleep is None:
             return None
         if self._sleep_cycles_per_ms is None:
-            probe = 1_000_000
-            ms = self._event_times_ms(1, lambda: sleep(probe))[0]
-            self._sleep_cycles_per_ms = probe / max(ms, 1e-6)
-        cycles = int((1.5 * enqueue_s * 1e3 + 0.05) * self._sleep_cycles_per_ms)
+            self._sleep_cycles_per_ms = self._calibrate_sleep(sleep)
+        cycles = int(self.spin_ms(enqueue_s) * self._sleep_cycles_per_ms)
         return lambda: sleep(cycles)
+
+    @staticmethod
+    def spin_ms(enqueue_s: float) -> float:
+        """How long the spin kernel ahead of a block runs: 1.5× the block's enqueue time plus 50 µs."""
+        return 1.5 * enqueue_s * 1e3 + 0.05
+
+    def _calibrate_sleep(self, sleep: Callable[[int], None]) -> float:
+        """GPU cycles per millisecond of the spin kernel: the difference of a long and a short spin (a fixed
+        launch cost cancels), after one spin that pays any first-use loading, clamped to 0.3-5 GHz."""
+        sleep(1000)
+        self.torch.cuda.synchronize(self.device)
+        short, long_ = 200_000, 2_000_000
+        ms_short = self._event_times_ms(1, lambda: sleep(short))[0]
+        ms_long = self._event_times_ms(1, lambda: sleep(long_))[0]
+        per_ms = (long_ - short) / max(ms_long - ms_short, 1e-6)
+        return min(max(per_ms, 0.3e6), 5e6)
 
     def _budgets(self, warmup_ms: float | None, budget_ms: float | None) -> tuple[float, float]:
         return (self.warmup_ms if warmup_ms is None else warmup_ms, self.budget_ms if budget_ms is None else budget_ms)
@@ -264,7 +279,7 @@ class CudaEventTimer(_CudaTimer):
 
     @property
     def method(self) -> str:  # type: ignore[override]
-        return "cuda_event_flush" if self.cache_state == "cold" else "cuda_event"
+        return "cuda_event_flush" if self.cache_state == "cold" else "cuda_event_queued"
 
     def measure(
         self, fn: Callable[[], Any], warmup_ms: float | None = None, budget_ms: float | None = None
@@ -293,13 +308,18 @@ class CudaEventTimer(_CudaTimer):
             for _ in range(block):
                 fn()
 
+        enqueue = []  # the CPU's time to enqueue one block: the least of three, so one stall does not stick
+        for _ in range(3):
+            self.torch.cuda.synchronize(self.device)
+            t0 = self.host_clock()
+            calls()
+            enqueue.append(self.host_clock() - t0)
         self.torch.cuda.synchronize(self.device)
-        t0 = self.host_clock()
-        calls()
-        enqueue_s = self.host_clock() - t0
-        self.torch.cuda.synchronize(self.device)
-        n_rep = min(MAX_SAMPLES, max(MIN_SAMPLES, int(budget / (est_ms * block))))
-        times = self._event_times_ms(n_rep, calls, before=self._prefill(enqueue_s))
+        enqueue_s = min(enqueue)
+        prefill = self._prefill(enqueue_s)
+        spin_ms = self.spin_ms(enqueue_s) if prefill is not None else 0.0
+        n_rep = min(MAX_SAMPLES, max(MIN_SAMPLES, int(budget / (est_ms * block + spin_ms))))  # the spin costs too
+        times = self._event_times_ms(n_rep, calls, before=prefill)
         return Measurement(self.method, tuple(t * 1e3 / block for t in times), block)
 
 

@@ -171,7 +171,9 @@ def _method(run: dict[str, Any]) -> str:
     timers = {
         "cpu_blocks": "fixed thread count, warmup, then blocks of calls (≥ 1 ms each) until the budget; warm cache",
         "cuda_event_flush": "one CUDA event pair per call, L2 flushed before each call (cold cache)",
-        "cuda_event": "one CUDA event pair per call, calls back to back (warm cache)",
+        "cuda_event_queued": "one CUDA event pair per block of back-to-back calls queued behind a spin kernel "
+        "(warm cache)",
+        "cuda_event": "one CUDA event pair per block of back-to-back calls, launched at the CPU's pace (warm cache)",
         "cuda_graph": "CUDA-graph replay (launch-free)",
     }
     energy = (
