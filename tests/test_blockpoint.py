@@ -148,6 +148,7 @@ def test_a_backward_share_profiled_without_backward_attribution_is_not_shown():
     new = {"mode": "fwdbwd", "extra": {"components": {**comps, "backward_us_per_call": {"norm": 3.0}}}}
     assert blocks.norm_share_pct(new) == 1.1
     assert blocks.norm_share_pct({"mode": "fwd", "extra": {"components": comps}}) == 1.1
+    assert "profiled before backward work" in blocks.share_note(old) and blocks.share_note(new) is None
 
 
 def test_backward_goes_to_the_range_of_the_op_that_created_its_node():

@@ -50,6 +50,16 @@ def norm_share_pct(p: dict[str, Any]) -> float | None:
     return (_shares(p) or {}).get("norm")
 
 
+def share_note(p: dict[str, Any]) -> str | None:
+    """Why a point has no norm share (None when it has one)."""
+    if norm_share_pct(p) is not None:
+        return None
+    comps = (p.get("extra") or {}).get("components") or {}
+    if comps.get("share_pct"):
+        return "its backward was profiled before backward work was charged to components"
+    return comps.get("note") or "no profiled breakdown"
+
+
 @dataclass(frozen=True)
 class Switch:
     """LayerNorm → RMSNorm in one configuration: the time ratio with its interval and each one's norm share."""
@@ -62,6 +72,7 @@ class Switch:
     ratio: Ratio
     ln_share_pct: float | None
     rms_share_pct: float | None
+    share_note: str | None = None  # why the norm's share is not given, when it is not
 
     @property
     def change_pct(self) -> float:
@@ -77,7 +88,9 @@ def switches(points: Sequence[dict[str, Any]]) -> list[Switch]:
         rms = _find(timed, "rmsnorm", placement, impl, dtype, mode, tokens)
         if ln and rms:
             r = ratio_between(ln, rms)
-            out.append(Switch(placement, impl, dtype, mode, tokens, r, norm_share_pct(ln), norm_share_pct(rms)))
+            out.append(
+                Switch(placement, impl, dtype, mode, tokens, r, norm_share_pct(ln), norm_share_pct(rms), share_note(ln))
+            )
     return out
 
 
@@ -98,6 +111,8 @@ def switch_sentence(s: Switch) -> str:
         text += f"; the norm is {s.ln_share_pct:.1f}% of the {'step' if s.mode == STEP else 'block'} with LayerNorm"
         if s.rms_share_pct is not None:
             text += f", {s.rms_share_pct:.1f}% with RMSNorm"
+    elif s.share_note:
+        text += f"; the norm's share: N/A ({s.share_note})"
     return f"{text} ({where})."
 
 
