@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,40 @@ def quick_sweep_button(key: str) -> None:
                 st.switch_page("pages/run.py")
         except SpecError as e:
             st.error(str(e))
+
+
+def start_lab_job(spec: Any, command: tuple[str, ...], key: str) -> None:
+    """Start a lab's worker (``python -m profilers COMMAND``) and remember it in this browser session under
+    ``key`` so ``lab_live_panel`` can show its start-up log; then rerun to show the panel."""
+    job = jobs.start(spec, db_path(), command=command)
+    st.session_state[f"{key}_pid"] = job.pid
+    st.session_state[f"{key}_log"] = str(job.log_path)
+    st.success(f"Started worker {job.pid}; progress shows above. Closing this tab does not stop it.")
+    st.rerun()
+
+
+def lab_live_panel(
+    kind: str, key: str, status: Callable[[dict[str, Any]], None], starting: str = "Starting the worker …"
+) -> None:
+    """A lab page's live panel (call it inside an ``st.fragment``): this session's worker while it starts
+    (its log when it fails), every run of ``kind`` still measuring with ``status(run)`` and a Cancel button,
+    and one rerun of the page when this session's run has finished so its results show."""
+    with open_store() as store:
+        active = [r for r in jobs.active_runs(store) if r.get("kind") == kind]
+        mine = st.session_state.get(f"{key}_pid")
+        started = jobs.run_of(store, mine) if mine else None
+    if mine and (not started or started["status"] == "failed"):
+        if not started:
+            st.caption(starting)
+        tail = jobs.log_tail(Path(st.session_state.get(f"{key}_log", "")))
+        if tail:
+            st.code(tail)
+    for run in active:
+        with st.container(border=True):
+            status(run)
+            if st.button("Cancel", key=f"cancel-{key}-{run['id']}", icon=":material/stop_circle:"):
+                jobs.cancel(run)
+                st.toast(f"Cancelling run {run['id']}.")
+    if started and started["status"] != "running" and st.session_state.get(f"{key}_seen") != started["id"]:
+        st.session_state[f"{key}_seen"] = started["id"]
+        st.rerun()

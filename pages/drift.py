@@ -8,8 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._shared import db_path, open_store, run_label
-from profilers import jobs
+from pages._shared import db_path, lab_live_panel, open_store, run_label, start_lab_job
 from profilers.analysis.drift import COMPONENT_HELP, calibration_spread
 from profilers.report import plots_drift
 from profilers.spec import SpecError
@@ -30,35 +29,17 @@ def load(db: str, run_id: int, stamp: str) -> dict[str, Any]:
 
 
 def start(spec: DriftSpec, action: str) -> None:
-    job = jobs.start(spec, db_path(), command=("drift", action))
-    st.session_state["drift_pid"] = job.pid
-    st.session_state["drift_log"] = str(job.log_path)
-    st.success(f"Started worker {job.pid}; progress shows above. Closing this tab does not stop it.")
-    st.rerun()
+    start_lab_job(spec, ("drift", action), "drift")
+
+
+def _status(run: dict[str, Any]) -> None:
+    st.markdown(f"**Run {run['id']}** ({run['spec'].get('action')}) — {run['label'] or 'no label'}")
+    st.caption((run.get("extra") or {}).get("stage") or "starting …")
 
 
 @st.fragment(run_every=1.0)
 def live() -> None:
-    with open_store() as store:
-        active = [r for r in jobs.active_runs(store) if r.get("kind") == "drift"]
-        mine = st.session_state.get("drift_pid")
-        started = jobs.run_of(store, mine) if mine else None
-    if mine and (not started or started["status"] != "running"):
-        tail = jobs.log_tail(Path(st.session_state.get("drift_log", "")), lines=3)
-        if not started:
-            st.caption("Starting the worker …")
-        if tail and (not started or started["status"] == "failed"):
-            st.code(tail)
-    for run in active:
-        with st.container(border=True):
-            st.markdown(f"**Run {run['id']}** ({run['spec'].get('action')}) — {run['label'] or 'no label'}")
-            st.caption((run.get("extra") or {}).get("stage") or "starting …")
-            if st.button("Cancel", key=f"cancel-drift-{run['id']}", icon=":material/stop_circle:"):
-                jobs.cancel(run)
-                st.toast(f"Cancelling run {run['id']}.")
-    if started and started["status"] != "running" and st.session_state.get("drift_seen") != started["id"]:
-        st.session_state["drift_seen"] = started["id"]
-        st.rerun()
+    lab_live_panel("drift", "drift", _status)
 
 
 live()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from pages._shared import db_path, devices, open_store, run_label
-from profilers import jobs
+from pages._shared import db_path, devices, lab_live_panel, open_store, run_label, start_lab_job
 from profilers.analysis import numerics as analysis
 from profilers.catalog import label
 from profilers.report import plots_numerics
@@ -49,33 +47,25 @@ def load(db: str, run_id: int, stamp: str) -> dict[str, Any]:
         }
 
 
+def _status(run: dict[str, Any]) -> None:
+    extra = run.get("extra") or {}
+    done, total = extra.get("cells_done"), extra.get("cells_total")
+    st.markdown(f"**Run {run['id']}** — {run['label'] or 'no label'}")
+    if done is not None and total:
+        st.progress(min(done / total, 1.0), text=f"{done:,} / {total:,} cells")
+    else:
+        st.caption("recording activations / preparing …")
+
+
 @st.fragment(run_every=1.0)
 def live() -> None:
     """Numerics runs still measuring, from the store: every browser session sees the same progress."""
-    with open_store() as store:
-        active = [r for r in jobs.active_runs(store) if r.get("kind") == "numerics"]
-        mine = st.session_state.get("numerics_pid")
-        started = jobs.run_of(store, mine) if mine else None
-    if mine and not started:
-        st.caption("Starting the worker (recording activations from the demo model trains it first: ~1 min) …")
-        tail = jobs.log_tail(Path(st.session_state.get("numerics_log", "")))
-        if tail:
-            st.code(tail)
-    for run in active:
-        extra = run.get("extra") or {}
-        done, total = extra.get("cells_done"), extra.get("cells_total")
-        with st.container(border=True):
-            st.markdown(f"**Run {run['id']}** — {run['label'] or 'no label'}")
-            if done is not None and total:
-                st.progress(min(done / total, 1.0), text=f"{done:,} / {total:,} cells")
-            else:
-                st.caption("recording activations / preparing …")
-            if st.button("Cancel", key=f"cancel-num-{run['id']}", icon=":material/stop_circle:"):
-                jobs.cancel(run)
-                st.toast(f"Cancelling run {run['id']}.")
-    if started and started["status"] != "running" and st.session_state.get("numerics_seen") != started["id"]:
-        st.session_state["numerics_seen"] = started["id"]
-        st.rerun()
+    lab_live_panel(
+        "numerics",
+        "numerics",
+        _status,
+        starting="Starting the worker (recording activations from the demo model trains it first: ~1 min) …",
+    )
 
 
 live()
@@ -144,11 +134,7 @@ with st.expander("New numerics run", expanded=not runs, icon=":material/add_circ
     if spec is not None:
         st.markdown(f"**{spec.cells():,} cells** ({len(spec.families)} input families).")
         if st.button("Start", type="primary", key="start-numerics"):
-            job = jobs.start(spec, db_path(), command=("numerics", "run"))
-            st.session_state["numerics_pid"] = job.pid
-            st.session_state["numerics_log"] = str(job.log_path)
-            st.success(f"Started worker {job.pid}; progress shows above. Closing this tab does not stop it.")
-            st.rerun()
+            start_lab_job(spec, ("numerics", "run"), "numerics")
 
 if not runs:
     st.info(

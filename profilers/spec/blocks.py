@@ -10,11 +10,9 @@ a small stack of such blocks (embedding, N blocks, LM head) per norm.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import catalog
 from .sweep import (
@@ -22,6 +20,7 @@ from .sweep import (
     CPU_ALLOCATORS,
     MAX_TOKENS,
     PRESETS,
+    JsonSpec,
     SpecError,
     _check_choices,
     _check_device,
@@ -55,7 +54,9 @@ class BlockPoint:
 
 
 @dataclass(frozen=True)
-class BlockSweepSpec:
+class BlockSweepSpec(JsonSpec):
+    _what: ClassVar[str] = "block spec"
+
     preset: str
     norms: tuple[str, ...] = ("layernorm", "rmsnorm")
     placements: tuple[str, ...] = ("pre_ln",)
@@ -200,29 +201,12 @@ class BlockSweepSpec:
             ]
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in ("norms", "placements", "impls", "tokens", "dtypes", "modes"):
-            d[k] = list(d[k])
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @classmethod
     def from_dict(cls, d: Any) -> BlockSweepSpec:
-        check_fields(cls, d, "block spec")
+        check_fields(cls, d, cls._what)
         if "preset" not in d:
             raise SpecError("a block sweep needs a preset (bert-base, vit-b, llama-3-8b, llama-3-70b)")
         return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> BlockSweepSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"spec is not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(data)
 
 
 def default_block_spec(device: str = "cpu", **overrides: Any) -> BlockSweepSpec:

@@ -8,14 +8,12 @@ file to unpickle.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .numerics import DEMO_MODEL, check_args, check_import_path
-from .sweep import SpecError, _check_device, check_fields
+from .sweep import JsonSpec, SpecError, _check_device
 
 ACTIONS: dict[str, str] = {
     "profile": "record the statistics of every norm layer's input on reference data and calibrate thresholds",
@@ -38,8 +36,10 @@ def _whole(name: str, v: Any, lo: int, hi: int) -> int:
 
 
 @dataclass(frozen=True)
-class DriftSpec:
+class DriftSpec(JsonSpec):
     """A drift run. ``profile`` is the profile file: written by action profile, read by action check."""
+
+    _what: ClassVar[str] = "drift spec"
 
     action: str = "demo"
     model: str | None = None  # "demo" or package.module:function
@@ -103,27 +103,6 @@ class DriftSpec:
         _whole("seed", self.seed, 0, 2**31 - 1)
         if self.label is not None and (not isinstance(self.label, str) or len(self.label) > 200):
             raise SpecError("label must be text of at most 200 characters")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["levels"] = list(self.levels)
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: Any) -> DriftSpec:
-        check_fields(cls, d, "drift spec")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> DriftSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"drift spec is not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(data)
 
 
 def parse_levels(text: str) -> tuple[float, ...]:

@@ -9,14 +9,12 @@ the store.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from .sweep import SpecError, _check_device, check_fields
+from .sweep import JsonSpec, SpecError, _check_device
 
 NUMERICS_VARIANTS: tuple[str, ...] = ("layernorm", "rmsnorm", "dyt", "groupnorm", "batchnorm")
 # fp8 names are torch's: e4m3 "fn" (finite, no inf) and e5m2
@@ -133,8 +131,10 @@ def _whole(name: str, v: Any, lo: int, hi: int) -> int:
 
 
 @dataclass(frozen=True)
-class NumericsSpec:
+class NumericsSpec(JsonSpec):
     """A numerics run: every (variant, dtype, eps, input family, implementation) cell against float64."""
+
+    _what: ClassVar[str] = "numerics spec"
 
     variants: tuple[str, ...] = NUMERICS_VARIANTS
     dtypes: tuple[str, ...] = NUMERICS_DTYPES
@@ -183,28 +183,6 @@ class NumericsSpec:
         """How many cells the run measures (DyT has no eps, so it has one eps column)."""
         per_eps = sum(len(self.eps) if v != "dyt" else 1 for v in self.variants)
         return per_eps * len(self.dtypes) * len(self.families) * len(self.impls)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in ("variants", "dtypes", "eps", "inputs", "impls"):
-            d[k] = list(d[k])
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: Any) -> NumericsSpec:
-        check_fields(cls, d, "numerics spec")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> NumericsSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"numerics spec is not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(data)
 
 
 def _check_eps(values: Any) -> tuple[float, ...]:

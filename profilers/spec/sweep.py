@@ -12,7 +12,7 @@ import itertools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import catalog
 from ..catalog import DTYPE_ALIASES
@@ -53,6 +53,37 @@ def check_fields(cls: type, d: Any, what: str) -> dict[str, Any]:
     if unknown:
         raise SpecError(f"unknown {what} field(s) {', '.join(unknown)}: allowed are {', '.join(sorted(known))}")
     return d
+
+
+def _lists(v: Any) -> Any:
+    """Tuples (nested ones too) as lists: what JSON holds and the specs' constructors accept back."""
+    return [_lists(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+
+class JsonSpec:
+    """The JSON round trip every spec dataclass shares: tuples out as lists, unknown fields refused on the
+    way in, one-line errors naming the spec (``_what``). A spec with more to check overrides ``from_dict``."""
+
+    _what: ClassVar[str] = "spec"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _lists(v) for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Any:
+        check_fields(cls, d, cls._what)
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{cls._what} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -212,7 +243,7 @@ class Point:
 
 
 @dataclass(frozen=True)
-class SweepSpec:
+class SweepSpec(JsonSpec):
     """A sweep: the cross product of variants, implementations, shapes, dtypes and modes."""
 
     variants: tuple[str, ...]
@@ -337,16 +368,6 @@ class SweepSpec:
             return "cuda_graph"
         return "cuda_event_flush" if self.cache_state == "cold" else "cuda_event_queued"
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["shapes"] = [list(s) for s in self.shapes]
-        for k in ("variants", "impls", "dtypes", "modes"):
-            d[k] = list(d[k])
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @classmethod
     def from_dict(cls, d: Any) -> SweepSpec:
         check_fields(cls, d, "sweep spec")
@@ -360,14 +381,6 @@ class SweepSpec:
             else d["shapes"]
         )
         return cls(**kw)
-
-    @classmethod
-    def from_json(cls, text: str) -> SweepSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"spec is not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(data)
 
 
 def default_cpu_spec(**overrides: Any) -> SweepSpec:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import catalog
-from .sweep import SpecError, check_fields
+from .sweep import JsonSpec, SpecError
 
 PLACEMENTS: tuple[str, ...] = tuple(catalog.PLACEMENTS)
 FAMILIES: tuple[str, ...] = tuple(catalog.BLOCK_FAMILIES)
@@ -94,8 +93,10 @@ def _floats(name: str, values: Any, lo: float, hi: float) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class TrainingSpec:
+class TrainingSpec(JsonSpec):
     """A training-stability grid. Learning rates are peak rates reached after ``warmup`` linear steps."""
+
+    _what: ClassVar[str] = "training spec"
 
     # the grid: placement × depth × learning rate × warmup × seed, with one norm
     placements: tuple[str, ...] = ("post_ln", "pre_ln", "pre_ln_layerscale", "deepnorm", "peri_ln")
@@ -297,30 +298,6 @@ class TrainingSpec:
     @property
     def device_type(self) -> str:
         return self.device.split(":")[0]
-
-    # -- JSON ---------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: Any) -> TrainingSpec:
-        check_fields(cls, d, "training spec")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainingSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"training spec is not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(data)
 
 
 # Seconds per (optimizer step × layer) at a reference size, measured: on the 2-core VM with one thread at the
