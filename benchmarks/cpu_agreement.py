@@ -9,7 +9,7 @@ values and 95% intervals, and the goals:
 - ≥ 90% of run 2's ratios fall inside run 1's intervals;
 - no point stored as plain `ok` is more than 2× its clean value (the idle runs' p50).
 
-    .venv/bin/python benchmarks/cpu_agreement.py [--busy-share 0.3] [--skip-idle]
+    .venv/bin/python benchmarks/cpu_agreement.py [--busy-share 0.3] [--skip-idle | --skip-busy] [--cpu-pages base]
 """
 
 from __future__ import annotations
@@ -46,10 +46,13 @@ while True:
 """
 
 
+EXTRA_ARGS: list[str] = []  # passed to every sweep (e.g. --cpu-pages base)
+
+
 def sweep(db: Path) -> tuple[int, float]:
     t0 = time.perf_counter()
     p = subprocess.run(
-        [sys.executable, "-m", "profilers", "run", "--db", str(db)],
+        [sys.executable, "-m", "profilers", "run", "--db", str(db), *EXTRA_ARGS],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -137,15 +140,25 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--busy-share", type=float, default=0.3)
     ap.add_argument("--skip-idle", action="store_true")
+    ap.add_argument("--skip-busy", action="store_true")
+    ap.add_argument("--cpu-pages", choices=("huge", "base"), help="the sweeps' CPU page mode (default: the CLI's)")
     a = ap.parse_args()
+    if a.skip_idle and a.skip_busy:
+        sys.exit("--skip-idle and --skip-busy leave nothing to run: drop one")
+    if a.cpu_pages:
+        EXTRA_ARGS.extend(["--cpu-pages", a.cpu_pages])
     db = Path(tempfile.mkdtemp()) / "agreement.db"
-    busy1, busy2, _, _ = pair(db, f"with a competitor ~{a.busy_share:.0%} busy", True, a.busy_share)
+    busy1 = busy2 = None
+    if not a.skip_busy:
+        busy1, busy2, _, _ = pair(db, f"with a competitor ~{a.busy_share:.0%} busy", True, a.busy_share)
     runs_clean = []
     if not a.skip_idle:
         idle1, idle2, w1, w2 = pair(db, "idle machine", False, 0.0)
         runs_clean = [idle1, idle2]
         report("idle machine: run 1 vs run 2", idle1, idle2)
         print(f"default CPU sweep wall time on the idle machine: {w1:.0f} s and {w2:.0f} s")
+    if busy1 is None or busy2 is None:
+        return
     report(f"competitor ~{a.busy_share:.0%} busy: run 1 vs run 2", busy1, busy2)
     if runs_clean:
         bad = blowups([busy1, busy2], runs_clean)

@@ -12,6 +12,7 @@ When the intervals are tight and the coverage low, the variation lives between p
 its own memory placement for its life), and only rounds spread over several processes can show it.
 
     .venv/bin/python benchmarks/cpu_process_spread.py [--processes 6] [--shape 4096x4096] [--rounds default]
+        [--cpu-pages huge|base]
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 from profilers.store import Store  # noqa: E402
 
 
-def one_process(db: Path, shape: str, rounds: str) -> tuple[float, float, float]:
+def one_process(db: Path, shape: str, rounds: str, pages: str) -> tuple[float, float, float]:
     cmd = [sys.executable, "-m", "profilers", "run", "--variants", "layernorm,rmsnorm", "--impls", "native"]
     cmd += ["--shapes", shape, "--dtypes", "fp32", "--modes", "fwd", "--rounds", rounds, "--db", str(db)]
+    cmd += ["--cpu-pages", pages]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if p.returncode != 0:
         sys.exit(f"sweep failed: {p.stderr[-2000:]}")
@@ -50,6 +52,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=6)
     ap.add_argument("--shape", default="4096x4096")
     ap.add_argument("--rounds", default="default")
+    ap.add_argument("--cpu-pages", default="huge", choices=("huge", "base"))
     a = ap.parse_args()
     if a.processes < 2:
         sys.exit("--processes must be at least 2: a spread needs two processes to compare")
@@ -57,7 +60,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.processes):
-            r, lo, hi = one_process(Path(tmp) / f"p{i}.db", a.shape, a.rounds)
+            r, lo, hi = one_process(Path(tmp) / f"p{i}.db", a.shape, a.rounds, a.cpu_pages)
             rows.append((r, lo, hi))
             print(f"process {i + 1}: RMS/LN {r:.3f} [{lo:.3f}, {hi:.3f}] (±{50 * (hi - lo) / r:.1f}%)", flush=True)
     ratios = [r for r, _, _ in rows]
@@ -67,7 +70,7 @@ def main() -> None:
     inside = sum(rows[i][1] <= ratios[j] <= rows[i][2] for i, j in ordered)
     half = statistics.median(50 * (hi - lo) / r for r, lo, hi in rows)
     print(
-        f"\nRMSNorm native ÷ LayerNorm native, fp32 fwd {a.shape}, {a.processes} fresh processes "
+        f"\nRMSNorm native ÷ LayerNorm native, fp32 fwd {a.shape}, {a.cpu_pages} pages, {a.processes} fresh processes "
         f"({time.perf_counter() - t0:.0f} s)"
     )
     print(f"process ratios {min(ratios):.3f}-{max(ratios):.3f} (spread {100 * (max(ratios) / min(ratios) - 1):.1f}%)")

@@ -17,6 +17,7 @@ from profilers.sensors import energy_capability
 from profilers.sensors.live import snapshot
 from profilers.spec import (
     CPU_ALLOCATORS,
+    CPU_PAGES,
     DTYPES,
     ENERGY_WINDOWS_S,
     IMPLS,
@@ -228,15 +229,22 @@ with right:
         "until every ratio's 95% interval is this narrow.",
     )
     if device == "cpu":
-        allocator = st.radio(
+        a1, a2 = st.columns(2)
+        allocator = a1.radio(
             "CPU allocator",
             list(CPU_ALLOCATORS),
             horizontal=True,
             help=" · ".join(f"{k}: {v}" for k, v in CPU_ALLOCATORS.items()),
         )
+        cpu_pages = a2.radio(
+            "CPU pages",
+            list(CPU_PAGES),
+            horizontal=True,
+            help=" · ".join(f"{k}: {v}" for k, v in CPU_PAGES.items()),
+        )
         cache = "warm"
     else:
-        allocator = "reuse"
+        allocator, cpu_pages = "reuse", "huge"
         cache = st.radio(
             "Cache state",
             ["cold", "warm"],
@@ -283,6 +291,7 @@ try:
         ci_target_pct=target,
         cache_state=cache,
         cpu_allocator=allocator,
+        cpu_pages=cpu_pages,
         energy=energy_on,
         energy_window_s=ENERGY_WINDOWS_S["accurate" if accurate else "quick"],
         trace=trace_on,

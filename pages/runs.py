@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import open_store, run_label, runs_or_welcome
+from profilers.analysis.method import cpu_memory_lines
 from profilers.report.labels import na
 from profilers.store import StoreError, reference
 from profilers.store.exchange import export_run, import_run
@@ -119,8 +120,8 @@ st.markdown(
     f"- **NormScope**: commit `{v.get('normscope_commit') or 'N/A'}`"
     + (" (uncommitted changes)" if v.get("normscope_dirty") else "")
     + f"\n- **Copy bandwidth** {na(full['copy_gbps'], '{:,.1f} GB/s')}, idle power "
-    f"{na(full['idle_power_w'], '{:.0f} W', 'not measured')}\n"
-    f"- **CPU allocator**: {m.get('cpu_allocator', 'N/A')}"
+    f"{na(full['idle_power_w'], '{:.0f} W', 'not measured')}"
+    + "".join(f"\n- **{field}**: {text}" for field, text in cpu_memory_lines(full))
 )
 with st.expander("Full provenance (JSON)"):
     st.json({"spec": full["spec"], "machine": m, "versions": v, "sensors": full["sensors"]})

@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .measure import hugepages
 from .report.text import progress_line
 from .spec import (
     CACHE_STATES,
     CPU_ALLOCATORS,
+    CPU_PAGES,
     ENERGY_WINDOWS_S,
     FLUSH_METHODS,
     IMPLS,
@@ -106,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpu-allocator",
         choices=sorted(CPU_ALLOCATORS),
         help="CPU: reuse (default: freed memory kept, page faults excluded) or system (the allocator untouched)",
+    )
+    r.add_argument(
+        "--cpu-pages",
+        choices=sorted(CPU_PAGES),
+        help="CPU: huge (default: tensors on 2 MiB pages, one placement for every process) or base (torch's default)",
     )
     r.add_argument("--label", help="a label stored with the run")
     r.add_argument("--db", help="store path (default data/results.db or $NORMSCOPE_DB)")
@@ -214,7 +221,7 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
     for flag, key in (("ci_target_pct", "ci_target_pct"), ("baseline", "baseline"), ("cache", "cache_state")):
         if getattr(a, flag) is not None:
             kw[key] = getattr(a, flag)
-    for flag in ("flush", "cpu_allocator"):
+    for flag in ("flush", "cpu_allocator", "cpu_pages"):
         if getattr(a, flag) is not None:
             kw[flag] = getattr(a, flag)
     return SweepSpec.from_dict(kw)
@@ -222,6 +229,8 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
 
 def cmd_run(a: argparse.Namespace) -> int:
     spec = spec_from_args(a)  # validated before torch is even imported
+    if spec.device == "cpu":
+        hugepages.request(spec.cpu_pages)  # read by torch at its first allocation: before the import
 
     from .jobs import device_lock
     from .measure.runner import prepare, run_sweep

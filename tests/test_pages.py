@@ -124,6 +124,9 @@ def test_runs_page_shows_provenance_and_escapes_labels(seeded, monkeypatch):
     text = _text(at)
     assert "torch" in text and "Copy bandwidth" in text
     assert at.get("download_button")
+    # the seeded run was made in this test process, after torch loaded: base pages, and why
+    assert "CPU allocator**: reuse (glibc malloc" in text and "CPU placement**: per round (inputs copied" in text
+    assert "CPU pages**: base (" in text and "huge pages were asked for, base held: torch allocated before" in text
 
 
 def test_runs_page_relabels_and_deletes_with_confirmation(one_run, monkeypatch):
@@ -200,6 +203,7 @@ def test_compare_page_flags_against_a_baseline(seeded, monkeypatch, tmp_path):
     db = tmp_path / "two.db"
     shutil.copy(seeded, db)
     same_method = ["--budget-ms", "5", "--warmup-ms", "2", "--rounds", "3", "--ci-target-pct", "50"]
+    same_method += ["--cpu-pages", "base"]  # the seeded run was made in a process that had loaded torch: base
     p = run_cli(
         "run", "--shapes", "64x256", "--variants", "layernorm,rmsnorm", "--impls", "native", *same_method, db=db
     )
@@ -257,8 +261,8 @@ def test_compare_never_flags_across_an_allocator_change(seeded, monkeypatch, tmp
     with Store(db) as s:
         html = document.build(s, [previous["id"], newest["id"]])
     answer = html.split("<h2>The answer</h2>")[1].split("<h2>")[0]
-    assert f"(run {previous['id']}; CPU allocator: reuse)" in answer
-    assert f"(run {newest['id']}; CPU allocator: system)" in answer
+    assert f"(run {previous['id']}; CPU allocator: reuse, huge pages)" in answer
+    assert f"(run {newest['id']}; CPU allocator: system, huge pages)" in answer
 
 
 def test_reports_page_builds_a_downloadable_report(seeded, monkeypatch):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..catalog import label
-from ..spec import CPU_ALLOCATORS
+from ..spec import CPU_ALLOCATORS, CPU_PAGES
 
 
 def allocator_mode(run: dict[str, Any]) -> str | None:
@@ -26,6 +26,35 @@ def allocator_mode(run: dict[str, Any]) -> str | None:
     if isinstance(recorded, str):
         return "reuse" if "freed memory reused" in recorded else "system"
     return spec.get("cpu_allocator")
+
+
+def pages_mode(run: dict[str, Any]) -> str | None:
+    """huge | base for a CPU run, None for a GPU run; a run from before the setting existed is base (torch's
+    default placement, which those runs used)."""
+    spec, machine = run.get("spec") or {}, run.get("machine") or {}
+    if not str(spec.get("device", "cpu")).startswith("cpu"):
+        return None
+    recorded = machine.get("cpu_pages")
+    if isinstance(recorded, dict) and recorded.get("mode"):
+        return str(recorded["mode"])
+    return "base"
+
+
+def placement_mode(run: dict[str, Any]) -> str | None:
+    """'per round' (inputs re-placed each round) or 'one per process' (runs from before) for a CPU run."""
+    spec, machine = run.get("spec") or {}, run.get("machine") or {}
+    if not str(spec.get("device", "cpu")).startswith("cpu"):
+        return None
+    recorded = machine.get("cpu_placement")
+    return str(recorded["mode"]) if isinstance(recorded, dict) and recorded.get("mode") else "one per process"
+
+
+def pages_note(run: dict[str, Any]) -> str | None:
+    """Why a CPU run's pages differ from what it asked for (None when they do not, or it did not record)."""
+    recorded = (run.get("machine") or {}).get("cpu_pages")
+    if isinstance(recorded, dict) and recorded.get("reason"):
+        return f"{recorded.get('requested')} pages were asked for, {recorded.get('mode')} held: {recorded['reason']}"
+    return None
 
 
 def preloaded(run: dict[str, Any]) -> str | None:
@@ -53,6 +82,8 @@ def method_of(run: dict[str, Any]) -> dict[str, Any]:
         else "one window per point (no rounds)",
         "threads": spec.get("threads") or machine.get("threads") or machine.get("cpu_cores_logical"),
         "CPU allocator": allocator_mode(run),
+        "CPU pages": pages_mode(run),
+        "CPU placement": placement_mode(run),
         "flush": spec.get("flush", "zero") if timer == "cuda_event_flush" else None,
         "torch": versions.get("torch"),
     }
@@ -65,12 +96,14 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def allocator_short(run: dict[str, Any]) -> str | None:
-    """'CPU allocator: reuse' (a chart subtitle), or None for GPU runs."""
+    """'CPU allocator: reuse, huge pages' (a chart subtitle), or None for GPU runs."""
     mode = allocator_mode(run)
+    if mode is None:
+        return None
     return (
-        None
-        if mode is None
-        else f"CPU allocator: {mode}" + (f" ({preloaded(run)} preloaded)" if preloaded(run) else "")
+        f"CPU allocator: {mode}"
+        + (f" ({preloaded(run)} preloaded)" if preloaded(run) else "")
+        + f", {pages_mode(run)} pages"
     )
 
 
@@ -81,7 +114,34 @@ def allocator_sentence(run: dict[str, Any]) -> str | None:
         return None
     pre = preloaded(run)
     text = f"CPU allocator: {mode} ({CPU_ALLOCATORS.get(mode, mode)})"
-    return text + (f"; {pre} was preloaded" if pre else "")
+    text += f"; {pre} was preloaded" if pre else ""
+    pages = pages_mode(run)
+    text += f". CPU pages: {pages} ({CPU_PAGES.get(pages or '', pages)})"
+    return text + (f"; {pages_note(run)}" if pages_note(run) else "")
+
+
+def cpu_memory_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, text) for the CPU allocator, pages and placement behind a CPU run; empty for a GPU run."""
+    mode = allocator_mode(run)
+    if mode is None:
+        return []
+    machine = run.get("machine") or {}
+    alloc = machine.get("cpu_allocator")
+    effect = alloc.get("effect") if isinstance(alloc, dict) else None
+    lines = [("CPU allocator", f"{mode} ({effect or CPU_ALLOCATORS.get(mode, mode)})")]
+    pages, pages_rec = pages_mode(run), machine.get("cpu_pages")
+    effect = pages_rec.get("effect") if isinstance(pages_rec, dict) else "not recorded: torch's default placement"
+    lines.append(("CPU pages", f"{pages} ({effect})" + (f"; {pages_note(run)}" if pages_note(run) else "")))
+    placed = machine.get("cpu_placement")
+    lines.append(
+        (
+            "CPU placement",
+            f"{placement_mode(run)} ({placed['method']})"
+            if isinstance(placed, dict) and placed.get("method")
+            else f"{placement_mode(run)} (inputs allocated once; the process's placement for every round)",
+        )
+    )
+    return lines
 
 
 def allocator_effect(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[str]:

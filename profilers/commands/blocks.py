@@ -10,6 +10,7 @@ from typing import Any
 
 from ..catalog import PLACEMENTS
 from ..cli import UsageError, rounds_fields
+from ..measure import hugepages
 from ..report.text import block_progress_line
 from ..spec import PRESETS, SpecError
 from ..spec.blocks import BLOCK_IMPLS, BLOCK_NORMS, BlockSweepSpec, default_block_spec
@@ -92,6 +93,8 @@ def spec_from_args(a: argparse.Namespace) -> BlockSweepSpec:
 
 def cmd_blocks_run(a: argparse.Namespace) -> int:
     spec = spec_from_args(a)  # validated before torch is imported
+    if spec.device == "cpu":
+        hugepages.request(spec.cpu_pages)  # read by torch at its first allocation: before the import
 
     from ..jobs import device_lock
     from ..measure.blockpoint import BLOCKS

@@ -22,6 +22,7 @@ from ..store.records import PointResult
 from . import compile as compiling
 from .disturbance import OTHERS_CORES_MAX, RUNQ_WAIT_MAX, STEAL_MAX, WORKLOAD_SLOWDOWNS, NullProbe, Verdict
 from .memory import available_bytes
+from .placement import Placement
 from .point import ERRORS, Context, Prepared, failure, finish, prepare
 from .rounds import GroupResult, run_rounds
 from .timing import Measurement
@@ -159,10 +160,17 @@ def _timed(
     sensors: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(preps))}
     errors: dict[int, BaseException] = {}
     spans: dict[int, tuple[float, float]] = {}  # first visit's start, last visit's end (sampler seconds)
+    group_seed = seed_for(spec.seed, preps[0].point.tokens, preps[0].point.dtype, preps[0].point.mode)
+    placement = Placement(
+        ctx.device,
+        seed_for(group_seed, "placement"),
+        [getattr(p, "inputs", None) if getattr(p.point, "mode", None) != "bwd" else None for p in preps],
+    )
 
     def visit(i: int, r: int) -> tuple[Sequence[float], Verdict] | None:
         if i in errors:
             return None
+        placement.new_round(r)
         prep = preps[i]
         token = probe.begin()
         t0 = ctx.sampler.now_s() if ctx.sampler else None
@@ -187,10 +195,11 @@ def _timed(
         baseline=base,
         rounds=spec.rounds,
         ci_target_pct=spec.ci_target_pct,
-        seed=seed_for(spec.seed, preps[0].point.tokens, preps[0].point.dtype, preps[0].point.mode),
+        seed=group_seed,
         keys=keys,
         on_round=on_round,
     )
+    placement.close()
     out: dict[int, PointResult] = {}
     for k, ((i, prep), cand) in enumerate(zip(prepared, group.candidates)):
         if k in errors:
@@ -203,6 +212,8 @@ def _timed(
             merged["window_note"] = "the span of the point's rounds (other candidates' visits interleaved)"
         try:
             out[i] = _finish_one(k, prep, cand, group, ctx, samples_meta[k], merged, kind)
+            if placement.describe():
+                out[i].extra["placement"] = placement.describe()
         except (compiling.CompileFallback, torch.OutOfMemoryError, *ERRORS) as e:
             out[i] = kind.failure(prep.point, ctx, e)
     return out

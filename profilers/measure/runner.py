@@ -29,7 +29,7 @@ from ..spec import Point, SpecError, SweepSpec
 from ..store import Store
 from ..store.records import PointResult
 from . import compile as compiling
-from . import energy, provenance
+from . import energy, hugepages, placement, provenance
 from .copyprobe import cpu_cache_sizes, gpu_cache_sizes, measure_ladder
 from .disturbance import OTHERS_CORES_MAX, RUNQ_WAIT_MAX, STEAL_MAX, CpuProbe, GpuProbe, cpu_pressure
 from .group import KERNELS, Kind, measure_group
@@ -203,6 +203,10 @@ def _run(
     sensors = Sensors.open(spec, device)
     machine = provenance.machine(spec.device, nvml=sensors.nvml)
     machine["cpu_allocator"] = allocator
+    if device.type == "cpu":
+        machine["cpu_pages"] = hugepages.state(spec.cpu_pages)
+        how = placement.DESCRIPTION if kind is KERNELS else placement.SPACER_ONLY
+        machine["cpu_placement"] = {"mode": "per round", "method": how}
     machine["cpu_method"] = provenance.cpu_method()
     machine["threads"] = threads
     machine["compile"] = compile_setting

@@ -14,6 +14,7 @@ from .numerics import NumericsSpec
 from .sweep import (
     CACHE_STATES,
     CPU_ALLOCATORS,
+    CPU_PAGES,
     DTYPE_ALIASES,
     DTYPES,
     ENERGY_WINDOWS_S,
@@ -50,6 +51,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
 __all__ = [
     "CACHE_STATES",
     "CPU_ALLOCATORS",
+    "CPU_PAGES",
     "DTYPES",
     "DTYPE_ALIASES",
     "ENERGY_WINDOWS_S",

@@ -18,6 +18,7 @@ from .. import catalog
 from .sweep import (
     CACHE_STATES,
     CPU_ALLOCATORS,
+    CPU_PAGES,
     MAX_TOKENS,
     PRESETS,
     JsonSpec,
@@ -74,6 +75,7 @@ class BlockSweepSpec(JsonSpec):
     ci_target_pct: float = 3.0
     cache_state: str | None = None
     cpu_allocator: str = "reuse"
+    cpu_pages: str = "huge"
     baseline: str = "pre_ln layernorm native"
     energy: bool = False
     energy_window_s: float = 1.0
@@ -130,6 +132,8 @@ class BlockSweepSpec(JsonSpec):
         set_(self, "cache_state", state)
         if self.cpu_allocator not in CPU_ALLOCATORS:
             raise SpecError(f"unknown CPU allocator mode {self.cpu_allocator!r}: use reuse or system")
+        if self.cpu_pages not in CPU_PAGES:
+            raise SpecError(f"unknown CPU page mode {self.cpu_pages!r}: use huge or base")
         parts = self.baseline.split() if isinstance(self.baseline, str) else []
         if len(parts) != 3:
             raise SpecError(

@@ -32,6 +32,12 @@ CPU_ALLOCATORS = {
     "system": "the process's allocator untouched: glibc's default mmaps large tensors afresh, so times include "
     "page faults, as a plain PyTorch CPU process sees them",
 }
+CPU_PAGES = {
+    "huge": "torch's CPU tensors of 2 MiB and more on 2 MiB transparent huge pages: one placement for every "
+    "process, instead of the per-process draw of 4 KiB pages that moves CPU times and ratios between runs",
+    "base": "torch's default placement (4 KiB pages unless the kernel's transparent huge pages are 'always'), "
+    "as a plain PyTorch CPU process gets it",
+}
 # interleaved rounds: (rounds, CI half-width target %) per accuracy preset; rounds double at most
 ROUND_PRESETS = {"quick": (7, 5.0), "default": (7, 3.0), "accurate": (15, 3.0)}
 MAX_TOKENS = 1 << 24
@@ -273,6 +279,7 @@ class SweepSpec(JsonSpec):
     cache_state: str | None = None  # None: the device's default (CPU warm, CUDA cold)
     flush: str = "zero"
     cpu_allocator: str = "reuse"
+    cpu_pages: str = "huge"
     baseline: str | None = None  # "variant impl"; None: layernorm native when measured, else the first
 
     def __post_init__(self) -> None:
@@ -345,6 +352,8 @@ class SweepSpec(JsonSpec):
             raise SpecError(f"unknown flush {self.flush!r}: use one of {', '.join(FLUSH_METHODS)}")
         if self.cpu_allocator not in CPU_ALLOCATORS:
             raise SpecError(f"unknown CPU allocator mode {self.cpu_allocator!r}: use reuse or system")
+        if self.cpu_pages not in CPU_PAGES:
+            raise SpecError(f"unknown CPU page mode {self.cpu_pages!r}: use huge or base")
         if self.baseline is not None:
             parts = self.baseline.split() if isinstance(self.baseline, str) else []
             if len(parts) != 2 or parts[0] not in VARIANTS or parts[1] not in IMPLS:
