@@ -12,7 +12,7 @@ When the intervals are tight and the coverage low, the variation lives between p
 its own memory placement for its life), and only rounds spread over several processes can show it.
 
     .venv/bin/python benchmarks/cpu_process_spread.py [--processes 6] [--shape 4096x4096] [--rounds default]
-        [--cpu-pages huge|base]
+        [--cpu-pages huge|base] [--cpu-placement round|fixed]
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 from profilers.store import Store  # noqa: E402
 
 
-def one_process(db: Path, shape: str, rounds: str, pages: str) -> tuple[float, float, float]:
+def one_process(db: Path, shape: str, rounds: str, pages: str, placement: str) -> tuple[float, float, float]:
     cmd = [sys.executable, "-m", "profilers", "run", "--variants", "layernorm,rmsnorm", "--impls", "native"]
     cmd += ["--shapes", shape, "--dtypes", "fp32", "--modes", "fwd", "--rounds", rounds, "--db", str(db)]
-    cmd += ["--cpu-pages", pages]
+    cmd += ["--cpu-pages", pages, "--cpu-placement", placement]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if p.returncode != 0:
         sys.exit(f"sweep failed: {p.stderr[-2000:]}")
@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--shape", default="4096x4096")
     ap.add_argument("--rounds", default="default")
     ap.add_argument("--cpu-pages", default="huge", choices=("huge", "base"))
+    ap.add_argument("--cpu-placement", default="round", choices=("round", "fixed"))
     a = ap.parse_args()
     if a.processes < 2:
         sys.exit("--processes must be at least 2: a spread needs two processes to compare")
@@ -60,7 +61,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.processes):
-            r, lo, hi = one_process(Path(tmp) / f"p{i}.db", a.shape, a.rounds, a.cpu_pages)
+            r, lo, hi = one_process(Path(tmp) / f"p{i}.db", a.shape, a.rounds, a.cpu_pages, a.cpu_placement)
             rows.append((r, lo, hi))
             print(f"process {i + 1}: RMS/LN {r:.3f} [{lo:.3f}, {hi:.3f}] (±{50 * (hi - lo) / r:.1f}%)", flush=True)
     ratios = [r for r, _, _ in rows]
@@ -70,7 +71,8 @@ def main() -> None:
     inside = sum(rows[i][1] <= ratios[j] <= rows[i][2] for i, j in ordered)
     half = statistics.median(50 * (hi - lo) / r for r, lo, hi in rows)
     print(
-        f"\nRMSNorm native ÷ LayerNorm native, fp32 fwd {a.shape}, {a.cpu_pages} pages, {a.processes} fresh processes "
+        f"\nRMSNorm native ÷ LayerNorm native, fp32 fwd {a.shape}, {a.cpu_pages} pages, placement {a.cpu_placement}, "
+        f"{a.processes} fresh processes "
         f"({time.perf_counter() - t0:.0f} s)"
     )
     print(f"process ratios {min(ratios):.3f}-{max(ratios):.3f} (spread {100 * (max(ratios) / min(ratios) - 1):.1f}%)")

@@ -19,6 +19,7 @@ from .spec import (
     CACHE_STATES,
     CPU_ALLOCATORS,
     CPU_PAGES,
+    CPU_PLACEMENTS,
     ENERGY_WINDOWS_S,
     FLUSH_METHODS,
     IMPLS,
@@ -113,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpu-pages",
         choices=sorted(CPU_PAGES),
         help="CPU: huge (default: tensors on 2 MiB pages, one placement for every process) or base (torch's default)",
+    )
+    r.add_argument(
+        "--cpu-placement",
+        choices=sorted(CPU_PLACEMENTS),
+        help="CPU: round (default: inputs moved to new memory each round) or fixed (allocated once)",
     )
     r.add_argument("--label", help="a label stored with the run")
     r.add_argument("--db", help="store path (default data/results.db or $NORMSCOPE_DB)")
@@ -221,7 +227,7 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
     for flag, key in (("ci_target_pct", "ci_target_pct"), ("baseline", "baseline"), ("cache", "cache_state")):
         if getattr(a, flag) is not None:
             kw[key] = getattr(a, flag)
-    for flag in ("flush", "cpu_allocator", "cpu_pages"):
+    for flag in ("flush", "cpu_allocator", "cpu_pages", "cpu_placement"):
         if getattr(a, flag) is not None:
             kw[flag] = getattr(a, flag)
     return SweepSpec.from_dict(kw)

@@ -149,3 +149,33 @@ def test_each_round_moves_the_inputs_once_and_keeps_their_values():
     off = Placement(torch.device("meta"), seed=3, input_lists=[shared])
     off.new_round(0)
     assert off.describe() is None and off.spacer_pages == []
+
+
+def test_cli_placement_per_round_is_recorded_and_fixed_is_a_method_difference(db):
+    tiny = ("--shapes", "16x64", "--variants", "layernorm,rmsnorm", "--impls", "native", "--budget-ms", "5")
+    tiny += ("--rounds", "3", "--ci-target-pct", "50")
+    moved = run_json("run", *tiny, db=db)
+    fixed = run_json("run", *tiny, "--cpu-placement", "fixed", db=db)
+    with Store(db) as s:
+        a, b = s.get_run(moved["run_id"]), s.get_run(fixed["run_id"])
+        pts_a, pts_b = s.points(a["id"]), s.points(b["id"])
+    assert (
+        a["machine"]["cpu_placement"]["mode"] == "per round"
+        and b["machine"]["cpu_placement"]["mode"] == "one per process"
+    )
+    assert all(len(p["extra"]["placement"]["spacer_pages"]) == p["rounds"] for p in pts_a)
+    assert not any("placement" in p["extra"] for p in pts_b)
+    assert "CPU placement per round vs one per process" in differences(a, b)
+    p = run_cli("run", "--shapes", "16x64", "--cpu-placement", "scattered", db=db)
+    assert p.returncode == 2 and "--cpu-placement" in p.stderr
+    with pytest.raises(SpecError, match="use round or fixed"):
+        SweepSpec.from_dict(
+            {
+                "variants": ["layernorm"],
+                "impls": ["native"],
+                "dtypes": ["fp32"],
+                "modes": ["fwd"],
+                "shapes": [[16, 64]],
+                "cpu_placement": "scattered",
+            }
+        )

@@ -45,6 +45,21 @@ def test_adaptive_stopping_adds_rounds_only_while_an_interval_is_too_wide():
     assert g.unstable[1]  # still wider than ±1%
 
 
+def test_a_baseline_that_moves_with_the_machine_does_not_hold_back_a_tight_comparison():
+    # every round the machine (or the memory placement) scales both candidates alike: ratio 1.5 throughout
+    scale = [1.0, 1.3, 0.8, 1.2, 0.9, 1.25, 0.85]
+
+    def visit(i, r):
+        return [(100.0, 150.0)[i] * scale[r % len(scale)]] * 3, CLEAN
+
+    g = run_rounds(2, visit, baseline=0, rounds=7, ci_target_pct=3.0, seed=4)
+    assert g.intervals[0].half_width_pct > 3.0  # the baseline's own median is wide, and stored so
+    assert g.intervals[1].half_width_pct < 0.01 and g.rounds == 7 and g.unstable == [False, False]
+    # alone in its group, the same candidate is judged by its own median: rounds doubled, then unstable
+    alone = run_rounds(1, lambda i, r: visit(0, r), rounds=7, ci_target_pct=3.0, seed=4)
+    assert alone.rounds == 14 and alone.unstable == [True]
+
+
 def test_each_round_visits_every_candidate_in_a_seeded_order():
     visit, calls = _visits([1.0, 2.0, 3.0], jitter=0.0)
     run_rounds(3, visit, rounds=4, ci_target_pct=50, seed=9)

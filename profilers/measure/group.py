@@ -165,6 +165,7 @@ def _timed(
         ctx.device,
         seed_for(group_seed, "placement"),
         [getattr(p, "inputs", None) if getattr(p.point, "mode", None) != "bwd" else None for p in preps],
+        mode=getattr(spec, "cpu_placement", "round"),
     )
 
     def visit(i: int, r: int) -> tuple[Sequence[float], Verdict] | None:

@@ -10,10 +10,15 @@ the operands and every buffer the calls allocate land somewhere new. The
 median over rounds is then a median over placements, and the rounds' interval
 includes the placement's share of the variation.
 
-Measured (``benchmarks/cpu_process_spread.py`` and a 5-process probe, LayerNorm
-and RMSNorm native fp32, huge pages on, 2-core VM): at 1024×768 the process
-medians of RMS/LN ranged 2.36-3.06 with a fixed placement and 2.56-2.79 with a
-new one each round; at 4096×4096, 2.16-2.27 and 2.11-2.19.
+Measured (``benchmarks/cpu_process_spread.py``: six fresh processes, LayerNorm
+and RMSNorm native fp32, huge pages, the 2-core VM): at 2048×1024 the other
+processes' RMS/LN fell inside a process's interval 17/30 times with a new
+placement each round and 11/30 with a fixed one (intervals ±2.7% and ±1.8%); at
+1024×768 12/30 against 20/30. One sample of each: a gain at one shape, none at
+the other, and more rounds to reach the target everywhere. It does not
+reach what is per process and not placement (between two processes a whole
+group's ratios moved together by 7-21%); ``fixed`` (``--cpu-placement``) keeps
+the inputs where they were first allocated.
 
 Inputs that an autograd graph already holds (the ``bwd`` mode's saved forward)
 stay where they are; the spacer still moves everything the calls allocate.
@@ -33,6 +38,16 @@ DESCRIPTION = "inputs copied to new memory and a random 4 KiB-4 MiB spacer held,
 SPACER_ONLY = "a random 4 KiB-4 MiB spacer held each round (the inputs, held by the timed code, stay)"
 
 
+FIXED = "inputs allocated once: every round sees the process's one placement"
+
+
+def recorded(mode: str, kernels: bool = True) -> dict[str, str]:
+    """The run's record of its placement mode (round | fixed), as method fields read it."""
+    if mode == "fixed":
+        return {"mode": "one per process", "method": FIXED}
+    return {"mode": "per round", "method": DESCRIPTION if kernels else SPACER_ONLY}
+
+
 def _moved(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_(t.requires_grad)
 
@@ -40,8 +55,10 @@ def _moved(t: torch.Tensor) -> torch.Tensor:
 class Placement:
     """Per-round re-placement for one group: ``new_round`` before the first visit of each round."""
 
-    def __init__(self, device: torch.device, seed: int, input_lists: Sequence[list[Any] | None]) -> None:
-        self.enabled = device.type == "cpu"
+    def __init__(
+        self, device: torch.device, seed: int, input_lists: Sequence[list[Any] | None], mode: str = "round"
+    ) -> None:
+        self.enabled = device.type == "cpu" and mode == "round"
         self._rng = random.Random(seed)
         # each distinct list once: candidates of one variant share their input set
         self._lists = list({id(x): x for x in input_lists if x is not None}.values())

@@ -7,11 +7,14 @@ and its share of the point's budget. A visit taken while the machine was
 disturbed (``disturbance.py``) is re-queued at the end of the round, at most
 ``retries`` times, and otherwise kept and flagged.
 
-After ``rounds`` rounds, rounds are added until every candidate's interval is
-narrower than ``ci_target_pct`` (half-width, in % of its value) or ``2 × rounds``
-are done: a non-baseline candidate's interval is that of its paired ratio to
-the baseline, the baseline's that of its own median over rounds. A candidate
-still wider is *unstable*.
+After ``rounds`` rounds, rounds are added until every paired ratio's interval
+(a non-baseline candidate against the baseline) is narrower than
+``ci_target_pct`` (half-width, in % of its value) or ``2 × rounds`` are done; a
+candidate whose ratio is still wider is *unstable*. The baseline's own median
+has an interval too (stored, shown), but it is judged only when it is the only
+candidate: the comparison is what a group decides, and the baseline's absolute
+time may move with the machine and its memory placement while every ratio to
+it holds.
 
 Nothing here imports torch: the visit itself is a callable given by the runner.
 """
@@ -139,17 +142,24 @@ def run_rounds(
         done += 1
         if on_round:
             on_round(done)
+
+    def wide(intervals: list[Interval], base: int) -> list[bool]:
+        alone = sum(1 for i in range(n_candidates) if i not in dropped) == 1
+        return [
+            not math.isnan(iv.value) and (i != base or alone) and iv.half_width_pct > ci_target_pct
+            for i, iv in enumerate(intervals)
+        ]
+
     base = alive_baseline()
     intervals = _intervals(cands, base, dropped, seed)
-    while done < max_rounds and any(iv.half_width_pct > ci_target_pct for iv in intervals if not math.isnan(iv.value)):
+    while done < max_rounds and any(wide(intervals, base)):
         one_round(done)
         done += 1
         if on_round:
             on_round(done)
         base = alive_baseline()
         intervals = _intervals(cands, base, dropped, seed)
-    unstable = [iv.half_width_pct > ci_target_pct for iv in intervals]
-    return GroupResult(cands, base, done, intervals, unstable, ci_target_pct)
+    return GroupResult(cands, base, done, intervals, wide(intervals, base), ci_target_pct)
 
 
 def _intervals(cands: list[CandidateRounds], baseline: int, dropped: set[int], seed: int) -> list[Interval]:

@@ -205,8 +205,7 @@ def _run(
     machine["cpu_allocator"] = allocator
     if device.type == "cpu":
         machine["cpu_pages"] = hugepages.state(spec.cpu_pages)
-        how = placement.DESCRIPTION if kind is KERNELS else placement.SPACER_ONLY
-        machine["cpu_placement"] = {"mode": "per round", "method": how}
+        machine["cpu_placement"] = placement.recorded(spec.cpu_placement, kernels=kind is KERNELS)
     machine["cpu_method"] = provenance.cpu_method()
     machine["threads"] = threads
     machine["compile"] = compile_setting

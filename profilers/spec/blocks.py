@@ -19,6 +19,7 @@ from .sweep import (
     CACHE_STATES,
     CPU_ALLOCATORS,
     CPU_PAGES,
+    CPU_PLACEMENTS,
     MAX_TOKENS,
     PRESETS,
     JsonSpec,
@@ -76,6 +77,7 @@ class BlockSweepSpec(JsonSpec):
     cache_state: str | None = None
     cpu_allocator: str = "reuse"
     cpu_pages: str = "huge"
+    cpu_placement: str = "round"
     baseline: str = "pre_ln layernorm native"
     energy: bool = False
     energy_window_s: float = 1.0
@@ -134,6 +136,8 @@ class BlockSweepSpec(JsonSpec):
             raise SpecError(f"unknown CPU allocator mode {self.cpu_allocator!r}: use reuse or system")
         if self.cpu_pages not in CPU_PAGES:
             raise SpecError(f"unknown CPU page mode {self.cpu_pages!r}: use huge or base")
+        if self.cpu_placement not in CPU_PLACEMENTS:
+            raise SpecError(f"unknown CPU placement {self.cpu_placement!r}: use round or fixed")
         parts = self.baseline.split() if isinstance(self.baseline, str) else []
         if len(parts) != 3:
             raise SpecError(

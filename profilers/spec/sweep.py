@@ -38,6 +38,12 @@ CPU_PAGES = {
     "base": "torch's default placement (4 KiB pages unless the kernel's transparent huge pages are 'always'), "
     "as a plain PyTorch CPU process gets it",
 }
+CPU_PLACEMENTS = {
+    "round": "a new memory placement each round (inputs copied, a random spacer held): the rounds sample "
+    "placements and their interval includes that variation",
+    "fixed": "inputs allocated once: every round sees the process's one placement (tighter intervals that a "
+    "fresh process may not reproduce)",
+}
 # interleaved rounds: (rounds, CI half-width target %) per accuracy preset; rounds double at most
 ROUND_PRESETS = {"quick": (7, 5.0), "default": (7, 3.0), "accurate": (15, 3.0)}
 MAX_TOKENS = 1 << 24
@@ -280,6 +286,7 @@ class SweepSpec(JsonSpec):
     flush: str = "zero"
     cpu_allocator: str = "reuse"
     cpu_pages: str = "huge"
+    cpu_placement: str = "round"
     baseline: str | None = None  # "variant impl"; None: layernorm native when measured, else the first
 
     def __post_init__(self) -> None:
@@ -354,6 +361,8 @@ class SweepSpec(JsonSpec):
             raise SpecError(f"unknown CPU allocator mode {self.cpu_allocator!r}: use reuse or system")
         if self.cpu_pages not in CPU_PAGES:
             raise SpecError(f"unknown CPU page mode {self.cpu_pages!r}: use huge or base")
+        if self.cpu_placement not in CPU_PLACEMENTS:
+            raise SpecError(f"unknown CPU placement {self.cpu_placement!r}: use round or fixed")
         if self.baseline is not None:
             parts = self.baseline.split() if isinstance(self.baseline, str) else []
             if len(parts) != 2 or parts[0] not in VARIANTS or parts[1] not in IMPLS:
