@@ -10,15 +10,15 @@ the operands and every buffer the calls allocate land somewhere new. The
 median over rounds is then a median over placements, and the rounds' interval
 includes the placement's share of the variation.
 
-Measured (``benchmarks/cpu_process_spread.py``: six fresh processes, LayerNorm
-and RMSNorm native fp32, huge pages, the 2-core VM): at 2048×1024 the other
-processes' RMS/LN fell inside a process's interval 17/30 times with a new
-placement each round and 11/30 with a fixed one (intervals ±2.7% and ±1.8%); at
-1024×768 12/30 against 20/30. One sample of each: a gain at one shape, none at
-the other, and more rounds to reach the target everywhere. It does not
+Measured (``benchmarks/cpu_process_spread.py``: ten fresh processes per
+setting, LayerNorm and RMSNorm native fp32, huge pages, the 2-core VM), share of
+the other processes' RMS/LN inside a process's 95% interval, fixed → per round:
+1024×768 22/90 → 38/90 (process ratios spread 22% → 12%), 2048×1024 26/90 →
+37/90 (6% → 10%; pairs within 5% 42/45 → 35/45); the intervals widen (±0.9% →
+±1.9% at 2048×1024), so more rounds are needed to reach a target. It does not
 reach what is per process and not placement (between two processes a whole
-group's ratios moved together by 7-21%); ``fixed`` (``--cpu-placement``) keeps
-the inputs where they were first allocated.
+group's ratios once moved together by 7-21%); ``fixed`` (``--cpu-placement``)
+keeps the inputs where they were first allocated.
 
 Inputs that an autograd graph already holds (the ``bwd`` mode's saved forward)
 stay where they are; the spacer still moves everything the calls allocate.
