@@ -97,7 +97,7 @@ def state(requested: str, thp: str | None = None, probe: dict[str, Any] | None =
     out: dict[str, Any] = {"mode": "huge" if huge else "base", "requested": requested, "kernel_thp": thp}
     out["probe"] = probe
     if huge:
-        out["effect"] = "tensors of 2 MiB and more on 2 MiB transparent huge pages (torch's THP allocation)"
+        out["effect"] = "tensors of 2 MiB and more on 2 MiB transparent huge pages, by torch's THP allocation"
     elif thp == "always":
         out["effect"] = "torch's default placement; the kernel may still back large regions with huge pages (always)"
     else:
