@@ -135,6 +135,13 @@ with tabs[0]:
             "as the shipped fwd+bwd reference run, compares p20–p80 bands instead: hover a dot for its method). "
             "Green: faster beyond the noise; "
             "red: slower; grey: a tie."
+            + (
+                " On a CPU the interval is over one run's rounds: a run in a fresh process can land outside it "
+                "(on a 2-core VM, process ratios of one pair spread 6-12% with huge pages and a new placement "
+                "each round): repeat a run before you trust a difference of a few percent."
+                if any(str(by_id[i]["spec"].get("device", "cpu")).startswith("cpu") for i in chosen)
+                else ""
+            )
         )
 with tabs[1]:
     st.plotly_chart(plots.latency(view, "tokens", subtitle), width="stretch")
@@ -181,7 +188,9 @@ if len(not_timed):
         )
 flagged = view[view["status"].isin(["imprecise", "unstable"])]
 if len(flagged):
-    with st.expander(f"{len(flagged)} points timed but flagged (imprecise or unstable) and why"):
+    with st.expander(
+        f"{len(flagged)} point{'' if len(flagged) == 1 else 's'} timed but flagged (imprecise or unstable) and why"
+    ):
         why = [
             g if s == "imprecise" else e for s, g, e in zip(flagged["status"], flagged["gate_note"], flagged["error"])
         ]

@@ -86,6 +86,8 @@ def test_results_page_has_charts_metrics_and_table(seeded, monkeypatch):
     labels = {m.label: m.value for m in at.metric}
     assert labels["points"] == "24" and labels["failed"] == "0"
     assert any("Energy was not measured" in i.value for i in at.info)  # N/A with reason, not a zero chart
+    # a CPU run's intervals are said to be one run's: a fresh process can land outside them
+    assert any("a run in a fresh process can land outside it" in c.value for c in at.caption)
 
 
 def test_results_filters_narrow_the_points(seeded, monkeypatch):
