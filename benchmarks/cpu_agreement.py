@@ -10,6 +10,7 @@ values and 95% intervals, and the goals:
 - no point stored as plain `ok` is more than 2× its clean value (the idle runs' p50).
 
     .venv/bin/python benchmarks/cpu_agreement.py [--busy-share 0.3] [--skip-idle | --skip-busy] [--cpu-pages base]
+        [--cpu-placement fixed]
         [--rounds accurate]
 """
 
@@ -143,12 +144,15 @@ def main() -> None:
     ap.add_argument("--skip-idle", action="store_true")
     ap.add_argument("--skip-busy", action="store_true")
     ap.add_argument("--cpu-pages", choices=("huge", "base"), help="the sweeps' CPU page mode (default: the CLI's)")
+    ap.add_argument("--cpu-placement", choices=("round", "fixed"), help="the sweeps' CPU placement")
     ap.add_argument("--rounds", help="the sweeps' rounds: a number or quick|default|accurate (default: the CLI's)")
     a = ap.parse_args()
     if a.skip_idle and a.skip_busy:
         sys.exit("--skip-idle and --skip-busy leave nothing to run: drop one")
     if a.cpu_pages:
         EXTRA_ARGS.extend(["--cpu-pages", a.cpu_pages])
+    if a.cpu_placement:
+        EXTRA_ARGS.extend(["--cpu-placement", a.cpu_placement])
     if a.rounds:
         EXTRA_ARGS.extend(["--rounds", a.rounds])
     db = Path(tempfile.mkdtemp()) / "agreement.db"

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--cpu-pages",
         choices=sorted(CPU_PAGES),
-        help="CPU: huge (default: tensors on 2 MiB pages, one placement for every process) or base (torch's default)",
+        help="CPU: huge (default: tensors on 2 MiB pages, less that differs between processes) or base (torch's)",
     )
     r.add_argument(
         "--cpu-placement",

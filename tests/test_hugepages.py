@@ -4,6 +4,7 @@ import pytest
 from conftest import run_cli, run_json
 
 from profilers.analysis.method import allocator_short, cpu_memory_lines, differences, pages_mode, pages_note
+from profilers.catalog import TIMED_STATUSES as TIMED
 from profilers.measure import hugepages
 from profilers.spec import SpecError, SweepSpec
 from profilers.store import Store
@@ -48,7 +49,9 @@ PLAIN = {"advised": False, "mapping_huge_kib": 0}
     [
         ("huge", "madvise", ADVISED, "huge", None),
         ("huge", "always", ADVISED, "huge", None),
-        ("huge", "madvise", PLAIN, "base", "torch allocated before THP_MEM_ALLOC_ENABLE=1 was set"),
+        ("huge", "madvise", PLAIN, "base", "it allocated before THP_MEM_ALLOC_ENABLE=1 was set"),
+        ("huge", "madvise", {"advised": True, "mapping_huge_kib": 0}, "base", "backed it with 4 KiB pages"),
+        ("huge", "madvise", {"advised": None, "reason": "the probe tensor's mapping is not in x"}, "base", "not in x"),
         ("huge", "never", PLAIN, "base", "transparent huge pages are off (never)"),
         ("huge", None, PLAIN, "base", "unreadable"),
         ("huge", "madvise", {"advised": None, "reason": "/proc/self/smaps unreadable"}, "base", "smaps unreadable"),
@@ -87,7 +90,11 @@ def test_spec_refuses_an_unknown_page_mode_and_round_trips():
 
 def _run(mode: str | None) -> dict:
     spec = {"device": "cpu", "cpu_allocator": "reuse"}
-    machine = {} if mode is None else {"cpu_pages": {"mode": mode, "requested": "huge"}}
+    machine = (
+        {}
+        if mode is None
+        else {"cpu_pages": {"mode": mode, "requested": "huge"}, "cpu_placement": {"mode": "per round"}}
+    )
     return {"spec": spec, "machine": machine}
 
 
@@ -165,7 +172,32 @@ def test_cli_placement_per_round_is_recorded_and_fixed_is_a_method_difference(db
     )
     assert all(len(p["extra"]["placement"]["spacer_pages"]) == p["rounds"] for p in pts_a)
     assert not any("placement" in p["extra"] for p in pts_b)
+    # compiled code and training modes keep working when their inputs move each round; a bwd point's stay
+    doc = run_json(
+        "run",
+        "--shapes",
+        "16x64",
+        "--variants",
+        "rmsnorm",
+        "--impls",
+        "native,compiled",
+        "--modes",
+        "fwdbwd,bwd",
+        "--budget-ms",
+        "5",
+        "--rounds",
+        "3",
+        "--ci-target-pct",
+        "50",
+        db=db,
+    )
+    with Store(db) as s:
+        pts = s.points(doc["run_id"])
+    assert len(pts) == 4 and all(p["status"] in TIMED for p in pts), [(p["status"], p["error"]) for p in pts]
+    how = {p["mode"]: p["extra"]["placement"]["method"] for p in pts}
+    assert how["fwdbwd"].startswith("inputs and upstream gradients copied") and how["bwd"].startswith("a random")
     assert "CPU placement per round vs one per process" in differences(a, b)
+    assert allocator_short(b).endswith(", fixed placement") and not allocator_short(a).endswith("placement")
     p = run_cli("run", "--shapes", "16x64", "--cpu-placement", "scattered", db=db)
     assert p.returncode == 2 and "--cpu-placement" in p.stderr
     with pytest.raises(SpecError, match="use round or fixed"):

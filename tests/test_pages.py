@@ -127,8 +127,11 @@ def test_runs_page_shows_provenance_and_escapes_labels(seeded, monkeypatch):
     assert "torch" in text and "Copy bandwidth" in text
     assert at.get("download_button")
     # the seeded run was made in this test process, after torch loaded: base pages, and why
-    assert "CPU allocator**: reuse (glibc malloc" in text and "CPU placement**: per round (inputs copied" in text
-    assert "CPU pages**: base (" in text and "huge pages were asked for, base held: torch allocated before" in text
+    assert (
+        "CPU allocator**: reuse (glibc malloc" in text
+        and "CPU placement**: per round (inputs and upstream gradients copied" in text
+    )
+    assert "CPU pages**: base (" in text and "huge pages were asked for, base held: torch did not advise" in text
 
 
 def test_runs_page_relabels_and_deletes_with_confirmation(one_run, monkeypatch):
@@ -263,8 +266,9 @@ def test_compare_never_flags_across_an_allocator_change(seeded, monkeypatch, tmp
     with Store(db) as s:
         html = document.build(s, [previous["id"], newest["id"]])
     answer = html.split("<h2>The answer</h2>")[1].split("<h2>")[0]
-    assert f"(run {previous['id']}; CPU allocator: reuse, huge pages)" in answer
-    assert f"(run {newest['id']}; CPU allocator: system, huge pages)" in answer
+    pages = newest["machine"]["cpu_pages"]["mode"]  # huge where the kernel gave huge pages, else base
+    assert f"(run {previous['id']}; CPU allocator: reuse, {pages} pages)" in answer
+    assert f"(run {newest['id']}; CPU allocator: system, {pages} pages)" in answer
 
 
 def test_reports_page_builds_a_downloadable_report(seeded, monkeypatch):

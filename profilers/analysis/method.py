@@ -96,7 +96,8 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def allocator_short(run: dict[str, Any]) -> str | None:
-    """'CPU allocator: reuse, huge pages' (a chart subtitle), or None for GPU runs."""
+    """'CPU allocator: reuse, huge pages' (a chart subtitle; ', fixed placement' where rounds did not move the
+    inputs), or None for GPU runs. Reports answer each distinct text apart."""
     mode = allocator_mode(run)
     if mode is None:
         return None
@@ -104,6 +105,7 @@ def allocator_short(run: dict[str, Any]) -> str | None:
         f"CPU allocator: {mode}"
         + (f" ({preloaded(run)} preloaded)" if preloaded(run) else "")
         + f", {pages_mode(run)} pages"
+        + (", fixed placement" if placement_mode(run) == "one per process" else "")
     )
 
 

@@ -164,7 +164,7 @@ def _timed(
     placement = Placement(
         ctx.device,
         seed_for(group_seed, "placement"),
-        [getattr(p, "inputs", None) if getattr(p.point, "mode", None) != "bwd" else None for p in preps],
+        [lst for p in preps for lst in getattr(p, "movable", ())],
         mode=getattr(spec, "cpu_placement", "round"),
     )
 

@@ -80,6 +80,8 @@ def probe_tensor(nbytes: int = 4 * HUGE, smaps: Path = Path("/proc/self/smaps"))
         vma = _vma(t.data_ptr(), smaps.read_text())
     except OSError as e:
         return {"advised": None, "reason": f"{smaps} unreadable: {e.strerror}"}
+    if not vma:
+        return {"advised": None, "reason": f"the probe tensor's mapping is not in {smaps}"}
     flags = vma.get("VmFlags", "").split()
     huge_kib = vma.get("AnonHugePages", "").split()
     return {
@@ -93,7 +95,8 @@ def state(requested: str, thp: str | None = None, probe: dict[str, Any] | None =
     mapping, and why the mode differs from the request where it does."""
     thp = kernel_thp() if thp is None else thp
     probe = probe_tensor() if probe is None else probe
-    huge = bool(probe.get("advised")) and thp in ("always", "madvise")
+    advised = bool(probe.get("advised")) and thp in ("always", "madvise")
+    huge = advised and (probe.get("mapping_huge_kib") or 0) > 0
     out: dict[str, Any] = {"mode": "huge" if huge else "base", "requested": requested, "kernel_thp": thp}
     out["probe"] = probe
     if huge:
@@ -113,9 +116,15 @@ def state(requested: str, thp: str | None = None, probe: dict[str, Any] | None =
                 if thp == "never"
                 else "the kernel's transparent huge page setting is unreadable here"
             )
+        elif advised:
+            out["reason"] = (
+                "the probe tensor was advised for huge pages but the kernel backed it with 4 KiB pages "
+                "(no free 2 MiB pages: memory fragmented, or huge pages reserved elsewhere)"
+            )
         else:
             out["reason"] = (
-                f"torch allocated before {ENV}=1 was set (it is read once, at torch's first allocation): "
-                "start the sweep from the CLI or the dashboard"
+                f"torch did not advise huge pages: it allocated before {ENV}=1 was set (the variable is read "
+                "once, at torch's first allocation), or this torch build lacks the feature; start the sweep "
+                "from the CLI or the dashboard"
             )
     return out

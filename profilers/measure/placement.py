@@ -21,7 +21,9 @@ group's ratios once moved together by 7-21%); ``fixed`` (``--cpu-placement``)
 keeps the inputs where they were first allocated.
 
 Inputs that an autograd graph already holds (the ``bwd`` mode's saved forward)
-stay where they are; the spacer still moves everything the calls allocate.
+stay where they are; the spacer still moves everything the calls allocate. A
+move holds the old and the new copy of one tensor for a moment; the old one is
+freed as soon as its list entry is replaced (nothing else may keep it).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ import torch
 
 PAGE = 4096
 SPACER_PAGES = (1, 1023)
-DESCRIPTION = "inputs copied to new memory and a random 4 KiB-4 MiB spacer held, each round"
+DESCRIPTION = (
+    "inputs and upstream gradients copied to new memory (a bwd point's stay: its saved graph holds them) and "
+    "a random 4 KiB-4 MiB spacer held, each round"
+)
 SPACER_ONLY = "a random 4 KiB-4 MiB spacer held each round (the inputs, held by the timed code, stay)"
 
 

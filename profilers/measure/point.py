@@ -62,6 +62,7 @@ class Prepared:
     inputs: list[torch.Tensor]
     compiled: bool
     verdict: Verdict | None = None
+    movable: list[list[torch.Tensor]] = field(default_factory=list)  # lists a new placement re-fills
 
     @contextlib.contextmanager
     def steady(self) -> Iterator[None]:
@@ -112,12 +113,19 @@ def release(device: torch.device) -> None:
 # -- prepare: inputs → gate → timed callable ----------------------------------------------
 @dataclass
 class _Inputs:
-    tensors: list[torch.Tensor]
-    activations: list[torch.Tensor]
-    params: list[torch.Tensor]  # scalar parameters (DyT's α): gated with output-correlated dy
+    tensors: list[torch.Tensor]  # the one list holding the inputs: a new placement replaces its entries
     scalar: list[bool]
     dys: list[torch.Tensor]  # random upstream gradients: timed, and gate every gradient but scalars'
     dys_param: list[torch.Tensor]
+
+    @property
+    def activations(self) -> list[torch.Tensor]:
+        return [t for t, s in zip(self.tensors, self.scalar) if not s]
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """Scalar parameters (DyT's α): gated with output-correlated dy."""
+        return [t for t, s in zip(self.tensors, self.scalar) if s]
 
 
 def _inputs(p: Point, ctx: Context, dtype: torch.dtype, training: bool) -> _Inputs:
@@ -135,7 +143,6 @@ def _make_inputs(p: Point, ctx: Context, dtype: torch.dtype, training: bool) -> 
     tensors = v.make_inputs(p.tokens, p.hidden, dtype, ctx.device, ctx.spec.seed, ctx.cfg)
     scalar = [t.numel() == 1 for t in tensors]
     params = [t for t, s in zip(tensors, scalar) if s]
-    activations = [t for t, s in zip(tensors, scalar) if not s]
     dys: list[torch.Tensor] = []
     dys_param: list[torch.Tensor] = []
     if training:
@@ -151,7 +158,7 @@ def _make_inputs(p: Point, ctx: Context, dtype: torch.dtype, training: bool) -> 
             del y32
         for t in tensors:
             t.requires_grad_(True)
-    return _Inputs(tensors, activations, params, scalar, dys, dys_param)
+    return _Inputs(tensors, scalar, dys, dys_param)
 
 
 def _expected(p: Point, ctx: Context, ins: _Inputs, training: bool) -> tuple[list[torch.Tensor], list[str]]:
@@ -254,7 +261,9 @@ def prepare(p: Point, ctx: Context) -> Prepared | PointResult:
     if compiled is not None:
         with compiling.steady_state():
             compiling.verify_compiled(call, sync=lambda: sync(ctx.device))
-    return Prepared(p, res, call, fn, ins.tensors, compiled is not None, verdict)
+    # what a new memory placement may move: not a bwd point's inputs, which its saved graph holds
+    movable = [] if p.mode == "bwd" else [ins.tensors, ins.dys]
+    return Prepared(p, res, call, fn, ins.tensors, compiled is not None, verdict, movable)
 
 
 def _fp32_errors(p: Point, ctx: Context, expected: list[torch.Tensor], names: list[str]) -> Errors:

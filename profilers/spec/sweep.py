@@ -33,8 +33,8 @@ CPU_ALLOCATORS = {
     "page faults, as a plain PyTorch CPU process sees them",
 }
 CPU_PAGES = {
-    "huge": "torch's CPU tensors of 2 MiB and more on 2 MiB transparent huge pages: one placement for every "
-    "process, instead of the per-process draw of 4 KiB pages that moves CPU times and ratios between runs",
+    "huge": "torch's CPU tensors of 2 MiB and more on 2 MiB transparent huge pages: far less of the per-process "
+    "draw of 4 KiB pages that moves CPU times and ratios between runs",
     "base": "torch's default placement (4 KiB pages unless the kernel's transparent huge pages are 'always'), "
     "as a plain PyTorch CPU process gets it",
 }

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .records import PointResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RUN_STATUSES = ("running", "completed", "cancelled", "failed", "interrupted")
 RUN_KINDS = ("kernels", "blocks", "training", "numerics", "drift")
 
@@ -138,4 +138,10 @@ def _v3(con: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
+def _v4(con: sqlite3.Connection) -> None:
+    """CPU pages and placement in the spec and machine records (JSON: no column changes). The version moves so
+    that an older NormScope refuses these stores and exports with "upgrade NormScope", not with an unknown
+    spec field."""
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
