@@ -15,38 +15,37 @@ from ..catalog import label
 from ..spec import CPU_ALLOCATORS, CPU_PAGES
 
 
+def _is_cpu(run: dict[str, Any]) -> bool:
+    return str((run.get("spec") or {}).get("device", "cpu")).startswith("cpu")
+
+
+def _recorded_mode(run: dict[str, Any], key: str) -> Any:
+    """The machine record ``key``: its mode where it is a dict with one, else the record itself (or None)."""
+    recorded = (run.get("machine") or {}).get(key)
+    if isinstance(recorded, dict):
+        return str(recorded["mode"]) if recorded.get("mode") else None
+    return recorded
+
+
 def allocator_mode(run: dict[str, Any]) -> str | None:
     """reuse | system for a CPU run (older runs recorded a sentence), None for a GPU run."""
-    spec, machine = run.get("spec") or {}, run.get("machine") or {}
-    if not str(spec.get("device", "cpu")).startswith("cpu"):
+    if not _is_cpu(run):
         return None
-    recorded = machine.get("cpu_allocator")
-    if isinstance(recorded, dict) and recorded.get("mode"):
-        return str(recorded["mode"])
-    if isinstance(recorded, str):
+    recorded = _recorded_mode(run, "cpu_allocator")
+    if isinstance(recorded, str) and recorded not in ("reuse", "system"):
         return "reuse" if "freed memory reused" in recorded else "system"
-    return spec.get("cpu_allocator")
+    return recorded or (run.get("spec") or {}).get("cpu_allocator")
 
 
 def pages_mode(run: dict[str, Any]) -> str | None:
     """huge | base for a CPU run, None for a GPU run; a run from before the setting existed is base (torch's
     default placement, which those runs used)."""
-    spec, machine = run.get("spec") or {}, run.get("machine") or {}
-    if not str(spec.get("device", "cpu")).startswith("cpu"):
-        return None
-    recorded = machine.get("cpu_pages")
-    if isinstance(recorded, dict) and recorded.get("mode"):
-        return str(recorded["mode"])
-    return "base"
+    return (_recorded_mode(run, "cpu_pages") or "base") if _is_cpu(run) else None
 
 
 def placement_mode(run: dict[str, Any]) -> str | None:
     """'per round' (inputs re-placed each round) or 'one per process' (runs from before) for a CPU run."""
-    spec, machine = run.get("spec") or {}, run.get("machine") or {}
-    if not str(spec.get("device", "cpu")).startswith("cpu"):
-        return None
-    recorded = machine.get("cpu_placement")
-    return str(recorded["mode"]) if isinstance(recorded, dict) and recorded.get("mode") else "one per process"
+    return (_recorded_mode(run, "cpu_placement") or "one per process") if _is_cpu(run) else None
 
 
 def pages_note(run: dict[str, Any]) -> str | None:
