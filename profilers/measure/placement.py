@@ -37,10 +37,10 @@ import torch
 PAGE = 4096
 SPACER_PAGES = (1, 1023)
 DESCRIPTION = (
-    "inputs and upstream gradients copied to new memory (a bwd point's stay: its saved graph holds them) and "
-    "a random 4 KiB-4 MiB spacer held, each round"
+    "inputs and upstream gradients copied to new memory, except those a bwd point's saved graph holds, and a "
+    "random 4 KiB-4 MiB spacer held, each round"
 )
-SPACER_ONLY = "a random 4 KiB-4 MiB spacer held each round (the inputs, held by the timed code, stay)"
+SPACER_ONLY = "a random 4 KiB-4 MiB spacer held each round; the inputs, held by the timed code, stay"
 
 
 FIXED = "inputs allocated once: every round sees the process's one placement"
