@@ -137,8 +137,8 @@ with tabs[0]:
             "red: slower; grey: a tie."
             + (
                 " On a CPU the interval is over one run's rounds: a run in a fresh process can land outside it "
-                "(on a 2-core VM, process ratios of one pair spread 6-12% with huge pages and a new placement "
-                "each round): repeat a run before you trust a difference of a few percent."
+                "(benchmarks/cpu_process_spread.py measures by how much on this machine): repeat a run before you "
+                "trust a difference of a few percent."
                 if any(str(by_id[i]["spec"].get("device", "cpu")).startswith("cpu") for i in chosen)
                 else ""
             )

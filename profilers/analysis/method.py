@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..catalog import label
-from ..spec import CPU_ALLOCATORS, CPU_PAGES
+from ..spec import CPU_ALLOCATORS
 
 
 def _is_cpu(run: dict[str, Any]) -> bool:
@@ -109,16 +109,8 @@ def allocator_short(run: dict[str, Any]) -> str | None:
 
 
 def allocator_sentence(run: dict[str, Any]) -> str | None:
-    """One line on the CPU allocator behind a CPU run's numbers; None for GPU runs."""
-    mode = allocator_mode(run)
-    if mode is None:
-        return None
-    pre = preloaded(run)
-    text = f"CPU allocator: {mode} ({CPU_ALLOCATORS.get(mode, mode)})"
-    text += f"; {pre} was preloaded" if pre else ""
-    pages = pages_mode(run)
-    text += f". CPU pages: {pages} ({CPU_PAGES.get(pages or '', pages)})"
-    return text + (f"; {pages_note(run)}" if pages_note(run) else "")
+    """One line on the CPU allocator, pages and placement behind a CPU run's numbers; None for GPU runs."""
+    return ". ".join(f"{field}: {text}" for field, text in cpu_memory_lines(run)) or None
 
 
 def cpu_memory_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
@@ -129,7 +121,13 @@ def cpu_memory_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
     machine = run.get("machine") or {}
     alloc = machine.get("cpu_allocator")
     effect = alloc.get("effect") if isinstance(alloc, dict) else None
-    lines = [("CPU allocator", f"{mode} ({effect or CPU_ALLOCATORS.get(mode, mode)})")]
+    pre = preloaded(run)
+    lines = [
+        (
+            "CPU allocator",
+            f"{mode} ({effect or CPU_ALLOCATORS.get(mode, mode)})" + (f"; {pre} was preloaded" if pre else ""),
+        )
+    ]
     pages, pages_rec = pages_mode(run), machine.get("cpu_pages")
     effect = pages_rec.get("effect") if isinstance(pages_rec, dict) else "not recorded: torch's default placement"
     lines.append(("CPU pages", f"{pages} ({effect})" + (f"; {pages_note(run)}" if pages_note(run) else "")))

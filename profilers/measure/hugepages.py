@@ -1,4 +1,4 @@
-"""CPU tensor memory on huge pages: one placement for every process, instead of a per-process draw.
+"""CPU tensor memory on huge pages: far less of the per-process draw of pages that moves CPU times.
 
 With 4 KiB pages a large CPU tensor is scattered over whatever physical pages
 the kernel hands a process; on a virtual machine those pages also sit on the
