@@ -174,8 +174,9 @@ DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 #   rel-L2 tolerance  =   rtol(dtype) +   rtol(fp32)·log2(n)      (‖out-ref‖ / ‖ref‖)
 # n is what one output element's statistics sum over (hidden, hidden/groups or tokens; with backward also
 # the tokens a parameter gradient sums over). Beyond tolerance but not wrong is *imprecise*: timed, shown
-# and flagged. *Wrong* (never timed): NaN/Inf where the reference is finite, rel-L2 > WRONG_REL_L2, or the
-# same implementation fails the fp32 tolerance in fp32 (a logic error, not rounding).
+# and flagged, as is an element whose float64 reference lies beyond the dtype's range and that came out as the
+# infinity of its sign (the correctly rounded value). *Wrong* (never timed): any other NaN/Inf, rel-L2 >
+# WRONG_REL_L2, or the same implementation fails the fp32 tolerance in fp32 (a logic error, not rounding).
 RTOL: dict[str, float] = {"float32": 1.3e-6, "bfloat16": 1.6e-2, "float16": 1e-3}
 WRONG_REL_L2 = 0.25
 

@@ -185,3 +185,10 @@ def test_positive_compile_check_sees_eager_ops_outside_the_graph():
     assert ran and eager == ["aten::add"]
     with pytest.raises(compiling.CompileFallback, match="ran no compiled graph"):
         compiling.verify_compiled(lambda: torch.add(x, 1))
+
+
+def test_dyt_fp16_backward_at_bert_scale_is_timed_with_its_overflow_named():
+    """DyT's α gradient sums all 4096×768 elements: past fp16's range with an output-correlated loss gradient."""
+    r = measure_point(Point("dyt", "eager", "float16", 4096, 768, "fwdbwd"), _ctx())
+    assert r.status == "imprecise" and r.gate == "imprecise" and r.p50_us and r.p50_us > 0, (r.gate_note, r.error)
+    assert "dalpha overflows float16" in r.gate_note

@@ -108,3 +108,25 @@ def test_gate_tells_imprecise_rounding_from_a_logic_error():
     assert "dbias" in imprecise.note and imprecise.multiple == pytest.approx(0.05 / 0.01600782, rel=1e-3)
     logic = classify(errs, "bfloat16", 64, fp32_errors=lambda: errs)  # as wrong in fp32: not rounding
     assert logic.level == "wrong" and not logic.timed and "logic error" in logic.note
+
+
+def test_gate_flags_a_value_the_dtype_cannot_hold_and_still_fails_a_wrong_inf():
+    """fp16 holds at most 65504: a gradient whose float64 reference is 8e5 rounds to +inf, which is the right
+    answer in that dtype (imprecise, timed); an inf where the reference fits, or of the wrong sign, is wrong."""
+    big = torch.tensor([8e5], dtype=torch.float64)
+    exact32 = errors_vs_reference([torch.tensor([8e5])], [big], ["dalpha"])
+    errs = errors_vs_reference([torch.tensor([float("inf")], dtype=torch.float16)], [big], ["dalpha"])
+    assert errs.overflow and errs.overflow[0][0] == "dalpha" and errs.overflow[0][1] == pytest.approx(8e5)
+    v = classify(errs, "float16", 64, fp32_errors=lambda: exact32)
+    assert v.level == "imprecise" and v.timed and v.multiple is None
+    assert "dalpha overflows float16" in v.note and "65504" in v.note and "correct in float32" in v.note
+    wrong_sign = errors_vs_reference([torch.tensor([-float("inf")], dtype=torch.float16)], [big], ["dalpha"])
+    assert classify(wrong_sign, "float16", 64, fp32_errors=lambda: exact32).level == "wrong"
+    fits = errors_vs_reference([torch.tensor([float("inf")], dtype=torch.float16)], [big / 100], ["dalpha"])
+    assert classify(fits, "float16", 64, fp32_errors=lambda: exact32).level == "wrong"
+    # the rest of the tensors are still judged: an overflow beside a logic error is a logic error
+    ref = [big, torch.ones(4, dtype=torch.float64)]
+    got = [torch.tensor([float("inf")], dtype=torch.float16), torch.full((4,), 1.5, dtype=torch.float16)]
+    assert classify(errors_vs_reference(got, ref, ["dalpha", "y"]), "float16", 64).level == "wrong"
+    # and the same implementation wrong in float32 is a logic error, not the dtype's range
+    assert classify(errs, "float16", 64, fp32_errors=lambda: wrong_sign).level == "wrong"
