@@ -200,6 +200,29 @@ if len(flagged):
             width="stretch",
         )
 
+launch_bound = view[[bool(e.get("launch_bound")) for e in view["extra"]]]
+if len(launch_bound):
+    with st.expander(
+        f"{len(launch_bound)} point{'' if len(launch_bound) == 1 else 's'} launch-bound on this host: the CPU takes "
+        "longer to launch a call than the GPU to run it"
+    ):
+        st.caption(
+            "Times are the GPU's (each call queued behind a spin kernel) unless the run timed calls as launched. "
+            "In a model step the GPU runs the rest of the step while the host launches, so the GPU time is what the "
+            "norm costs there; a call alone, or a model step that is itself launch-bound, pays the launch. "
+            "CUDA graphs (--cuda-graph) or torch.compile's cudagraph mode remove launches."
+        )
+        st.dataframe(
+            launch_bound[["name", "dtype", "mode", "shape"]]
+            .assign(
+                launch_us=[e.get("dispatch_us") for e in launch_bound["extra"]],
+                p50_us=launch_bound["p50_us"],
+            )
+            .rename(columns={**COLUMNS, "launch_us": "launch (µs, host)"}),
+            hide_index=True,
+            width="stretch",
+        )
+
 st.subheader("All points")
 table = view[list(POINT_TABLE)].copy()
 table["peak_bytes"] = table["peak_bytes"].map(lambda v: for_table("peak_bytes", v))

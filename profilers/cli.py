@@ -20,6 +20,7 @@ from .spec import (
     CPU_ALLOCATORS,
     CPU_PAGES,
     CPU_PLACEMENTS,
+    CUDA_LAUNCHES,
     ENERGY_WINDOWS_S,
     FLUSH_METHODS,
     IMPLS,
@@ -105,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", help="what ratios are against: 'VARIANT IMPL' (default 'layernorm native')")
     r.add_argument("--cache", choices=CACHE_STATES, help="CUDA: cold (L2 flushed before each call, default) or warm")
     r.add_argument("--flush", choices=FLUSH_METHODS, help="CUDA cold cache: zero (default) or read the flush buffer")
+    r.add_argument(
+        "--cuda-launch",
+        choices=CUDA_LAUNCHES,
+        help="CUDA cold cache: queued (default: each call behind a spin kernel, the GPU's time) or direct "
+        "(timed as launched, as do_bench: a launch slower than the kernels counts)",
+    )
     r.add_argument(
         "--cpu-allocator",
         choices=sorted(CPU_ALLOCATORS),
@@ -227,7 +234,7 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
     for flag, key in (("ci_target_pct", "ci_target_pct"), ("baseline", "baseline"), ("cache", "cache_state")):
         if getattr(a, flag) is not None:
             kw[key] = getattr(a, flag)
-    for flag in ("flush", "cpu_allocator", "cpu_pages", "cpu_placement"):
+    for flag in ("flush", "cuda_launch", "cpu_allocator", "cpu_pages", "cpu_placement"):
         if getattr(a, flag) is not None:
             kw[flag] = getattr(a, flag)
     return SweepSpec.from_dict(kw)

@@ -118,6 +118,7 @@ BAD_INPUTS = {
     "missing import file": (["import", "no-such-file.json"], "no such file"),
     "unknown command": (["frobnicate"], "invalid choice"),
     "bad energy preset": (["run", "--energy", "forever"], "invalid choice"),
+    "bad cuda launch": (["run", "--cuda-launch", "later"], "invalid choice"),
     "energy window too short": (["run", "--energy-window-s", "0.01"], "energy window must be"),
     "bad sensor interval": (["sensors", "--interval-s", "0"], "--interval-s must be"),
 }

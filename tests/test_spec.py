@@ -59,6 +59,7 @@ def test_points_are_the_cross_product_in_stable_order():
         ({"shapes": ()}, "no shapes"),
         ({"cuda_graph": True}, "--cuda-graph needs a CUDA device"),
         ({"preset": "gpt-5"}, "unknown preset"),
+        ({"device": "cuda", "cuda_launch": "later"}, "unknown CUDA launch 'later': use one of queued, direct"),
     ],
 )
 def test_bad_specs_name_the_problem(kw, message):
@@ -87,3 +88,21 @@ def test_default_sweeps_are_valid():
     gpu = default_gpu_spec()
     assert cpu.device == "cpu" and cpu.points()
     assert gpu.device == "cuda:0" and (32768, 8192) in gpu.shapes and gpu.dtypes == ("bfloat16",)
+
+
+def test_cold_cuda_calls_are_queued_unless_asked_to_be_timed_as_launched():
+    base = {"variants": ("layernorm",), "impls": ("native",), "shapes": ((8, 16),), "device": "cuda"}
+    assert SweepSpec(**base).timing_method() == "cuda_event_flush_queued"
+    assert SweepSpec(**base, cuda_launch="direct").timing_method() == "cuda_event_flush"
+    assert SweepSpec(**base, cache_state="warm").timing_method() == "cuda_event_queued"
+    assert SweepSpec.from_dict({**base, "shapes": [[8, 16]], "cuda_launch": "direct"}).cuda_launch == "direct"
+
+
+def test_the_timer_of_a_cuda_run_is_read_from_the_run_and_older_runs_timed_calls_as_launched():
+    from profilers.analysis.method import differences, method_of
+
+    old = {"spec": {"device": "cuda", "cache_state": "cold"}, "machine": {}}
+    new = {"spec": {"device": "cuda", "cache_state": "cold"}, "machine": {"timing_method": "cuda_event_flush_queued"}}
+    assert method_of(old)["timer"] == "cuda_event_flush" and method_of(new)["timer"] == "cuda_event_flush_queued"
+    assert method_of(new)["flush"] == "zero"
+    assert "timer cuda_event_flush_queued vs cuda_event_flush" in differences(new, old)

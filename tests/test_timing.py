@@ -164,11 +164,24 @@ class AsyncGpu:
     """A host and a GPU timeline: each launch costs the host ``launch_s``; the GPU runs each kernel after it
     was launched and after the previous one ended. Events read the GPU timeline, the host clock the host's."""
 
-    def __init__(self, launch_s: float, kernel_s: float, with_sleep: bool = True, cycles_per_s: float = 1.9e9):
+    def __init__(
+        self,
+        launch_s: float,
+        kernel_s: float,
+        with_sleep: bool = True,
+        cycles_per_s: float = 1.9e9,
+        kernels_per_call: int = 1,
+        flush_s: float = 40e-6,
+    ):
         self.host = 0.0
         self.gpu = 0.0
-        self.launch_s, self.kernel_s = launch_s, kernel_s
+        self.launch_s, self.kernel_s, self.kernels_per_call = launch_s, kernel_s, kernels_per_call
+        self.spins = 0
         outer = self
+
+        class Buffer:  # the L2 flush: one GPU op
+            def zero_(self):
+                outer._run(flush_s)
 
         class Event:
             def __init__(self, enable_timing=False):
@@ -192,14 +205,25 @@ class AsyncGpu:
         self.cuda = Cuda()
         self.cuda.Event = Event
         if with_sleep:
-            self.cuda._sleep = lambda cycles: self._run(cycles / cycles_per_s)
+            self.cuda._sleep = self._sleep
+        self._cycles_per_s = cycles_per_s
+        self.int32 = self.float32 = None
+        self._buffer = Buffer
+
+    def empty(self, *a, **k):
+        return self._buffer()
+
+    def _sleep(self, cycles: int) -> None:
+        self.spins += 1
+        self._run(cycles / self._cycles_per_s)
 
     def _run(self, gpu_s: float) -> None:
         self.host += self.launch_s
         self.gpu = max(self.gpu, self.host) + gpu_s
 
     def kernel(self) -> None:
-        self._run(self.kernel_s)
+        for _ in range(self.kernels_per_call):
+            self._run(self.kernel_s)
 
     def clock(self) -> float:
         return self.host
@@ -221,3 +245,44 @@ def test_warm_blocks_time_the_kernel_not_the_cpus_launch_rate():
         bare.kernel
     )
     assert b.stats.p50_us == pytest.approx(20.0, rel=0.05)
+
+
+def test_cold_calls_queued_behind_a_spin_time_the_gpu_not_a_slow_launch():
+    """A call of 6 kernels, 5 µs of GPU each, that takes the host 100 µs per launch (a compiled forward+backward
+    on a slow host looks like this): as launched it times ~the launch; queued behind a spin, the GPU's 30 µs."""
+    from profilers.measure.timing import CudaEventTimer
+
+    def gpu():
+        return AsyncGpu(launch_s=100e-6, kernel_s=5e-6, kernels_per_call=6, flush_s=40e-6)
+
+    q = gpu()
+    queued = CudaEventTimer(1.0, 20.0, "cuda:0", torch_mod=q, host_clock=q.clock).measure(q.kernel)
+    assert queued.method == "cuda_event_flush_queued" and queued.calls_per_sample == 1
+    assert queued.stats.p50_us == pytest.approx(30.0, rel=0.05)
+    assert queued.dispatch_us == pytest.approx(600.0, rel=0.05)  # six launches of 100 µs
+    assert q.spins >= queued.stats.n  # one spin ahead of every timed call
+    d = gpu()
+    direct = CudaEventTimer(1.0, 20.0, "cuda:0", torch_mod=d, host_clock=d.clock, launch="direct").measure(d.kernel)
+    assert direct.method == "cuda_event_flush" and d.spins == 0
+    # a 40 µs flush hides less than one 100 µs launch: the launches are in the sample
+    assert direct.stats.p50_us > 500
+    # a kernel far longer than its launch: both ways agree
+    for launch in ("queued", "direct"):
+        g = AsyncGpu(launch_s=10e-6, kernel_s=800e-6, flush_s=40e-6)
+        m = CudaEventTimer(1.0, 20.0, "cuda:0", torch_mod=g, host_clock=g.clock, launch=launch).measure(g.kernel)
+        assert m.stats.p50_us == pytest.approx(800.0, rel=0.02), launch
+
+
+def test_cold_queued_without_a_spin_kernel_says_it_timed_calls_as_launched():
+    from profilers.measure.timing import CudaEventTimer
+
+    g = AsyncGpu(launch_s=100e-6, kernel_s=5e-6, kernels_per_call=6, with_sleep=False)
+    m = CudaEventTimer(1.0, 10.0, "cuda:0", torch_mod=g, host_clock=g.clock).measure(g.kernel)
+    assert m.method == "cuda_event_flush" and m.stats.p50_us > 400  # not called queued when it was not
+
+
+def test_unknown_launch_mode_is_refused():
+    from profilers.measure.timing import CudaEventTimer
+
+    with pytest.raises(ValueError, match="launch must be one of queued, direct"):
+        CudaEventTimer(1.0, 10.0, "cuda:0", torch_mod=AsyncGpu(1e-6, 1e-6), launch="later")

@@ -69,7 +69,9 @@ def method_of(run: dict[str, Any]) -> dict[str, Any]:
         timer = "cpu_blocks"
     elif spec.get("cuda_graph"):
         timer = "cuda_graph"
-    else:
+    elif machine.get("timing_method"):  # recorded since cold calls could be queued behind a spin kernel
+        timer = machine["timing_method"]
+    else:  # older runs timed cold calls as launched
         timer = "cuda_event_flush" if spec.get("cache_state", "cold") == "cold" else "cuda_event_queued"
     return {
         "timer": timer,
@@ -83,7 +85,7 @@ def method_of(run: dict[str, Any]) -> dict[str, Any]:
         "CPU allocator": allocator_mode(run),
         "CPU pages": pages_mode(run),
         "CPU placement": placement_mode(run),
-        "flush": spec.get("flush", "zero") if timer == "cuda_event_flush" else None,
+        "flush": spec.get("flush", "zero") if timer.startswith("cuda_event_flush") else None,
         "torch": versions.get("torch"),
     }
 

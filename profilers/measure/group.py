@@ -10,6 +10,7 @@ results in the order the points came.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -157,6 +158,7 @@ def _timed(
     visit_budget = spec.budget_ms / spec.rounds
     rewarm = max(2.0, spec.warmup_ms / 5)
     samples_meta: dict[int, tuple[str, int, int | None]] = {}
+    dispatch: dict[int, list[float]] = {i: [] for i in range(len(preps))}  # host launch µs per call, per visit
     sensors: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(preps))}
     errors: dict[int, BaseException] = {}
     spans: dict[int, tuple[float, float]] = {}  # first visit's start, last visit's end (sampler seconds)
@@ -188,6 +190,8 @@ def _timed(
             first, _ = spans.get(i, (t0, t1))
             spans[i] = (first, t1)
         samples_meta[i] = (m.method, m.calls_per_sample, m.threads)
+        if m.dispatch_us is not None:
+            dispatch[i].append(m.dispatch_us)
         return m.samples_us, verdict
 
     group = run_rounds(
@@ -212,7 +216,7 @@ def _timed(
             merged = ctx.sampler.summary(*spans[k])
             merged["window_note"] = "the span of the point's rounds (other candidates' visits interleaved)"
         try:
-            out[i] = _finish_one(k, prep, cand, group, ctx, samples_meta[k], merged, kind)
+            out[i] = _finish_one(k, prep, cand, group, ctx, samples_meta[k], merged, kind, dispatch[k])
             if placement.describe():
                 out[i].extra["placement"] = placement.describe()
         except (compiling.CompileFallback, torch.OutOfMemoryError, *ERRORS) as e:
@@ -229,9 +233,11 @@ def _finish_one(
     meta: tuple[str, int, int | None],
     sensors: dict[str, Any] | None,
     kind: Kind,
+    dispatch_us: Sequence[float] = (),
 ) -> PointResult:
     method, calls_per_sample, threads = meta
-    m = Measurement(method, tuple(cand.clean_samples_us()), calls_per_sample, threads)
+    launch = statistics.median(dispatch_us) if dispatch_us else None
+    m = Measurement(method, tuple(cand.clean_samples_us()), calls_per_sample, threads, dispatch_us=launch)
     iv = group.intervals[k]
     unstable = None
     if group.unstable[k]:

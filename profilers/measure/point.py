@@ -337,6 +337,23 @@ def _stats(res: PointResult, p: Point, m: Measurement, ctx: Context) -> None:
     res.roofline_pct = roofline_pct(res.gbps, res.ceiling_gbps)
     if res.roofline_pct is not None and res.roofline_pct > 105:
         res.extra["roofline_note"] = "above the copy ladder at this working set"
+    if m.dispatch_us is not None:
+        res.extra["dispatch_us"] = m.dispatch_us
+        note = launch_bound_note(m.dispatch_us, s.p50_us, m.method)
+        if note:
+            res.extra["launch_bound"] = note
+
+
+def launch_bound_note(dispatch_us: float, p50_us: float, method: str) -> str | None:
+    """A sentence when launching one call takes the host longer than the call's timed p50, else None."""
+    if not p50_us or dispatch_us <= p50_us:
+        return None
+    timed = "its GPU time" if method in ("cuda_event_flush_queued", "cuda_event_queued") else "its time as launched"
+    return (
+        f"launch-bound on this host: launching one call takes the CPU {dispatch_us:,.0f} µs, "
+        f"{dispatch_us / p50_us:.1f}× {timed} ({p50_us:,.0f} µs); inside a model step whose GPU work runs ahead "
+        "of the host it costs the GPU time, a call alone costs the launch"
+    )
 
 
 def _saved(prep: Prepared, res: PointResult) -> None:

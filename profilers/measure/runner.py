@@ -90,7 +90,11 @@ def make_timer(spec: SweepSpec, device: torch.device, threads: int | None) -> Ti
     if device.type == "cpu":
         return CpuTimer(spec.warmup_ms, spec.budget_ms, threads=threads, min_samples=VISIT_MIN_SAMPLES)
     kind = CudaGraphTimer if spec.cuda_graph else CudaEventTimer
-    return kind(spec.warmup_ms, spec.budget_ms, device, cache_state=spec.cache_state, flush=spec.flush)
+    if kind is CudaGraphTimer:
+        return kind(spec.warmup_ms, spec.budget_ms, device, cache_state=spec.cache_state, flush=spec.flush)
+    return kind(
+        spec.warmup_ms, spec.budget_ms, device, cache_state=spec.cache_state, flush=spec.flush, launch=spec.cuda_launch
+    )
 
 
 def groups_of(spec: Any) -> list[list[tuple[int, Any]]]:
@@ -209,6 +213,8 @@ def _run(
     machine["cpu_method"] = provenance.cpu_method()
     machine["threads"] = threads
     machine["compile"] = compile_setting
+    the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
+    machine["timing_method"] = the_timer.method  # what timed the points (cold CUDA: queued only with a spin kernel)
     points = spec.points()
     run_kind = "kernels" if kind is KERNELS else "blocks"
     run_id = store.create_run(spec, machine, provenance.versions(), len(points), label=label, kind=run_kind)
@@ -223,7 +229,6 @@ def _run(
                 _sync(device)
                 idle_cold = energy.idle_power(meter, seconds=1.0)  # before any load
             store.update_run(run_id, idle_power_w=idle_cold, sensors=sensors.describe(meter))
-            the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
             caches = cpu_cache_sizes() if device.type == "cpu" else gpu_cache_sizes(device)
             # blocks are judged by time and component shares, not against copy bandwidth: no ladder
             ladder = measure_ladder(device, the_timer, caches, available_bytes(device)[0]) if kind is KERNELS else None

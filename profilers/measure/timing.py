@@ -8,8 +8,11 @@ for the same kernel, so every stored figure names the method that produced it.
 - ``cpu_blocks``: fixed thread count; warm up for a budget, then time blocks of
   calls (each block ≥ 1 ms) until the measurement budget is spent; one sample per
   block = block time / calls.
-- ``cuda_event_flush``: one pair of CUDA events per call, L2 flushed before each
-  call so it holds no input (triton's do_bench method): cache state ``cold``;
+- ``cuda_event_flush_queued``: one pair of CUDA events per call, L2 flushed before
+  each call so it holds no input (triton's do_bench method), each call queued behind a
+  spin kernel so a slow host cannot leave the GPU waiting inside it: cache state
+  ``cold`` (the default); ``cuda_event_flush``: the same without the spin, a call
+  timed as launched (a call whose launch outlasts its kernels includes the launch);
   ``cuda_event_queued``: blocks of calls back to back, queued behind a spin kernel: ``warm``.
 - ``cuda_graph``: calls captured in a CUDA graph and replayed: launch-free time,
   cold (one call per replay, flushed) or warm (many calls per replay).
@@ -92,6 +95,9 @@ class Measurement:
     samples_us: tuple[float, ...]
     calls_per_sample: int
     threads: int | None = None
+    # CUDA: the host's time to launch one call (µs, the least of three): a call whose launch takes longer than
+    # its GPU time keeps the GPU waiting when nothing is queued ahead of it (launch-bound on this host)
+    dispatch_us: float | None = None
 
     @property
     def stats(self) -> Stats:
@@ -163,6 +169,12 @@ class CpuTimer:
         return Measurement(self.method, tuple(samples), block, self.threads)
 
 
+CUDA_LAUNCHES = {
+    "queued": "each cold call queued behind a spin kernel: the GPU's time for the call, as inside a model step "
+    "whose GPU work runs ahead of the host",
+    "direct": "each cold call timed as launched (triton's do_bench): a call whose launch outlasts its kernels "
+    "includes the launch, as a call alone on an idle GPU",
+}
 FLUSH_METHODS = {
     "zero": "a 256 MB buffer zeroed before each call (triton's do_bench)",
     "read": "a 256 MB buffer summed before each call (reads only: no dirty lines left to write back)",
@@ -189,6 +201,7 @@ class _CudaTimer:
         cache_state: str = "cold",
         flush: str = "zero",
         host_clock: Callable[[], float] = time.perf_counter,
+        launch: str = "queued",
     ) -> None:
         if torch_mod is None:
             import torch as torch_mod
@@ -196,6 +209,9 @@ class _CudaTimer:
             raise ValueError(f"cache_state must be cold or warm, got {cache_state!r}")
         if flush not in FLUSH_METHODS:
             raise ValueError(f"flush must be one of {', '.join(FLUSH_METHODS)}, got {flush!r}")
+        if launch not in CUDA_LAUNCHES:
+            raise ValueError(f"launch must be one of {', '.join(CUDA_LAUNCHES)}, got {launch!r}")
+        self.launch = launch
         self.torch = torch_mod
         self.warmup_ms = warmup_ms
         self.budget_ms = budget_ms
@@ -217,6 +233,17 @@ class _CudaTimer:
             self._flush_buf.zero_()
         else:
             self._flush_buf.sum()
+
+    def _enqueue_s(self, body: Callable[[], Any]) -> float:
+        """The host's time to enqueue ``body`` on an idle GPU: the least of three, so one stall does not stick."""
+        times = []
+        for _ in range(3):
+            self.torch.cuda.synchronize(self.device)
+            t0 = self.host_clock()
+            body()
+            times.append(self.host_clock() - t0)
+        self.torch.cuda.synchronize(self.device)
+        return min(times)
 
     def _stream(self) -> Any:
         return self.torch.cuda.current_stream(self.device)
@@ -269,17 +296,25 @@ class _CudaTimer:
 
 
 class CudaEventTimer(_CudaTimer):
-    """CUDA events around the calls. Cold: one event pair per call, L2 flushed before each (the flush also
-    keeps the GPU busy while the next call is launched, so launch time stays out of the sample). Warm: one
-    event pair around a block of back-to-back calls (up to a millisecond of work, at most ``WARM_BLOCK_MAX``
-    calls), each sample the block's time over its calls, with a spin kernel queued ahead of each block so the
-    CPU has enqueued the whole block before the GPU reaches it. Without work queued ahead the events time the
-    CPU's launch rate, not the kernel: on an H200 a 16 MB LayerNorm timed 43 µs warm with an event pair per
-    call and 29 µs with blocks alone, against 18.6 µs cold."""
+    """CUDA events around the calls. Cold: one event pair per call, L2 flushed before each; with ``launch``
+    queued (the default) a spin kernel sized to the call's launch time runs ahead of each flush, so the host has
+    launched the whole call before the GPU reaches it and the sample is the GPU's time for the call; direct
+    leaves the spin out (triton's do_bench: the flush alone keeps the GPU busy while the next call launches,
+    which hides a short launch, not one longer than the flush). On an H200 host a compiled LayerNorm
+    forward+backward (8192×4096 bf16) took 721 µs as launched for 152 µs of kernels: its launch, not the GPU.
+    Warm: one event pair around a block of back-to-back calls (up to a millisecond of work, at most
+    ``WARM_BLOCK_MAX`` calls), each sample the block's time over its calls, with a spin kernel queued ahead of
+    each block so the CPU has enqueued the whole block before the GPU reaches it. Without work queued ahead
+    the events time the CPU's launch rate, not the kernel: on an H200 a 16 MB LayerNorm timed 43 µs warm with
+    an event pair per call and 29 µs with blocks alone, against 18.6 µs cold. Every measurement carries the
+    host's launch time per call (``dispatch_us``)."""
 
     @property
     def method(self) -> str:  # type: ignore[override]
-        return "cuda_event_flush" if self.cache_state == "cold" else "cuda_event_queued"
+        if self.cache_state == "warm":
+            return "cuda_event_queued"
+        queued = self.launch == "queued" and getattr(self.torch.cuda, "_sleep", None) is not None
+        return "cuda_event_flush_queued" if queued else "cuda_event_flush"
 
     def measure(
         self, fn: Callable[[], Any], warmup_ms: float | None = None, budget_ms: float | None = None
@@ -298,29 +333,32 @@ class CudaEventTimer(_CudaTimer):
         n_warm = max(1, int(warm_ms / est_ms))
         for _ in range(n_warm):
             fn()
+        dispatch_s = self._enqueue_s(fn)
         if cold:
-            n_rep = min(MAX_SAMPLES, max(MIN_SAMPLES, int(budget / est_ms)))
-            times = self._event_times_ms(n_rep, fn, before=self.flush)
-            return Measurement(self.method, tuple(t * 1e3 for t in times), 1)
+            ahead_s = dispatch_s + self._enqueue_s(self.flush)  # what the spin must cover: the flush and the call
+            prefill = self._prefill(ahead_s) if self.launch == "queued" else None
+            spin_ms = self.spin_ms(ahead_s) if prefill is not None else 0.0
+
+            def before() -> None:  # outside the timed region: the spin (when queued), then the flush
+                if prefill is not None:
+                    prefill()
+                self.flush()
+
+            n_rep = min(MAX_SAMPLES, max(MIN_SAMPLES, int(budget / (est_ms + spin_ms))))  # the spin costs too
+            times = self._event_times_ms(n_rep, fn, before=before)
+            return Measurement(self.method, tuple(t * 1e3 for t in times), 1, dispatch_us=dispatch_s * 1e6)
         block = max(1, min(WARM_BLOCK_MAX, math.ceil(1.0 / est_ms)))
 
         def calls() -> None:
             for _ in range(block):
                 fn()
 
-        enqueue = []  # the CPU's time to enqueue one block: the least of three, so one stall does not stick
-        for _ in range(3):
-            self.torch.cuda.synchronize(self.device)
-            t0 = self.host_clock()
-            calls()
-            enqueue.append(self.host_clock() - t0)
-        self.torch.cuda.synchronize(self.device)
-        enqueue_s = min(enqueue)
+        enqueue_s = self._enqueue_s(calls)
         prefill = self._prefill(enqueue_s)
         spin_ms = self.spin_ms(enqueue_s) if prefill is not None else 0.0
         n_rep = min(MAX_SAMPLES, max(MIN_SAMPLES, int(budget / (est_ms * block + spin_ms))))  # the spin costs too
         times = self._event_times_ms(n_rep, calls, before=prefill)
-        return Measurement(self.method, tuple(t * 1e3 / block for t in times), block)
+        return Measurement(self.method, tuple(t * 1e3 / block for t in times), block, dispatch_us=dispatch_s * 1e6)
 
 
 class GraphRecordedNothing(RuntimeError):

@@ -170,7 +170,10 @@ def _method(run: dict[str, Any]) -> str:
     how = method_of(run)
     timers = {
         "cpu_blocks": "fixed thread count, warmup, then blocks of calls (≥ 1 ms each) until the budget; warm cache",
-        "cuda_event_flush": "one CUDA event pair per call, L2 flushed before each call (cold cache)",
+        "cuda_event_flush_queued": "one CUDA event pair per call, L2 flushed before each call, each call queued "
+        "behind a spin kernel so the host's launch stays out of it (cold cache)",
+        "cuda_event_flush": "one CUDA event pair per call, L2 flushed before each call, timed as launched: a "
+        "launch slower than the kernels counts (cold cache)",
         "cuda_event_queued": "one CUDA event pair per block of back-to-back calls queued behind a spin kernel "
         "(warm cache)",
         "cuda_event": "one CUDA event pair per block of back-to-back calls, launched at the CPU's pace (warm cache)",
@@ -192,7 +195,8 @@ def _method(run: dict[str, Any]) -> str:
     gate = (
         f"Correctness gate before timing, against a float64 reference: tolerance = assert_close rtol of the dtype "
         f"({', '.join(f'{k} {v:g}' for k, v in RTOL.items())}) plus an allowance for fp32 accumulation that grows "
-        f"with log2 of the elements summed; beyond it but right in float32: imprecise (timed, flagged); NaN/Inf, "
+        f"with log2 of the elements summed; beyond it but right in float32, or a value past the dtype's range "
+        f"rounded to the infinity of its sign: imprecise (timed, flagged); any other NaN/Inf, "
         f"rel L2 > {WRONG_REL_L2} or wrong in float32: wrong (not timed)."
         if kind == "kernels"
         else "Correctness gate before timing: the whole block (forward, and every gradient where timed) against a "

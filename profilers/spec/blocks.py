@@ -168,6 +168,10 @@ class BlockSweepSpec(JsonSpec):
         return "zero"
 
     @property
+    def cuda_launch(self) -> str:
+        return "queued"
+
+    @property
     def cuda_graph(self) -> bool:
         return False
 

@@ -23,9 +23,18 @@ MODES: tuple[str, ...] = tuple(catalog.MODES)
 DTYPES: tuple[str, ...] = tuple(catalog.DTYPES)
 # "cuda_event": warm blocks launched at the CPU's pace, before blocks were queued behind a spin kernel (kept
 # so older runs import)
-TIMING_METHODS = ("cpu_blocks", "cuda_event_flush", "cuda_event_queued", "cuda_event", "cuda_graph")
+TIMING_METHODS = (
+    "cpu_blocks",
+    "cuda_event_flush_queued",
+    "cuda_event_flush",
+    "cuda_event_queued",
+    "cuda_event",
+    "cuda_graph",
+)
 CACHE_STATES = ("cold", "warm")
 FLUSH_METHODS = ("zero", "read")
+# CUDA cold calls: queued behind a spin kernel (the GPU's time) or timed as launched (do_bench; a slow launch counts)
+CUDA_LAUNCHES = ("queued", "direct")
 CPU_ALLOCATORS = {
     "reuse": "glibc told to keep freed memory (mmap off, no trim): times exclude page faults, as with a "
     "caching allocator (jemalloc, tcmalloc, the CUDA caching allocator)",
@@ -284,6 +293,7 @@ class SweepSpec(JsonSpec):
     ci_target_pct: float = 3.0
     cache_state: str | None = None  # None: the device's default (CPU warm, CUDA cold)
     flush: str = "zero"
+    cuda_launch: str = "queued"
     cpu_allocator: str = "reuse"
     cpu_pages: str = "huge"
     cpu_placement: str = "round"
@@ -357,6 +367,8 @@ class SweepSpec(JsonSpec):
         set_(self, "cache_state", state)
         if self.flush not in FLUSH_METHODS:
             raise SpecError(f"unknown flush {self.flush!r}: use one of {', '.join(FLUSH_METHODS)}")
+        if self.cuda_launch not in CUDA_LAUNCHES:
+            raise SpecError(f"unknown CUDA launch {self.cuda_launch!r}: use one of {', '.join(CUDA_LAUNCHES)}")
         if self.cpu_allocator not in CPU_ALLOCATORS:
             raise SpecError(f"unknown CPU allocator mode {self.cpu_allocator!r}: use reuse or system")
         if self.cpu_pages not in CPU_PAGES:
@@ -384,7 +396,9 @@ class SweepSpec(JsonSpec):
             return "cpu_blocks"
         if self.cuda_graph:
             return "cuda_graph"
-        return "cuda_event_flush" if self.cache_state == "cold" else "cuda_event_queued"
+        if self.cache_state == "warm":
+            return "cuda_event_queued"
+        return "cuda_event_flush_queued" if self.cuda_launch == "queued" else "cuda_event_flush"
 
     @classmethod
     def from_dict(cls, d: Any) -> SweepSpec:
