@@ -45,3 +45,35 @@ def forward_call(
             return fn(*ins)
 
     return call, compile_s, None
+
+
+def fwdbwd_call(
+    variant: str, impl: str, tokens: int, hidden: int, dev: torch.device, dtype: torch.dtype = torch.bfloat16
+) -> tuple[Callable[[], Any] | None, str | None]:
+    """(a forward+backward call, as NormScope times one: gradients of every input, None) or (None, why not)."""
+    cfg = Config()
+    reason = unsupported_reason(variant, impl, "cuda", tokens, hidden, cfg)
+    if reason:
+        return None, reason
+    ins = VARIANTS[variant].make_inputs(tokens, hidden, dtype, dev, 0, cfg)
+    for t in ins:
+        t.requires_grad_(True)
+    fn = build(variant, impl, cfg, compiler=compiling.compile_fresh)
+
+    def first() -> list[torch.Tensor]:
+        outs = fn(*ins)
+        dys = [torch.randn_like(o) for o in outs]
+        torch.autograd.grad(outs, ins, dys)
+        torch.cuda.synchronize(dev)
+        return dys
+
+    if impl == "compiled":
+        with compiling.first_calls():  # the first call compiles: checked, not a silent eager fallback
+            dys = first()
+    else:
+        dys = first()
+
+    def call(fn=fn, ins=ins, dys=dys):
+        return torch.autograd.grad(fn(*ins), ins, dys)
+
+    return call, None

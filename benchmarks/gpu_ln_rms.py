@@ -5,6 +5,9 @@ launch overhead and kernel counts. Prints tables a reader can paste into a note;
   do_bench's median (goal: within 3%), warm events, CUDA graph warm and cold, GB/s and % of the copy ceiling.
 - Three L2 flushes before a 64 MB copy: zero_ (dirty lines), a read-only sum, rotating input copies.
 - Launch overhead: one ≥ 1 ms fused kernel, a graph replay, eager RMSNorm at 1024×1024.
+- Launch-bound forward+backward calls (compiled at 8192×4096 bf16, native at BERT's 4096×768 fp16): cold p50
+  queued behind a spin kernel vs timed as launched vs do_bench, beside the kernels' own time (profiler) and the
+  host's launch time per call.
 - Kernels per call (compute kernels; memsets/memcpys apart), eager / native / compiled, fwd and fwd+bwd.
 - cuda:1 against cuda:0 when the machine has two GPUs (otherwise said so).
 
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from _gpu import forward_call, require_cuda
+from _gpu import forward_call, fwdbwd_call, require_cuda
 
 from profilers.analysis.roofline import bytes_moved
 from profilers.measure import kernels as kern
@@ -151,6 +154,44 @@ def kernel_counts(dev) -> list[dict]:
     return rows
 
 
+LAUNCH_CASES = (
+    ("layernorm", "compiled", 8192, 4096, torch.bfloat16),
+    ("rmsnorm", "compiled", 8192, 4096, torch.bfloat16),
+    ("layernorm", "native", 4096, 768, torch.float16),
+    ("layernorm", "native", 32768, 8192, torch.bfloat16),
+)
+
+
+def launch_bound_table(dev) -> list[dict]:
+    """Cold forward+backward p50, queued vs as launched vs do_bench, against the kernels' summed time."""
+    from triton.testing import do_bench
+
+    rows = []
+    for variant, impl, tokens, hidden, dtype in LAUNCH_CASES:
+        case = f"{variant} {impl} {tokens}x{hidden} {str(dtype).removeprefix('torch.')} fwdbwd"
+        call, why = fwdbwd_call(variant, impl, tokens, hidden, dev, dtype)
+        if call is None:
+            rows.append({"case": case, "skipped": why})
+            continue
+        queued = CudaEventTimer(25, 200, dev).measure(call)
+        direct = CudaEventTimer(25, 200, dev, launch="direct").measure(call)
+        ref = do_bench(call, warmup=25, rep=200, return_mode="median") * 1e3
+        k = kern.breakdown(call, dev)
+        rows.append(
+            {
+                "case": case,
+                "queued_method": queued.method,
+                "queued_p50_us": queued.stats.p50_us,
+                "direct_p50_us": direct.stats.p50_us,
+                "do_bench_us": ref,
+                "kernel_us": k["kernel_us_per_call"],
+                "kernels_per_call": k["kernels_per_call"],
+                "dispatch_us": queued.dispatch_us,
+            }
+        )
+    return rows
+
+
 def two_devices() -> dict:
     if torch.cuda.device_count() < 2:
         return {"skipped": f"this machine has {torch.cuda.device_count()} GPU: cuda:1 vs cuda:0 needs two"}
@@ -182,6 +223,7 @@ def main() -> None:
         "timers": timers_table(dev, a.tokens, a.hidden, ladder),
         "flush": flush_table(dev),
         "launch": launch_table(dev),
+        "launch_bound": launch_bound_table(dev),
         "kernels": kernel_counts(dev),
         "two_devices": two_devices(),
     }
@@ -218,6 +260,15 @@ def main() -> None:
         print(
             f"launch overhead {r['launch_overhead_pct']:5.1f}%  {r['case']}: {r['kernels_per_call']:g} kernels, "
             f"{r['kernel_us']:.1f} µs of kernels in a {r['loop_us']:.1f} µs loop"
+        )
+    print(f"{'fwd+bwd, cold':<45} {'queued':>8} {'direct':>8} {'do_bench':>8} {'kernels':>8} {'launch':>8}  (µs)")
+    for r in doc["launch_bound"]:
+        if "skipped" in r:
+            print(f"{r['case']:<45} skipped: {r['skipped']}")
+            continue
+        print(
+            f"{r['case']:<45} {r['queued_p50_us']:>8.1f} {r['direct_p50_us']:>8.1f} {r['do_bench_us']:>8.1f} "
+            f"{r['kernel_us']:>8.1f} {r['dispatch_us']:>8.1f}  ({r['queued_method']})"
         )
     print(
         "kernels per call (fwd, 4096x4096 bf16): "

@@ -15,7 +15,7 @@ bench_rc=$?
 sensors_rc=$?
 head -3 "$OUT/env.txt"
 tail -3 "$OUT/gpu_tests.log"
-tail -14 "$OUT/gpu_bench.log"
+tail -20 "$OUT/gpu_bench.log"
 tail -7 "$OUT/gpu_sensors.log"
 echo "gpu tests rc=$tests_rc, benchmark rc=$bench_rc, sensors rc=$sensors_rc (124: over its time limit)"
 exit $(( tests_rc || bench_rc || sensors_rc ))
