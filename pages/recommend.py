@@ -138,6 +138,14 @@ else:
                 }
             )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    bound = [c.name for c in ranking.candidates if (c.point.get("extra") or {}).get("launch_bound")]
+    if bound and metric == "time":
+        st.caption(
+            f"Launch-bound on the measured host: {', '.join(bound)} (the CPU takes longer to launch a call than the "
+            "GPU to run it). The ranking is by GPU time, what the norm costs inside a model step whose GPU work "
+            "runs ahead of the host; a step that is itself launch-bound pays each call's launch instead (Results "
+            "lists the launch times)."
+        )
 
 if ranking.left_out:
     st.markdown("**Considered, not ranked**")

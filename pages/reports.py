@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import open_store, run_label, runs_or_welcome
+from pages._shared import default_runs, open_store, remember_runs, run_label, runs_or_welcome
 from profilers.report import document
 
 st.title("Reports")
@@ -19,10 +19,13 @@ st.caption(
 with open_store() as store:
     runs = runs_or_welcome(store, "Nothing to report yet: measure something first.", "quick-reports", kind=None)
     by_id = {r["id"]: r for r in runs}
-    default = [r["id"] for r in runs if r["status"] == "completed"][:1] or [runs[0]["id"]]
     chosen = st.multiselect(
-        "Runs in the report", list(by_id), default=default, format_func=lambda i: run_label(by_id[i])
+        "Runs in the report",
+        list(by_id),
+        default=default_runs(runs, "reports", n=0),  # the runs picked on the other pages follow
+        format_func=lambda i: run_label(by_id[i]),
     )
+    remember_runs(chosen)
     title = st.text_input("Heading (optional)", max_chars=200)
     if not chosen:
         st.info("Pick at least one run.")

@@ -37,6 +37,25 @@ if df.empty:
     st.stop()
 
 
+def cpu_interval_note(runs: list[dict]) -> str:
+    """What a CPU run's interval covers: one process's rounds, or processes and their rounds."""
+    cpu = [r for r in runs if str(r["spec"].get("device", "cpu")).startswith("cpu")]
+    single = [r for r in cpu if (r["spec"].get("processes") or 1) == 1]
+    if single:
+        return (
+            " On a CPU the interval of a run in one process is over that process's rounds: a run in a fresh process "
+            "can land outside it (benchmarks/cpu_process_spread.py measures by how much on this machine; "
+            "--processes N spreads a run over N processes): repeat a run before you trust a difference of a few "
+            "percent."
+        )
+    if cpu:
+        return (
+            " A CPU run spread over several processes has intervals that resample the processes, then the rounds "
+            "within them: they include what differs between processes."
+        )
+    return ""
+
+
 def head_to_head_sentence(d: pd.DataFrame, cont: tuple[str, str], base: tuple[str, str]) -> str:
     """One sentence per facet: the range of ratios and where they are beyond the noise."""
     n = len(d)
@@ -131,17 +150,10 @@ with tabs[0]:
         st.plotly_chart(fig, width="stretch")
         st.caption(
             "Each dot is the median of per-round ratios when both were timed in the same interleaved rounds; "
-            "the bar is its 95% bootstrap interval, often narrower than the dot (a run taken without rounds, such "
-            "as the shipped fwd+bwd reference run, compares p20–p80 bands instead: hover a dot for its method). "
+            "the bar is its 95% bootstrap interval, often narrower than the dot (a run taken without rounds "
+            "compares p20–p80 bands instead: hover a dot for its method). "
             "Green: faster beyond the noise; "
-            "red: slower; grey: a tie."
-            + (
-                " On a CPU the interval is over one run's rounds: a run in a fresh process can land outside it "
-                "(benchmarks/cpu_process_spread.py measures by how much on this machine): repeat a run before you "
-                "trust a difference of a few percent."
-                if any(str(by_id[i]["spec"].get("device", "cpu")).startswith("cpu") for i in chosen)
-                else ""
-            )
+            "red: slower; grey: a tie." + cpu_interval_note([by_id[i] for i in chosen])
         )
 with tabs[1]:
     st.plotly_chart(plots.latency(view, "tokens", subtitle), width="stretch")
@@ -221,6 +233,10 @@ if len(launch_bound):
             .rename(columns={**COLUMNS, "launch_us": "launch (µs, host)"}),
             hide_index=True,
             width="stretch",
+            column_config={
+                "launch (µs, host)": st.column_config.NumberColumn(format="%.0f"),
+                COLUMNS.get("p50_us", "p50_us"): st.column_config.NumberColumn(format="%.1f"),
+            },
         )
 
 st.subheader("All points")

@@ -298,3 +298,40 @@ def test_reference_runs_are_read_only(one_run, monkeypatch, tmp_path):
     at = page("pages/runs.py", tmp_path / "fresh-user.db", monkeypatch, references=ref)
     assert any("reference run" in i.value for i in at.info)
     assert next(b for b in at.button if b.label == "Delete run").disabled
+
+
+def test_launch_bound_gpu_points_are_listed_on_results_and_named_on_recommend(monkeypatch, tmp_path):
+    """The shipped H200 forward+backward run: at 8192×4096 the host launches a call slower than the GPU runs it."""
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    shipped = ROOT / "data" / "reference" / "h200-2026-11-27-bf16-fwdbwd.json"
+    (ref / shipped.name).write_bytes(shipped.read_bytes())
+    at = page("pages/results.py", tmp_path / "fresh-user.db", monkeypatch, references=ref)
+    bound = [e for e in at.expander if "launch-bound on this host" in e.label]
+    assert bound and bound[0].label.startswith("7 points"), [e.label for e in at.expander]
+    assert any("GPU's (each call queued behind a spin kernel)" in c.value for c in at.caption)
+    at.switch_page("pages/recommend.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.number_input[0].set_value(8192).run()  # Llama-3-8B's hidden at 8192 tokens
+    at.number_input[1].set_value(4096).run()
+    text = _text(at)
+    assert "Launch-bound on the measured host" in text and "RMSNorm compiled" in text, text[-1500:]
+
+
+def test_reports_page_opens_on_the_runs_picked_elsewhere(monkeypatch, tmp_path):
+    """Picked on Results, the same runs are in the report: no second selection that silently differs."""
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    for name in ("h200-2026-11-27-bf16-fwdbwd.json", "h200-2026-11-27-fp16-fwdbwd-bert-base.json"):
+        (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
+    at = page("pages/results.py", tmp_path / "fresh-user.db", monkeypatch, references=ref)
+    with Store(tmp_path / "fresh-user.db") as s:
+        ids = [r["id"] for r in s.list_runs()]  # newest first
+    assert len(ids) == 2
+    other = ids[-1]  # not the newest: a page that ignored the pick would open on the newest
+    at.multiselect[0].set_value([other]).run()
+    at.switch_page("pages/reports.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect[0].value == [other]

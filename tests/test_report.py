@@ -83,3 +83,19 @@ def test_pdf_export(store_with_run, tmp_path):
         return
     assert to_pdf(html, tmp_path / "r.pdf") is None
     assert (tmp_path / "r.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_report_names_launch_bound_points_with_their_launch_time(tmp_path):
+    """The shipped H200 forward+backward run: 7 points at 8192×4096 take longer to launch than to run."""
+    from conftest import ROOT
+
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    name = "h200-2026-11-27-bf16-fwdbwd.json"
+    (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
+    with Store(tmp_path / "r.db") as s:
+        (run_id,), problems = reference.sync(s, ref)
+        assert not problems
+        html = build(s, [run_id])
+    assert "7 points launch-bound on the measured host" in html
+    assert "launch (µs, host)" in html and "cuda_event_flush_queued" in html

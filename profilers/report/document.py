@@ -313,6 +313,22 @@ def _noise_and_failures(points: list[dict[str, Any]]) -> list[str]:
     ]
     if failed or skipped:
         parts.append(_table(failed + skipped, [*_POINT_KEY_COLUMNS, ("error", COLUMNS["error"])]))
+    bound = [
+        {**p, "launch_us": (p.get("extra") or {}).get("dispatch_us")}
+        for p in points
+        if (p.get("extra") or {}).get("launch_bound")
+    ]
+    if bound:
+        parts.append(
+            f"<p>{len(bound)} point{'' if len(bound) == 1 else 's'} launch-bound on the measured host: launching one "
+            "call took the CPU longer than the GPU took to run it. Their times are the GPU's where the run queued "
+            "cold calls behind a spin kernel (its timing method says so): what the norm costs inside a model step "
+            "whose GPU work runs ahead of the host. A call alone, or a step that is itself launch-bound, pays the "
+            "launch instead.</p>"
+        )
+        parts.append(
+            _table(bound, [*_POINT_KEY_COLUMNS, ("launch_us", "launch (µs, host)"), ("p50_us", COLUMNS["p50_us"])])
+        )
     return parts
 
 
