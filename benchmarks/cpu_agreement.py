@@ -11,7 +11,7 @@ values and 95% intervals, and the goals:
 
     .venv/bin/python benchmarks/cpu_agreement.py [--busy-share 0.3] [--skip-idle | --skip-busy] [--cpu-pages base]
         [--cpu-placement fixed]
-        [--rounds accurate]
+        [--rounds accurate] [--processes 3]
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def report(label: str, a: dict, b: dict) -> None:
     print(f"\n{label}")
     print(f"{'point':<34} {'run 1 ratio [95%]':>26} {'run 2 ratio [95%]':>26} {'diff':>7}  in run 1's interval")
     agree = inside = compared = 0
+    widths, unstable = [], [0, 0]
     for k in keys:
         p, q = a[k], b[k]
         if p["ratio_baseline"] == f"{k[0]} {k[1]}":
@@ -111,6 +112,9 @@ def report(label: str, a: dict, b: dict) -> None:
         ok_inside = p["ratio_lo"] <= q["ratio"] <= p["ratio_hi"]
         agree += ok_agree
         inside += ok_inside
+        widths.append(100 * (p["ratio_hi"] - p["ratio_lo"]) / (2 * p["ratio"]))
+        unstable[0] += p["status"] == "unstable"
+        unstable[1] += q["status"] == "unstable"
         name = f"{k[0]} {k[1]} {k[2]}x{k[3]}"
         print(
             f"{name:<34} {p['ratio']:>8.3f} [{p['ratio_lo']:.3f}, {p['ratio_hi']:.3f}] "
@@ -120,7 +124,9 @@ def report(label: str, a: dict, b: dict) -> None:
     if compared:
         print(
             f"agree within 5%: {agree}/{compared} ({100 * agree / compared:.0f}%); run 2 inside run 1's interval: "
-            f"{inside}/{compared} ({100 * inside / compared:.0f}%)"
+            f"{inside}/{compared} ({100 * inside / compared:.0f}%); run 1's intervals "
+            f"±{sorted(widths)[len(widths) // 2]:.1f}% (median), ±{max(widths):.1f}% at most; "
+            f"unstable ratios {unstable[0]} and {unstable[1]}"
         )
 
 
@@ -146,6 +152,7 @@ def main() -> None:
     ap.add_argument("--cpu-pages", choices=("huge", "base"), help="the sweeps' CPU page mode (default: the CLI's)")
     ap.add_argument("--cpu-placement", choices=("round", "fixed"), help="the sweeps' CPU placement")
     ap.add_argument("--rounds", help="the sweeps' rounds: a number or quick|default|accurate (default: the CLI's)")
+    ap.add_argument("--processes", type=int, help="each sweep spread over N fresh processes (default: the CLI's, 1)")
     a = ap.parse_args()
     if a.skip_idle and a.skip_busy:
         sys.exit("--skip-idle and --skip-busy leave nothing to run: drop one")
@@ -155,6 +162,8 @@ def main() -> None:
         EXTRA_ARGS.extend(["--cpu-placement", a.cpu_placement])
     if a.rounds:
         EXTRA_ARGS.extend(["--rounds", a.rounds])
+    if a.processes:
+        EXTRA_ARGS.extend(["--processes", str(a.processes)])
     db = Path(tempfile.mkdtemp()) / "agreement.db"
     busy1 = busy2 = None
     if not a.skip_busy:

@@ -85,6 +85,11 @@ def method_of(run: dict[str, Any]) -> dict[str, Any]:
         "CPU allocator": allocator_mode(run),
         "CPU pages": pages_mode(run),
         "CPU placement": placement_mode(run),
+        "processes": (
+            f"{spec.get('processes') or 1} fresh process{'es' if (spec.get('processes') or 1) > 1 else ''}"
+            if device.startswith("cpu")
+            else None
+        ),
         "flush": spec.get("flush", "zero") if timer.startswith("cuda_event_flush") else None,
         "torch": versions.get("torch"),
     }

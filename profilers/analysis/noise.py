@@ -100,6 +100,38 @@ def bootstrap_median_ci(
     return median(vals), _percentile(meds, alpha), _percentile(meds, 1 - alpha)
 
 
+def hierarchical_median_ci(
+    values: Sequence[float],
+    groups: Sequence[Any],
+    seed: int,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CI_LEVEL,
+) -> tuple[float, float, float]:
+    """(median, lo, hi) of values that come in groups (the rounds of several processes): each resample draws
+    the groups with replacement, then values within each drawn group, so the interval carries the spread
+    between groups as well as within them. With one group it is ``bootstrap_median_ci``."""
+    vals = list(values)
+    if len(vals) != len(groups) or not vals:
+        raise ValueError("every value needs its group, and there must be values")
+    by: dict[Any, list[float]] = {}
+    for v, g in zip(vals, groups):
+        by.setdefault(g, []).append(v)
+    if len(by) == 1:
+        return bootstrap_median_ci(vals, seed, resamples, level)
+    members = list(by.values())
+    rng = random.Random(seed)
+    meds = []
+    for _ in range(resamples):
+        pooled: list[float] = []
+        for _ in members:
+            g = members[rng.randrange(len(members))]
+            pooled.extend(g[rng.randrange(len(g))] for _ in g)
+        meds.append(median(pooled))
+    meds.sort()
+    alpha = (1 - level) / 2
+    return median(vals), _percentile(meds, alpha), _percentile(meds, 1 - alpha)
+
+
 @dataclass(frozen=True)
 class Ratio:
     """``other / ref`` with a 95% interval, and how the interval was obtained.
@@ -134,11 +166,17 @@ class Ratio:
         return 100.0 * (self.hi - self.lo) / 2.0
 
 
-def paired_ratio(other_rounds: Sequence[float], ref_rounds: Sequence[float], seed: int) -> Ratio:
-    """Median of the per-round ratios other/ref, with a bootstrap CI over rounds."""
+def paired_ratio(
+    other_rounds: Sequence[float], ref_rounds: Sequence[float], seed: int, processes: Sequence[Any] | None = None
+) -> Ratio:
+    """Median of the per-round ratios other/ref, with a bootstrap CI over rounds; over processes, then rounds
+    within them, when ``processes`` names the process of each round (a run spread over several)."""
     if len(other_rounds) != len(ref_rounds) or not other_rounds:
         raise ValueError("paired rounds must be the same, non-zero number of rounds")
     ratios = [o / r for o, r in zip(other_rounds, ref_rounds)]
+    if processes is not None and len(set(processes)) > 1:
+        value, lo, hi = hierarchical_median_ci(ratios, processes, seed)
+        return Ratio(value, lo, hi, f"paired rounds in {len(set(processes))} processes")
     value, lo, hi = bootstrap_median_ci(ratios, seed)
     return Ratio(value, lo, hi, "paired rounds")
 
@@ -167,6 +205,12 @@ def rounds_of(p: Mapping[str, Any]) -> list[float] | None:
     return [float(v) for v in r] if r else None
 
 
+def processes_of(p: Mapping[str, Any]) -> list[int] | None:
+    """Which process each of a point's rounds ran in (runs spread over several processes), else None."""
+    r = (p.get("extra") or {}).get("rounds_process")
+    return [int(v) for v in r] if r else None
+
+
 def same_group(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Timed in the same interleaved rounds: same run, device, shape, dtype, mode and block."""
     keys = ("run_id", "device", "tokens", "hidden", "dtype", "mode", "block", "cache_state")
@@ -179,7 +223,8 @@ def ratio_between(ref: Mapping[str, Any], other: Mapping[str, Any], metric: str 
         ra, rb = rounds_of(ref), rounds_of(other)
         seed = seed_for(ref.get("run_id"), ref.get("variant"), ref.get("impl"), other.get("variant"), other.get("impl"))
         if ra and rb and same_group(ref, other) and len(ra) == len(rb):
-            return paired_ratio(rb, ra, seed)
+            procs = processes_of(other)
+            return paired_ratio(rb, ra, seed, procs if procs and procs == processes_of(ref) else None)
         if ra and rb and len(ra) >= 3 and len(rb) >= 3:
             return unpaired_ratio(rb, ra, seed)
         return band_ratio(ref["p50_us"], band_pct(ref), other["p50_us"], band_pct(other))

@@ -297,6 +297,7 @@ class SweepSpec(JsonSpec):
     cpu_allocator: str = "reuse"
     cpu_pages: str = "huge"
     cpu_placement: str = "round"
+    processes: int = 1  # CPU: the sweep in this many fresh processes, one after the other, merged into one run
     baseline: str | None = None  # "variant impl"; None: layernorm native when measured, else the first
 
     def __post_init__(self) -> None:
@@ -375,6 +376,11 @@ class SweepSpec(JsonSpec):
             raise SpecError(f"unknown CPU page mode {self.cpu_pages!r}: use huge or base")
         if self.cpu_placement not in CPU_PLACEMENTS:
             raise SpecError(f"unknown CPU placement {self.cpu_placement!r}: use round or fixed")
+        n = self.processes
+        if isinstance(n, bool) or not isinstance(n, int) or not (1 <= n <= 16):
+            raise SpecError(f"processes must be a whole number 1-16, got {n!r}: e.g. --processes 3")
+        if n > 1 and self.device != "cpu":
+            raise SpecError("--processes spreads a CPU run over fresh processes: drop it for a GPU run")
         if self.baseline is not None:
             parts = self.baseline.split() if isinstance(self.baseline, str) else []
             if len(parts) != 2 or parts[0] not in VARIANTS or parts[1] not in IMPLS:

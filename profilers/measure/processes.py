@@ -1,0 +1,202 @@
+"""A CPU run spread over several fresh processes, so its intervals include what differs between processes.
+
+A CPU process keeps the memory placement, the page mapping and the scheduler state it started with; a ratio
+settles in a per-process mode that rounds inside one process never sample (``benchmarks/cpu_process_spread.py``
+measures how far apart processes land). With ``--processes N`` the sweep runs N times, one fresh process after
+the other (never side by side: they would take each other's cores), each a complete run in a scratch store;
+then the N runs become one: every timed point keeps all its rounds with the process each ran in, its ratio is
+the median of the per-round ratios of all processes, and its 95% interval resamples processes, then rounds
+within them (``noise.hierarchical_median_ci``). The merged run is written in one transaction; a process that
+fails leaves the store untouched.
+
+What the merged point takes from the first process: the correctness gate and its errors, compile time,
+memory, energy, kernels (one process measures them as well as N). What it pools: rounds, visits, disturbed
+visits. Its p20/p50/p80 are quantiles of the per-round medians of all processes (a single process's are
+quantiles of its samples); ``extra.processes`` keeps each process's own p50 and ratio.
+
+Nothing here imports torch: the processes run the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..analysis.noise import hierarchical_median_ci, is_noisy, paired_ratio, seed_for
+from ..analysis.roofline import roofline_pct
+from ..store import Store
+from ..store.exchange import export_run
+from .timing import quantile
+
+MAX_PROCESSES = 16
+TIMED = ("ok", "imprecise", "unstable")
+
+
+class ProcessFailed(RuntimeError):
+    """One of the processes did not complete its run: nothing is merged."""
+
+
+def run_processes(
+    spec: Any,
+    n: int,
+    db: str | Path | None,
+    label: str | None,
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> int:
+    """Run ``spec`` (a SweepSpec with processes == n) in ``n`` fresh processes, one after the other; store
+    the merged run in ``db`` and return its id. Raises ``ProcessFailed`` (store untouched) when one fails."""
+    child = spec.to_dict() | {"processes": 1}
+    docs = []
+    with tempfile.TemporaryDirectory(prefix="normscope-processes-") as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(child))
+        for k in range(n):
+            say(f"process {k + 1} of {n}")
+            child_db = Path(tmp) / f"p{k}.db"
+            cmd = [sys.executable, "-m", "profilers", "run", "--spec", str(spec_path), "--db", str(child_db)]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)  # progress lines pass through on stderr
+            try:
+                rc = proc.wait()
+            except BaseException:  # Ctrl-C or a cancel: the running process goes too
+                proc.terminate()
+                proc.wait()
+                raise
+            if rc != 0:
+                raise ProcessFailed(f"process {k + 1} of {n} ended with exit code {rc}: nothing was stored")
+            with Store(child_db) as s:
+                docs.append(export_run(s, 1))
+    run, points = merge(docs, spec.to_dict(), label)
+    with Store(db) as store:
+        return store.insert_imported(run, points, source="local")
+
+
+def merge(docs: list[dict[str, Any]], spec: dict[str, Any], label: str | None) -> tuple[dict, list[dict]]:
+    """One run from the exports of the same sweep taken in several processes (see the module's docstring)."""
+    if len(docs) < 2:
+        raise ValueError("merging needs the runs of at least two processes")
+    runs = [d["run"] for d in docs]
+    for k, r in enumerate(runs):
+        if r["status"] != "completed":
+            raise ProcessFailed(f"process {k + 1} of {len(runs)} ended {r['status']}: {r.get('error') or ''}")
+    per_point = list(zip(*(d["points"] for d in docs), strict=True))
+    merged = [_merge_point(list(ps), spec) for ps in per_point]
+    _merge_ratios(merged, [list(ps) for ps in per_point], spec)
+    first = runs[0]
+    each = [
+        {
+            "copy_gbps": r.get("copy_gbps"),
+            "started": r["created_at"],
+            "finished": r.get("finished_at"),
+            "cpu_pages": ((r.get("machine") or {}).get("cpu_pages") or {}).get("mode"),
+        }
+        for r in runs
+    ]
+    copies = [r["copy_gbps"] for r in runs if r.get("copy_gbps") is not None]
+    run = {
+        **first,
+        "uid": uuid.uuid4().hex,
+        "label": label if label is not None else spec.get("label"),
+        "spec": spec,
+        "finished_at": runs[-1].get("finished_at"),
+        "copy_gbps": statistics.median(copies) if copies else None,
+        "machine": {**first["machine"], "processes": {"count": len(runs), "each": each}},
+        "extra": {**(first.get("extra") or {}), "processes": each},
+        "points_planned": len(merged),
+    }
+    return run, merged
+
+
+def _same_point(ps: list[dict[str, Any]]) -> None:
+    keys = ("variant", "impl", "dtype", "tokens", "hidden", "mode")
+    if any(tuple(p[k] for k in keys) != tuple(ps[0][k] for k in keys) for p in ps):
+        raise ValueError("the processes' runs do not hold the same points in the same order")
+
+
+def _merge_point(ps: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
+    _same_point(ps)
+    n = len(ps)
+    untimed = [k for k, p in enumerate(ps) if p["status"] not in TIMED or not (p.get("extra") or {}).get("rounds_us")]
+    if untimed:
+        # skipped everywhere, or failed somewhere: the first such process's point stands, and says where
+        k = untimed[0]
+        out = dict(ps[k])
+        if out["status"] == "failed" and len(untimed) < n:
+            out["error"] = f"in process {k + 1} of {n}: {out.get('error')}"
+        return out
+    out = dict(ps[0])
+    extra = dict(out.get("extra") or {})
+    rounds = [float(v) for p in ps for v in p["extra"]["rounds_us"]]
+    procs = [k for k, p in enumerate(ps) for _ in p["extra"]["rounds_us"]]
+    s = sorted(rounds)
+    out["p20_us"], out["p50_us"], out["p80_us"] = (quantile(s, q) for q in (0.2, 0.5, 0.8))
+    out["mean_us"] = statistics.fmean(rounds)
+    out["iqr_us"] = quantile(s, 0.75) - quantile(s, 0.25)
+    out["noisy"] = is_noisy(out["iqr_us"], out["p50_us"])
+    out["n_samples"] = sum(p.get("n_samples") or 0 for p in ps)
+    out["rounds"] = sum(p.get("rounds") or 0 for p in ps)
+    out["visits"] = sum(p.get("visits") or 0 for p in ps)
+    out["visits_disturbed"] = sum(p.get("visits_disturbed") or 0 for p in ps)
+    if out.get("bytes_moved") and out["p50_us"]:
+        out["gbps"] = out["bytes_moved"] / out["p50_us"] / 1e3
+        out["roofline_pct"] = roofline_pct(out["gbps"], out.get("ceiling_gbps"))
+    _, lo, hi = hierarchical_median_ci(rounds, procs, seed_for(spec.get("seed", 0), out["variant"], out["impl"], "p50"))
+    extra.update(
+        rounds_us=rounds,
+        rounds_process=procs,
+        p50_ci_us=[lo, hi],
+        stats_over=f"per-round medians of {n} processes",
+        processes=[{"p50_us": p["p50_us"], "ratio": p.get("ratio"), "status": p["status"]} for p in ps],
+    )
+    busy = [p["extra"]["busy"] for p in ps if (p.get("extra") or {}).get("busy")]
+    if busy:
+        extra["busy"] = busy[0] + (f" (and in {len(busy) - 1} more process(es))" if len(busy) > 1 else "")
+    out["extra"] = extra
+    out["status"] = "imprecise" if out.get("gate") == "imprecise" else "ok"
+    out["error"] = None
+    return out
+
+
+def _merge_ratios(merged: list[dict], per_point: list[list[dict]], spec: dict[str, Any]) -> None:
+    """Each timed point's ratio to its group's baseline over the rounds of every process, paired by round."""
+    target = float(spec.get("ci_target_pct") or 3.0)
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(merged):
+        groups.setdefault((p["tokens"], p["hidden"], p["dtype"], p["mode"]), []).append(i)
+    for members in groups.values():
+        for i in members:
+            p = merged[i]
+            if p["status"] not in TIMED or not p.get("ratio_baseline"):
+                continue
+            base = next(
+                (j for j in members if f"{merged[j]['variant']} {merged[j]['impl']}" == p["ratio_baseline"]), None
+            )
+            if base is None or merged[base]["status"] not in TIMED:
+                continue
+            if base == i:
+                p["ratio"] = p["ratio_lo"] = p["ratio_hi"] = 1.0
+                continue
+            mine, theirs, procs = [], [], []
+            for k, (a, b) in enumerate(zip(per_point[i], per_point[base])):
+                ra, rb = a["extra"]["rounds_us"], b["extra"]["rounds_us"]
+                m = min(len(ra), len(rb))  # a group's candidates share its rounds; a short one keeps its own
+                mine += ra[:m]
+                theirs += rb[:m]
+                procs += [k] * m
+            seed = seed_for(spec.get("seed", 0), p["tokens"], p["dtype"], p["mode"], p["variant"], p["impl"])
+            r = paired_ratio(mine, theirs, seed, procs)
+            p["ratio"], p["ratio_lo"], p["ratio_hi"] = r.value, r.lo, r.hi
+            if len(mine) == len(p["extra"]["rounds_us"]):  # paired rounds line up with the stored ones
+                p["extra"]["ratio_method"] = r.method
+            if r.half_width_pct > target:
+                p["status"] = "unstable"
+                p["error"] = (
+                    f"the 95% interval of its ratio to the baseline over {len(per_point[i])} processes is "
+                    f"±{r.half_width_pct:.1f}% (target ±{target:g}%): too noisy to rank"
+                )

@@ -1,0 +1,137 @@
+"""A CPU run spread over several fresh processes: merged points, hierarchical intervals, the CLI."""
+
+import random
+
+import pytest
+from conftest import run_cli
+
+from profilers.analysis.method import differences, method_of
+from profilers.analysis.noise import hierarchical_median_ci, paired_ratio, ratio_between
+from profilers.measure.processes import ProcessFailed, merge
+from profilers.store import Store
+
+
+def _point(variant, impl, rounds, status="ok", **kw):
+    p = {
+        "seq": 0,
+        "variant": variant,
+        "impl": impl,
+        "dtype": "float32",
+        "tokens": 64,
+        "hidden": 128,
+        "mode": "fwd",
+        "status": status,
+        "error": None,
+        "p50_us": sorted(rounds)[len(rounds) // 2] if rounds else None,
+        "n_samples": 3 * len(rounds),
+        "rounds": len(rounds),
+        "visits": len(rounds),
+        "visits_disturbed": 0,
+        "bytes_moved": 65536,
+        "ceiling_gbps": 10.0,
+        "gate": "pass",
+        "ratio_baseline": "layernorm native",
+        "ratio": None,
+        "extra": {"rounds_us": rounds} if rounds else {},
+    }
+    p.update(kw)
+    return p
+
+
+def _doc(ratio, seed, n_rounds=9, spread=0.01):
+    """One process's export: LayerNorm native around 100 µs, RMSNorm native at ``ratio`` of it per round."""
+    rng = random.Random(seed)
+    base = [100 * (1 + rng.gauss(0, 0.05)) for _ in range(n_rounds)]
+    rms = [b * ratio * (1 + rng.gauss(0, spread)) for b in base]
+    run = {"status": "completed", "created_at": "t0", "finished_at": "t1", "machine": {}, "copy_gbps": 10.0}
+    return {"run": run, "points": [_point("layernorm", "native", base), _point("rmsnorm", "native", rms, seq=1)]}
+
+
+def test_the_hierarchical_interval_carries_the_spread_between_processes():
+    # two processes whose per-round ratios settle 8% apart, each tight within itself
+    a, b = [0.90 + 0.002 * (i % 3) for i in range(9)], [0.98 + 0.002 * (i % 3) for i in range(9)]
+    flat = paired_ratio(a + b, [1.0] * 18, seed=1)
+    nested = paired_ratio(a + b, [1.0] * 18, seed=1, processes=[0] * 9 + [1] * 9)
+    assert nested.method == "paired rounds in 2 processes" and flat.method == "paired rounds"
+    assert nested.lo <= 0.905 and nested.hi >= 0.975  # either process alone could be the truth
+    assert nested.hi - nested.lo > flat.hi - flat.lo
+    # one group is the plain bootstrap; the seed makes it reproducible
+    assert hierarchical_median_ci(a, [0] * 9, 3) == hierarchical_median_ci(a, [0] * 9, 3)
+    with pytest.raises(ValueError):
+        hierarchical_median_ci(a, [0] * 8, 3)
+
+
+def test_merge_pools_rounds_and_widens_the_ratio_interval_across_processes():
+    docs = [_doc(0.90, 1), _doc(0.97, 2), _doc(0.93, 3)]
+    spec = {"seed": 0, "ci_target_pct": 3.0, "processes": 3, "device": "cpu"}
+    run, points = merge(docs, spec, "three")
+    base, rms = points
+    assert run["label"] == "three" and run["machine"]["processes"]["count"] == 3 and run["spec"]["processes"] == 3
+    assert base["ratio"] == 1.0 and len(base["extra"]["rounds_us"]) == 27
+    assert rms["extra"]["rounds_process"] == [0] * 9 + [1] * 9 + [2] * 9
+    assert [p["p50_us"] for p in rms["extra"]["processes"]] == [d["points"][1]["p50_us"] for d in docs]
+    assert rms["ratio_lo"] < 0.91 and rms["ratio_hi"] > 0.96, (rms["ratio_lo"], rms["ratio_hi"])
+    # ±3% cannot hold a spread of 7% between processes: unstable, with the reason
+    assert rms["status"] == "unstable" and "over 3 processes" in rms["error"]
+    assert rms["gbps"] == pytest.approx(65536 / rms["p50_us"] / 1e3)
+    # the dashboard's pairing reads the same hierarchy back from the stored point
+    r = ratio_between({**base, "run_id": 1, "device": "cpu"}, {**rms, "run_id": 1, "device": "cpu"})
+    assert r.method == "paired rounds in 3 processes" and r.lo < 0.91 and r.hi > 0.96
+
+
+def test_processes_that_agree_keep_a_tight_interval():
+    docs = [_doc(0.90, s, spread=0.005) for s in (1, 2, 3)]
+    _, (_, rms) = merge(docs, {"seed": 0, "ci_target_pct": 3.0}, None)
+    assert rms["status"] == "ok" and rms["ratio_hi"] - rms["ratio_lo"] < 0.02
+    assert rms["ratio_lo"] <= 0.90 <= rms["ratio_hi"]
+
+
+def test_a_point_failed_in_one_process_is_failed_and_says_where():
+    docs = [_doc(0.9, 1), _doc(0.9, 2)]
+    docs[1]["points"][1] = _point("rmsnorm", "native", [], status="failed", error="correctness: boom", seq=1)
+    _, (_, rms) = merge(docs, {"seed": 0}, None)
+    assert rms["status"] == "failed" and rms["error"] == "in process 2 of 2: correctness: boom"
+    docs[1]["run"]["status"] = "failed"
+    with pytest.raises(ProcessFailed, match="process 2 of 2 ended failed"):
+        merge(docs, {"seed": 0}, None)
+
+
+def test_processes_are_a_method_field():
+    one = {"spec": {"device": "cpu"}, "machine": {}}
+    three = {"spec": {"device": "cpu", "processes": 3}, "machine": {}}
+    assert method_of(one)["processes"] == "1 fresh process" and method_of(three)["processes"] == "3 fresh processes"
+    assert "processes 3 fresh processes vs 1 fresh process" in differences(three, one)
+    assert method_of({"spec": {"device": "cuda"}, "machine": {}})["processes"] is None
+
+
+def test_cli_runs_a_sweep_in_two_processes_and_stores_one_merged_run(tmp_path, monkeypatch):
+    db = tmp_path / "p.db"
+    args = ["run", "--variants", "layernorm,rmsnorm", "--impls", "native", "--shapes", "32x64"]
+    p = run_cli(*args, "--budget-ms", "4", "--warmup-ms", "1", "--rounds", "3", "--processes", "2", db=db)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "process 1 of 2" in p.stderr and "process 2 of 2" in p.stderr and "over 2 processes" in p.stderr
+    with Store(db) as s:
+        (run,) = s.list_runs()
+        pts = s.points(run["id"])
+    assert run["status"] == "completed" and run["spec"]["processes"] == 2
+    rms = next(x for x in pts if x["variant"] == "rmsnorm")
+    assert set(rms["extra"]["rounds_process"]) == {0, 1} and len(rms["extra"]["processes"]) == 2
+    assert rms["ratio_lo"] <= rms["ratio"] <= rms["ratio_hi"]
+    # Results says what such an interval covers
+    from conftest import ROOT
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("NORMSCOPE_DB", str(db))
+    monkeypatch.setenv("NORMSCOPE_REFERENCE_DIR", str(tmp_path / "none"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/results.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("resample the processes, then the rounds" in c.value for c in at.caption)
+
+
+def test_cli_refuses_a_bad_process_count_in_one_line(tmp_path):
+    p = run_cli("run", "--processes", "0", "--shapes", "8x16", db=tmp_path / "x.db")
+    assert p.returncode == 2 and p.stderr.strip().startswith("normscope: error: processes must be a whole number")
+    assert not (tmp_path / "x.db").exists() or Store(tmp_path / "x.db").list_runs() == []
