@@ -78,7 +78,9 @@ def _worst(a: Errors, b: Errors | None) -> Errors:
     if b is None:
         return a
     worst = a.worst if a.max_rel >= b.max_rel else b.worst
-    return Errors(max(a.max_abs, b.max_abs), max(a.max_rel, b.max_rel), max(a.rel_l2, b.rel_l2), worst)
+    return Errors(
+        max(a.max_abs, b.max_abs), max(a.max_rel, b.max_rel), max(a.rel_l2, b.rel_l2), worst, a.overflow + b.overflow
+    )
 
 
 def _errors(fn: Callable[..., Any], module: torch.nn.Module, x: torch.Tensor, backward: bool, seed: int) -> Errors:

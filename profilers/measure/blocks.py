@@ -442,7 +442,7 @@ def _grad_errors(actual: list[Tensor], expected: list[Tensor], names: list[str])
         max_abs = max(max_abs, d)
         if d / max(top, 1e-30) > max_rel:
             max_rel, worst = d / max(top, 1e-30), names[i]
-    return Errors(max_abs, max_rel, errs.rel_l2, worst)
+    return Errors(max_abs, max_rel, errs.rel_l2, worst, errs.overflow)
 
 
 # ---- a small language model: embedding, N blocks, LM head ---------------------------------------------

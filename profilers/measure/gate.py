@@ -33,7 +33,10 @@ def _beyond_range(a: torch.Tensor, e: torch.Tensor) -> torch.Tensor | None:
     correctly rounded value); None when there is no such element."""
     if not a.dtype.is_floating_point or a.dtype == torch.float64:
         return None
-    over = e.abs() > torch.finfo(a.dtype).max
+    fi = torch.finfo(a.dtype)
+    # round to nearest: from the largest value plus half its ulp on, a value rounds to infinity (65520 in fp16)
+    half_ulp = fi.max * fi.eps / (2 * (2 - fi.eps))  # the largest value is (2 - eps) · 2^emax, its ulp eps · 2^emax
+    over = e.abs() >= fi.max + half_ulp
     if not bool(over.any()):
         return None
     return over & torch.isinf(a) & (torch.sign(a.double()) == torch.sign(e))
