@@ -219,7 +219,7 @@ if len(launch_bound):
         "longer to launch a call than the GPU to run it"
     ):
         st.caption(
-            "Times are the GPU's (each call queued behind a spin kernel) unless the run timed calls as launched. "
+            "Times are the GPU's: each call was queued behind a spin kernel. "
             "In a model step the GPU runs the rest of the step while the host launches, so the GPU time is what the "
             "norm costs there; a call alone, or a model step that is itself launch-bound, pays the launch. "
             "CUDA graphs (--cuda-graph) or torch.compile's cudagraph mode remove launches."

@@ -309,7 +309,7 @@ def test_launch_bound_gpu_points_are_listed_on_results_and_named_on_recommend(mo
     at = page("pages/results.py", tmp_path / "fresh-user.db", monkeypatch, references=ref)
     bound = [e for e in at.expander if "launch-bound on this host" in e.label]
     assert bound and bound[0].label.startswith("7 points"), [e.label for e in at.expander]
-    assert any("GPU's (each call queued behind a spin kernel)" in c.value for c in at.caption)
+    assert any("GPU's: each call was queued behind a spin kernel" in c.value for c in at.caption)
     at.switch_page("pages/recommend.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]

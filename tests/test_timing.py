@@ -286,3 +286,12 @@ def test_unknown_launch_mode_is_refused():
 
     with pytest.raises(ValueError, match="launch must be one of queued, direct"):
         CudaEventTimer(1.0, 10.0, "cuda:0", torch_mod=AsyncGpu(1e-6, 1e-6), launch="later")
+
+
+def test_launch_bound_is_said_only_where_the_timer_separated_launch_from_gpu_time():
+    from profilers.measure.point import launch_bound_note
+
+    note = launch_bound_note(716.0, 161.0, "cuda_event_flush_queued")
+    assert note and "716 µs" in note and "4.4× its GPU time" in note
+    assert launch_bound_note(100.0, 161.0, "cuda_event_flush_queued") is None
+    assert launch_bound_note(716.0, 513.0, "cuda_event_flush") is None  # as launched: p50 holds part of it

@@ -345,14 +345,14 @@ def _stats(res: PointResult, p: Point, m: Measurement, ctx: Context) -> None:
 
 
 def launch_bound_note(dispatch_us: float, p50_us: float, method: str) -> str | None:
-    """A sentence when launching one call takes the host longer than the call's timed p50, else None."""
-    if not p50_us or dispatch_us <= p50_us:
+    """A sentence when launching one call takes the host longer than the GPU takes to run it, else None.
+    Only a queued timer separates the two: a call timed as launched already holds part of its launch."""
+    if method not in ("cuda_event_flush_queued", "cuda_event_queued") or not p50_us or dispatch_us <= p50_us:
         return None
-    timed = "its GPU time" if method in ("cuda_event_flush_queued", "cuda_event_queued") else "its time as launched"
     return (
         f"launch-bound on this host: launching one call takes the CPU {dispatch_us:,.0f} µs, "
-        f"{dispatch_us / p50_us:.1f}× {timed} ({p50_us:,.0f} µs); inside a model step whose GPU work runs ahead "
-        "of the host it costs the GPU time, a call alone costs the launch"
+        f"{dispatch_us / p50_us:.1f}× its GPU time ({p50_us:,.0f} µs); inside a model step whose GPU work runs "
+        "ahead of the host it costs the GPU time, a call alone costs the launch"
     )
 
 
