@@ -298,29 +298,59 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
     from .jobs import device_lock
-    from .measure.processes import ProcessFailed, run_processes
+    from .measure.processes import ProcessFailed, merge, run_processes
+    from .measure.runner import Cancelled, sigterm_cancels
 
     with Store(a.db) as store:
         path = store.path
-    try:
-        with device_lock(path, spec.device):  # the processes use scratch stores: nothing else times this CPU
-            run_id = run_processes(spec, spec.processes, path, a.label)
-    except ProcessFailed as e:
-        print(f"normscope: error: {e}", file=sys.stderr)
-        return 1
-    with Store(path) as store:
-        run = store.get_run(run_id)
-        points = store.points(run_id)
+    with device_lock(path, spec.device):  # the processes use scratch stores: this keeps other sweeps off the CPU
+        try:
+            with sigterm_cancels():
+                docs = run_processes(spec, spec.processes)
+            run, points = merge(docs, spec.to_dict(), a.label)
+        except ProcessFailed as e:
+            print(f"normscope: error: {e}", file=sys.stderr)
+            return 1
+        except (Cancelled, KeyboardInterrupt):
+            print("normscope: cancelled: the process running stopped too; nothing was stored", file=sys.stderr)
+            return 130
+        with Store(path) as store:
+            run_id = store.insert_imported(run, points, source="local")  # one transaction
+            stored = store.get_run(run_id)
+            stored_points = store.points(run_id)
     print(
-        f"run {run_id} completed over {spec.processes} processes: {run['points_ok']} ok, {run['points_flagged']} "
-        f"imprecise or unstable, {run['points_failed']} failed, {run['points_skipped']} skipped; store {path}",
+        f"run {run_id} completed over {spec.processes} processes: {stored['points_ok']} ok, "
+        f"{stored['points_flagged']} imprecise or unstable, {stored['points_failed']} failed, "
+        f"{stored['points_skipped']} skipped; copy bandwidth "
+        + (f"{stored['copy_gbps']:.1f} GB/s" if stored["copy_gbps"] is not None else "N/A")
+        + f" (median of the processes'); store {path}",
         file=sys.stderr,
     )
     if a.json:
-        doc = {"run_id": run_id, "status": run["status"], "db": str(path), "spec": spec.to_dict(), "points": points}
+        doc = {
+            "run_id": run_id,
+            "status": stored["status"],
+            "db": str(path),
+            "copy_gbps": stored["copy_gbps"],
+            "spec": spec.to_dict(),
+            "energy_note": None if spec.energy else "not requested: run with --energy",
+            "idle_power_w": stored["idle_power_w"],
+            "sensors": stored["sensors"],
+            "points": [_stored_point_json(p) for p in stored_points],
+        }
         json.dump(doc, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
     return 0
+
+
+def _stored_point_json(p: dict[str, Any]) -> dict[str, Any]:
+    """A stored point in the shape ``_point_json`` gives a fresh one."""
+    d = {k: v for k, v in p.items() if k not in ("id", "run_id", "extra")}
+    extra = dict(p.get("extra") or {})
+    d["kernels"] = extra.pop("kernels", None)
+    d["sensors"] = extra.pop("sensors", None)
+    d["extra"] = extra
+    return d
 
 
 def _point_json(r) -> dict[str, Any]:

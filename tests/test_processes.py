@@ -6,7 +6,13 @@ import pytest
 from conftest import run_cli
 
 from profilers.analysis.method import differences, method_of
-from profilers.analysis.noise import hierarchical_median_ci, paired_ratio, ratio_between
+from profilers.analysis.noise import (
+    bootstrap_median_ci,
+    hierarchical_median_ci,
+    paired_ratio,
+    ratio_between,
+    unpaired_ratio,
+)
 from profilers.measure.processes import ProcessFailed, merge
 from profilers.store import Store
 
@@ -55,8 +61,8 @@ def test_the_hierarchical_interval_carries_the_spread_between_processes():
     assert nested.method == "paired rounds in 2 processes" and flat.method == "paired rounds"
     assert nested.lo <= 0.905 and nested.hi >= 0.975  # either process alone could be the truth
     assert nested.hi - nested.lo > flat.hi - flat.lo
-    # one group is the plain bootstrap; the seed makes it reproducible
-    assert hierarchical_median_ci(a, [0] * 9, 3) == hierarchical_median_ci(a, [0] * 9, 3)
+    # one group is the plain bootstrap
+    assert hierarchical_median_ci(a, [0] * 9, 3) == bootstrap_median_ci(a, 3)
     with pytest.raises(ValueError):
         hierarchical_median_ci(a, [0] * 8, 3)
 
@@ -90,7 +96,8 @@ def test_a_point_failed_in_one_process_is_failed_and_says_where():
     docs = [_doc(0.9, 1), _doc(0.9, 2)]
     docs[1]["points"][1] = _point("rmsnorm", "native", [], status="failed", error="correctness: boom", seq=1)
     _, (_, rms) = merge(docs, {"seed": 0}, None)
-    assert rms["status"] == "failed" and rms["error"] == "in process 2 of 2: correctness: boom"
+    assert rms["status"] == "failed"
+    assert rms["error"] == "failed in process 2 of 2, timed in the others: correctness: boom"
     docs[1]["run"]["status"] = "failed"
     with pytest.raises(ProcessFailed, match="process 2 of 2 ended failed"):
         merge(docs, {"seed": 0}, None)
@@ -135,3 +142,87 @@ def test_cli_refuses_a_bad_process_count_in_one_line(tmp_path):
     p = run_cli("run", "--processes", "0", "--shapes", "8x16", db=tmp_path / "x.db")
     assert p.returncode == 2 and p.stderr.strip().startswith("normscope: error: processes must be a whole number")
     assert not (tmp_path / "x.db").exists() or Store(tmp_path / "x.db").list_runs() == []
+
+
+def test_cancel_stops_the_running_process_and_stores_nothing(tmp_path):
+    """The dashboard's Cancel is a SIGTERM to the CLI: the child measuring goes too, the store stays empty."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from conftest import ROOT
+
+    db = tmp_path / "c.db"
+    cmd = [sys.executable, "-m", "profilers", "run", "--shapes", "64x128", "--variants", "layernorm,rmsnorm"]
+    cmd += ["--impls", "native", "--budget-ms", "20000", "--rounds", "3", "--processes", "2", "--db", str(db)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    assert "process 1 of 2" in proc.stderr.readline()
+    deadline = time.monotonic() + 60
+    while not psutil.Process(proc.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (child,) = psutil.Process(proc.pid).children()
+    time.sleep(3)  # the child is measuring
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert "cancelled" in proc.stderr.read()
+    child.wait(timeout=30)
+    assert not child.is_running()
+    with Store(db) as s:
+        assert s.list_runs() == []
+
+
+def test_a_baseline_failed_in_one_process_leaves_no_ratio_rather_than_one_processes():
+    docs = [_doc(0.90, 1), _doc(0.97, 2)]
+    docs[1]["points"][0] = _point("layernorm", "native", [], status="failed", error="compile fell back")
+    _, (base, rms) = merge(docs, {"seed": 0}, None)
+    assert base["status"] == "failed" and "process 2 of 2" in base["error"]
+    assert (
+        rms["ratio"] is None and rms["ratio_lo"] is None and "not timed in every process" in rms["extra"]["ratio_note"]
+    )
+
+
+def test_a_point_skipped_in_only_some_processes_is_failed_and_says_where():
+    docs = [_doc(0.9, 1), _doc(0.9, 2)]
+    docs[0]["points"][1] = _point("rmsnorm", "native", [], status="skipped", error="does not fit", seq=1)
+    _, (_, rms) = merge(docs, {"seed": 0}, None)
+    assert rms["status"] == "failed" and rms["error"].startswith("skipped in process 1 of 2, timed in the others")
+
+
+def test_merged_points_keep_the_busy_rule_of_one_process():
+    docs = [_doc(0.9, s, spread=0.002) for s in (1, 2)]
+    for d in docs:  # 4 of 9 kept rounds disturbed in each process: more than a third
+        d["points"][1]["extra"].update(
+            busy="measured while the machine was busy", disturbance={"kept_disturbed_visits": 4}
+        )
+    _, (_, rms) = merge(docs, {"seed": 0}, None)
+    assert rms["status"] == "unstable" and rms["error"].startswith("measured while the machine was busy")
+    assert rms["extra"]["disturbance"]["kept_disturbed_visits"] == 8
+
+
+def test_a_lone_candidate_is_judged_by_its_own_median_across_processes():
+    docs = [_doc(0.9, 1), _doc(0.9, 2)]
+    for k, d in enumerate(docs):
+        d["points"] = [_point("layernorm", "native", [100.0 + 30 * k + i for i in range(9)])]
+    _, (alone,) = merge(docs, {"seed": 0, "ci_target_pct": 3.0}, None)
+    assert alone["status"] == "unstable" and "its median over 2 processes" in alone["error"]
+
+
+def test_runs_in_processes_compare_across_runs_with_the_process_spread():
+    a = [0.90 + 0.002 * (i % 3) for i in range(9)]
+    b = [0.98 + 0.002 * (i % 3) for i in range(9)]
+    ref = [1.0 + 0.002 * (i % 3) for i in range(18)]
+    flat = unpaired_ratio(a + b, ref, seed=2)
+    nested = unpaired_ratio(a + b, ref, seed=2, other_processes=[0] * 9 + [1] * 9)
+    assert nested.hi - nested.lo > flat.hi - flat.lo and nested.lo <= 0.91 and nested.hi >= 0.97
+
+
+def test_save_traces_with_processes_is_refused():
+    from profilers.spec import SpecError, SweepSpec
+
+    with pytest.raises(SpecError, match="--save-traces with --processes"):
+        SweepSpec(variants=("layernorm",), impls=("native",), shapes=((8, 16),), processes=2, save_traces=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,14 +181,39 @@ def paired_ratio(
     return Ratio(value, lo, hi, "paired rounds")
 
 
-def unpaired_ratio(other_rounds: Sequence[float], ref_rounds: Sequence[float], seed: int) -> Ratio:
-    """Ratio of medians of two separately measured sets of round medians; each side resampled on its own."""
+def _resampler(values: Sequence[float], groups: Sequence[Any] | None, rng: random.Random) -> Callable[[], float]:
+    """One bootstrap median of ``values``: over groups, then values within them, when groups are given."""
+    vals = list(values)
+    if not groups or len(set(groups)) < 2:
+        return lambda: median([vals[rng.randrange(len(vals))] for _ in vals])
+    by: dict[Any, list[float]] = {}
+    for v, g in zip(vals, groups):
+        by.setdefault(g, []).append(v)
+    members = list(by.values())
+
+    def draw() -> float:
+        pooled: list[float] = []
+        for _ in members:
+            g = members[rng.randrange(len(members))]
+            pooled.extend(g[rng.randrange(len(g))] for _ in g)
+        return median(pooled)
+
+    return draw
+
+
+def unpaired_ratio(
+    other_rounds: Sequence[float],
+    ref_rounds: Sequence[float],
+    seed: int,
+    other_processes: Sequence[Any] | None = None,
+    ref_processes: Sequence[Any] | None = None,
+) -> Ratio:
+    """Ratio of medians of two separately measured sets of round medians; each side resampled on its own
+    (over its processes, then rounds, when it ran in several)."""
     rng = random.Random(seed)
     o, r = list(other_rounds), list(ref_rounds)
-    boots = sorted(
-        median([o[rng.randrange(len(o))] for _ in o]) / median([r[rng.randrange(len(r))] for _ in r])
-        for _ in range(BOOTSTRAP_RESAMPLES)
-    )
+    draw_o, draw_r = _resampler(o, other_processes, rng), _resampler(r, ref_processes, rng)
+    boots = sorted(draw_o() / draw_r() for _ in range(BOOTSTRAP_RESAMPLES))
     alpha = (1 - CI_LEVEL) / 2
     return Ratio(median(o) / median(r), _percentile(boots, alpha), _percentile(boots, 1 - alpha), "unpaired rounds")
 
@@ -226,7 +251,10 @@ def ratio_between(ref: Mapping[str, Any], other: Mapping[str, Any], metric: str 
             procs = processes_of(other)
             return paired_ratio(rb, ra, seed, procs if procs and procs == processes_of(ref) else None)
         if ra and rb and len(ra) >= 3 and len(rb) >= 3:
-            return unpaired_ratio(rb, ra, seed)
+            pa, pb = processes_of(ref), processes_of(other)
+            return unpaired_ratio(
+                rb, ra, seed, pb if pb and len(pb) == len(rb) else None, pa if pa and len(pa) == len(ra) else None
+            )
         return band_ratio(ref["p50_us"], band_pct(ref), other["p50_us"], band_pct(other))
     ref_e, other_e = ref["energy_mj_per_call"], other["energy_mj_per_call"]
     return band_ratio(ref_e, band_pct(ref, "energy"), other_e, band_pct(other, "energy"))

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+# a point with more than a third of its rounds disturbed (after re-queueing) is unstable, not ok
+BUSY_ROUNDS_MAX_DIV = 3
+
 RUNQ_WAIT_MAX = 0.10
 OTHERS_CORES_MAX = 0.25
 STEAL_MAX = 0.02

@@ -21,7 +21,15 @@ from ..analysis.noise import bootstrap_median_ci, seed_for
 from ..spec import Point
 from ..store.records import PointResult
 from . import compile as compiling
-from .disturbance import OTHERS_CORES_MAX, RUNQ_WAIT_MAX, STEAL_MAX, WORKLOAD_SLOWDOWNS, NullProbe, Verdict
+from .disturbance import (
+    BUSY_ROUNDS_MAX_DIV,
+    OTHERS_CORES_MAX,
+    RUNQ_WAIT_MAX,
+    STEAL_MAX,
+    WORKLOAD_SLOWDOWNS,
+    NullProbe,
+    Verdict,
+)
 from .memory import available_bytes
 from .placement import Placement
 from .point import ERRORS, Context, Prepared, failure, finish, prepare
@@ -29,8 +37,6 @@ from .rounds import GroupResult, run_rounds
 from .timing import Measurement
 
 Announce = Callable[[Point, PointResult | None], None]
-# a point with more than a third of its rounds disturbed (after re-queueing) is unstable, not ok
-BUSY_ROUNDS_MAX_DIV = 3
 
 
 class Kind(Protocol):

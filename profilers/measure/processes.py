@@ -20,6 +20,7 @@ Nothing here imports torch: the processes run the CLI.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from ..analysis.noise import hierarchical_median_ci, is_noisy, paired_ratio, see
 from ..analysis.roofline import roofline_pct
 from ..store import Store
 from ..store.exchange import export_run
+from .disturbance import BUSY_ROUNDS_MAX_DIV
 from .timing import quantile
 
 MAX_PROCESSES = 16
@@ -46,13 +48,14 @@ class ProcessFailed(RuntimeError):
 def run_processes(
     spec: Any,
     n: int,
-    db: str | Path | None,
-    label: str | None,
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
-) -> int:
-    """Run ``spec`` (a SweepSpec with processes == n) in ``n`` fresh processes, one after the other; store
-    the merged run in ``db`` and return its id. Raises ``ProcessFailed`` (store untouched) when one fails."""
+) -> list[dict[str, Any]]:
+    """Run ``spec`` (a SweepSpec with processes == n) in ``n`` fresh processes, one after the other, and return
+    their runs as exports (``store`` them with ``merge`` and ``Store.insert_imported``). Raises
+    ``ProcessFailed`` when one does not complete; a cancel (an exception here) stops the running one too."""
     child = spec.to_dict() | {"processes": 1}
+    root = str(Path(__file__).resolve().parents[2])  # the processes import this NormScope, wherever they start
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     docs = []
     with tempfile.TemporaryDirectory(prefix="normscope-processes-") as tmp:
         spec_path = Path(tmp) / "spec.json"
@@ -61,20 +64,20 @@ def run_processes(
             say(f"process {k + 1} of {n}")
             child_db = Path(tmp) / f"p{k}.db"
             cmd = [sys.executable, "-m", "profilers", "run", "--spec", str(spec_path), "--db", str(child_db)]
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)  # progress lines pass through on stderr
+            proc = None
             try:
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)  # progress passes on stderr
                 rc = proc.wait()
             except BaseException:  # Ctrl-C or a cancel: the running process goes too
-                proc.terminate()
-                proc.wait()
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait()
                 raise
             if rc != 0:
                 raise ProcessFailed(f"process {k + 1} of {n} ended with exit code {rc}: nothing was stored")
             with Store(child_db) as s:
                 docs.append(export_run(s, 1))
-    run, points = merge(docs, spec.to_dict(), label)
-    with Store(db) as store:
-        return store.insert_imported(run, points, source="local")
+    return docs
 
 
 def merge(docs: list[dict[str, Any]], spec: dict[str, Any], label: str | None) -> tuple[dict, list[dict]]:
@@ -124,11 +127,13 @@ def _merge_point(ps: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, An
     n = len(ps)
     untimed = [k for k, p in enumerate(ps) if p["status"] not in TIMED or not (p.get("extra") or {}).get("rounds_us")]
     if untimed:
-        # skipped everywhere, or failed somewhere: the first such process's point stands, and says where
-        k = untimed[0]
+        # skipped or failed everywhere, or somewhere: the first such process's point stands, and says where
+        k = next((k for k in untimed if ps[k]["status"] == "failed"), untimed[0])
         out = dict(ps[k])
-        if out["status"] == "failed" and len(untimed) < n:
-            out["error"] = f"in process {k + 1} of {n}: {out.get('error')}"
+        if len(untimed) < n:
+            out["error"] = f"{out['status']} in process {k + 1} of {n}, timed in the others: {out.get('error')}"
+            if out["status"] == "skipped":
+                out["status"] = "failed"  # not a combination that is unsupported: it ran elsewhere
         return out
     out = dict(ps[0])
     extra = dict(out.get("extra") or {})
@@ -154,30 +159,45 @@ def _merge_point(ps: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, An
         stats_over=f"per-round medians of {n} processes",
         processes=[{"p50_us": p["p50_us"], "ratio": p.get("ratio"), "status": p["status"]} for p in ps],
     )
+    disturbed = sum(((p.get("extra") or {}).get("disturbance") or {}).get("kept_disturbed_visits", 0) for p in ps)
+    extra["disturbance"] = {
+        **(extra.get("disturbance") or {}),
+        "retried_visits": sum(((p.get("extra") or {}).get("disturbance") or {}).get("retried_visits", 0) for p in ps),
+        "kept_disturbed_visits": disturbed,
+        "processes": [(p.get("extra") or {}).get("disturbance") for p in ps],
+    }
     busy = [p["extra"]["busy"] for p in ps if (p.get("extra") or {}).get("busy")]
+    extra.pop("busy", None)
     if busy:
         extra["busy"] = busy[0] + (f" (and in {len(busy) - 1} more process(es))" if len(busy) > 1 else "")
     out["extra"] = extra
     out["status"] = "imprecise" if out.get("gate") == "imprecise" else "ok"
     out["error"] = None
+    if busy and disturbed * BUSY_ROUNDS_MAX_DIV > len(rounds):  # the rule a single process applies
+        out["status"], out["error"] = "unstable", extra["busy"]
     return out
 
 
 def _merge_ratios(merged: list[dict], per_point: list[list[dict]], spec: dict[str, Any]) -> None:
-    """Each timed point's ratio to its group's baseline over the rounds of every process, paired by round."""
+    """Each timed point's ratio to its group's baseline over the rounds of every process, paired by round;
+    a point alone in its group is judged by its own median's interval, as in one process."""
     target = float(spec.get("ci_target_pct") or 3.0)
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(merged):
         groups.setdefault((p["tokens"], p["hidden"], p["dtype"], p["mode"]), []).append(i)
     for members in groups.values():
-        for i in members:
+        timed = [i for i in members if merged[i]["status"] in TIMED]
+        if len(timed) == 1:
+            _judge_alone(merged[timed[0]], len(per_point[timed[0]]), target)
+        for i in timed:
             p = merged[i]
-            if p["status"] not in TIMED or not p.get("ratio_baseline"):
-                continue
-            base = next(
-                (j for j in members if f"{merged[j]['variant']} {merged[j]['impl']}" == p["ratio_baseline"]), None
-            )
+            name = p.get("ratio_baseline")
+            base = next((j for j in members if f"{merged[j]['variant']} {merged[j]['impl']}" == name), None)
             if base is None or merged[base]["status"] not in TIMED:
+                # the baseline failed in some process (or each process chose its own): no ratio, rather than
+                # one process's ratio beside rounds pooled from all of them
+                p["ratio"] = p["ratio_lo"] = p["ratio_hi"] = None
+                p["extra"]["ratio_note"] = f"no ratio: its baseline ({name}) was not timed in every process"
                 continue
             if base == i:
                 p["ratio"] = p["ratio_lo"] = p["ratio_hi"] = 1.0
@@ -192,11 +212,20 @@ def _merge_ratios(merged: list[dict], per_point: list[list[dict]], spec: dict[st
             seed = seed_for(spec.get("seed", 0), p["tokens"], p["dtype"], p["mode"], p["variant"], p["impl"])
             r = paired_ratio(mine, theirs, seed, procs)
             p["ratio"], p["ratio_lo"], p["ratio_hi"] = r.value, r.lo, r.hi
-            if len(mine) == len(p["extra"]["rounds_us"]):  # paired rounds line up with the stored ones
-                p["extra"]["ratio_method"] = r.method
-            if r.half_width_pct > target:
+            if r.half_width_pct > target and p["status"] != "unstable":
                 p["status"] = "unstable"
                 p["error"] = (
                     f"the 95% interval of its ratio to the baseline over {len(per_point[i])} processes is "
                     f"±{r.half_width_pct:.1f}% (target ±{target:g}%): too noisy to rank"
                 )
+
+
+def _judge_alone(p: dict[str, Any], n: int, target: float) -> None:
+    lo, hi = p["extra"]["p50_ci_us"]
+    half = 100 * (hi - lo) / (2 * p["p50_us"]) if p["p50_us"] else float("inf")
+    if half > target and p["status"] != "unstable":
+        p["status"] = "unstable"
+        p["error"] = (
+            f"the 95% interval of its median over {n} processes is ±{half:.1f}% (target ±{target:g}%): "
+            "too noisy to rank"
+        )

@@ -381,6 +381,11 @@ class SweepSpec(JsonSpec):
             raise SpecError(f"processes must be a whole number 1-16, got {n!r}: e.g. --processes 3")
         if n > 1 and self.device != "cpu":
             raise SpecError("--processes spreads a CPU run over fresh processes: drop it for a GPU run")
+        if n > 1 and self.save_traces:
+            raise SpecError(
+                "--save-traces with --processes: each process writes its traces to a scratch folder that is removed; "
+                "drop one of the two"
+            )
         if self.baseline is not None:
             parts = self.baseline.split() if isinstance(self.baseline, str) else []
             if len(parts) != 2 or parts[0] not in VARIANTS or parts[1] not in IMPLS:
