@@ -26,6 +26,7 @@ with open_store() as store:
         list(by_id),
         default=default_runs(runs, "recommend"),
         format_func=lambda i: run_label(by_id[i]),
+        key="runs-recommend",
     )
     remember_runs(chosen)
     # defaults follow what the first chosen run measured, so the page opens on an answer

@@ -24,6 +24,7 @@ with open_store() as store:
         list(by_id),
         default=default_runs(runs, "reports", n=0),  # the runs picked on the other pages follow
         format_func=lambda i: run_label(by_id[i]),
+        key="runs-reports",
     )
     remember_runs(chosen)
     title = st.text_input("Heading (optional)", max_chars=200)

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import default_runs, open_store, remember_runs, run_label, runs_or_welcome
-from profilers.analysis.method import allocator_effect, allocator_sentence, allocator_short
+from profilers.analysis.method import allocator_effect, allocator_sentence, allocator_short, differences
 from profilers.catalog import label
 from profilers.report import plots
 from profilers.report.labels import COLUMNS, HELP, POINT_TABLE, for_table, number
@@ -22,7 +22,11 @@ with open_store() as store:
     )
     by_id = {r["id"]: r for r in runs}
     chosen = st.multiselect(
-        "Runs", list(by_id), default=default_runs(runs, "results", n=0), format_func=lambda i: run_label(by_id[i])
+        "Runs",
+        list(by_id),
+        default=default_runs(runs, "results", n=0),
+        format_func=lambda i: run_label(by_id[i]),
+        key="runs-results",  # a keyed widget keeps the user's pick when the remembered default moves
     )
     remember_runs(chosen)
     if not chosen:
@@ -126,6 +130,16 @@ if effect:
     st.info(
         "**The CPU allocator's effect** (runs of both modes, same machine and method)\n\n"
         + "\n".join(f"- {line}" for line in effect)
+    )
+
+first = by_id[chosen[0]]
+measured_apart = [(i, d) for i in chosen[1:] if (d := differences(first, by_id[i]))]
+if measured_apart:
+    st.warning(
+        "Measured differently: "
+        + "; ".join(f"run {first['id']} vs run {i}: {', '.join(d)}" for i, d in measured_apart)
+        + ". The ratios within each run hold; set their absolute times side by side with care (Compare says "
+        "what each difference does)."
     )
 
 tabs = st.tabs(["Head to head", "Latency", "Bandwidth", "Speedup", "Memory", "Energy"])

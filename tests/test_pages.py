@@ -335,3 +335,23 @@ def test_reports_page_opens_on_the_runs_picked_elsewhere(monkeypatch, tmp_path):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.multiselect[0].value == [other]
+
+
+def test_results_says_when_the_chosen_runs_were_measured_differently(monkeypatch, tmp_path):
+    """The H200 forward+backward run as launched beside the same sweep queued: the timer differs."""
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    for name in ("h200-2026-11-27-bf16-fwdbwd.json", "h200-2026-11-27-bf16-fwdbwd-as-launched.json"):
+        (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
+    at = page("pages/results.py", tmp_path / "fresh-user.db", monkeypatch, references=ref)
+    assert len(at.multiselect[0].value) == 1  # one run: nothing to say
+    assert not any("Measured differently" in w.value for w in at.warning), [w.value for w in at.warning]
+    with Store(tmp_path / "fresh-user.db") as s:
+        ids = [r["id"] for r in s.list_runs()]
+    at.multiselect[0].set_value(ids).run()
+    warning = " ".join(w.value for w in at.warning)
+    assert "Measured differently" in warning and "timer cuda_event_flush" in warning, warning
+    # and back to one: the pick holds (an unkeyed picker snapped back to the remembered two)
+    at.multiselect[0].set_value(ids[:1]).run()
+    assert at.multiselect[0].value == ids[:1]
+    assert not any("Measured differently" in w.value for w in at.warning), [w.value for w in at.warning]
