@@ -272,27 +272,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     with Store(a.db) as store, device_lock(store.path, spec.device):
         outcome = run_sweep(spec, store, progress=progress, label=a.label)
         run = store.get_run(outcome.run_id)
-    print(
-        f"run {outcome.run_id} {outcome.status}: {run['points_ok']} ok, {run['points_flagged']} imprecise or "
-        f"unstable, {run['points_failed']} failed, {run['points_skipped']} skipped; copy bandwidth "
-        + (f"{run['copy_gbps']:.1f} GB/s" if run["copy_gbps"] is not None else "N/A")
-        + f"; store {store.path}",
-        file=sys.stderr,
-    )
-    if a.json:
-        doc = {
-            "run_id": outcome.run_id,
-            "status": outcome.status,
-            "db": str(store.path),
-            "copy_gbps": run["copy_gbps"],
-            "spec": spec.to_dict(),
-            "energy_note": None if spec.energy else "not requested: run with --energy",
-            "idle_power_w": run["idle_power_w"],
-            "sensors": run["sensors"],
-            "points": [_point_json(r) for r in outcome.results],
-        }
-        json.dump(doc, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    _report_run(a, spec, store.path, run, "", [_point_json(r) for r in outcome.results])
     return 0 if outcome.status == "completed" else 130 if outcome.status == "cancelled" else 1
 
 
@@ -318,29 +298,38 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
             run_id = store.insert_imported(run, points, source="local")  # one transaction
             stored = store.get_run(run_id)
             stored_points = store.points(run_id)
+    _report_run(
+        a, spec, path, stored, f" over {spec.processes} processes", [_stored_point_json(p) for p in stored_points]
+    )
+    return 0
+
+
+def _report_run(
+    a: argparse.Namespace, spec: SweepSpec, path: Any, run: dict[str, Any], how: str, points: list[dict[str, Any]]
+) -> None:
+    """The run's one-line summary on stderr, and with --json the run on stdout."""
     print(
-        f"run {run_id} completed over {spec.processes} processes: {stored['points_ok']} ok, "
-        f"{stored['points_flagged']} imprecise or unstable, {stored['points_failed']} failed, "
-        f"{stored['points_skipped']} skipped; copy bandwidth "
-        + (f"{stored['copy_gbps']:.1f} GB/s" if stored["copy_gbps"] is not None else "N/A")
-        + f" (median of the processes'); store {path}",
+        f"run {run['id']} {run['status']}{how}: {run['points_ok']} ok, {run['points_flagged']} imprecise or "
+        f"unstable, {run['points_failed']} failed, {run['points_skipped']} skipped; copy bandwidth "
+        + (f"{run['copy_gbps']:.1f} GB/s" if run["copy_gbps"] is not None else "N/A")
+        + (" (median of the processes')" if how else "")
+        + f"; store {path}",
         file=sys.stderr,
     )
     if a.json:
         doc = {
-            "run_id": run_id,
-            "status": stored["status"],
+            "run_id": run["id"],
+            "status": run["status"],
             "db": str(path),
-            "copy_gbps": stored["copy_gbps"],
+            "copy_gbps": run["copy_gbps"],
             "spec": spec.to_dict(),
             "energy_note": None if spec.energy else "not requested: run with --energy",
-            "idle_power_w": stored["idle_power_w"],
-            "sensors": stored["sensors"],
-            "points": [_stored_point_json(p) for p in stored_points],
+            "idle_power_w": run["idle_power_w"],
+            "sensors": run["sensors"],
+            "points": points,
         }
         json.dump(doc, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
-    return 0
 
 
 def _stored_point_json(p: dict[str, Any]) -> dict[str, Any]:

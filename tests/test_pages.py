@@ -300,12 +300,18 @@ def test_reference_runs_are_read_only(one_run, monkeypatch, tmp_path):
     assert next(b for b in at.button if b.label == "Delete run").disabled
 
 
-def test_launch_bound_gpu_points_are_listed_on_results_and_named_on_recommend(monkeypatch, tmp_path):
-    """The shipped H200 forward+backward run: at 8192×4096 the host launches a call slower than the GPU runs it."""
+def _shipped(tmp_path: Path, *names: str) -> Path:
+    """A reference folder holding these shipped reference runs only."""
     ref = tmp_path / "reference"
     ref.mkdir()
-    shipped = ROOT / "data" / "reference" / "h200-2026-11-27-bf16-fwdbwd.json"
-    (ref / shipped.name).write_bytes(shipped.read_bytes())
+    for name in names:
+        (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
+    return ref
+
+
+def test_launch_bound_gpu_points_are_listed_on_results_and_named_on_recommend(monkeypatch, tmp_path):
+    """The shipped H200 forward+backward run: at 8192×4096 the host launches a call slower than the GPU runs it."""
+    ref = _shipped(tmp_path, "h200-2026-11-27-bf16-fwdbwd.json")
     at = page("pages/results.py", tmp_path / "fresh-user.db", monkeypatch, references=ref)
     bound = [e for e in at.expander if "launch-bound on this host" in e.label]
     assert bound and bound[0].label.startswith("7 points"), [e.label for e in at.expander]
@@ -321,10 +327,7 @@ def test_launch_bound_gpu_points_are_listed_on_results_and_named_on_recommend(mo
 
 def test_reports_page_opens_on_the_runs_picked_elsewhere(monkeypatch, tmp_path):
     """Picked on Results, the same runs are in the report: no second selection that silently differs."""
-    ref = tmp_path / "reference"
-    ref.mkdir()
-    for name in ("h200-2026-11-27-bf16-fwdbwd.json", "h200-2026-11-27-fp16-fwdbwd-bert-base.json"):
-        (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
+    ref = _shipped(tmp_path, "h200-2026-11-27-bf16-fwdbwd.json", "h200-2026-11-27-fp16-fwdbwd-bert-base.json")
     at = page("pages/results.py", tmp_path / "fresh-user.db", monkeypatch, references=ref)
     with Store(tmp_path / "fresh-user.db") as s:
         ids = [r["id"] for r in s.list_runs()]  # newest first
@@ -339,10 +342,7 @@ def test_reports_page_opens_on_the_runs_picked_elsewhere(monkeypatch, tmp_path):
 
 def test_results_says_when_the_chosen_runs_were_measured_differently(monkeypatch, tmp_path):
     """The H200 forward+backward run as launched beside the same sweep queued: the timer differs."""
-    ref = tmp_path / "reference"
-    ref.mkdir()
-    for name in ("h200-2026-11-27-bf16-fwdbwd.json", "h200-2026-11-27-bf16-fwdbwd-as-launched.json"):
-        (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
+    ref = _shipped(tmp_path, "h200-2026-11-27-bf16-fwdbwd.json", "h200-2026-11-27-bf16-fwdbwd-as-launched.json")
     at = page("pages/results.py", tmp_path / "fresh-user.db", monkeypatch, references=ref)
     assert len(at.multiselect[0].value) == 1  # one run: nothing to say
     assert not any("Measured differently" in w.value for w in at.warning), [w.value for w in at.warning]

@@ -100,6 +100,26 @@ def bootstrap_median_ci(
     return median(vals), _percentile(meds, alpha), _percentile(meds, 1 - alpha)
 
 
+def _resampler(values: Sequence[float], groups: Sequence[Any] | None, rng: random.Random) -> Callable[[], float]:
+    """One bootstrap median of ``values``: over groups, then values within them, when groups are given."""
+    vals = list(values)
+    if not groups or len(set(groups)) < 2:
+        return lambda: median([vals[rng.randrange(len(vals))] for _ in vals])
+    by: dict[Any, list[float]] = {}
+    for v, g in zip(vals, groups):
+        by.setdefault(g, []).append(v)
+    members = list(by.values())
+
+    def draw() -> float:
+        pooled: list[float] = []
+        for _ in members:
+            g = members[rng.randrange(len(members))]
+            pooled.extend(g[rng.randrange(len(g))] for _ in g)
+        return median(pooled)
+
+    return draw
+
+
 def hierarchical_median_ci(
     values: Sequence[float],
     groups: Sequence[Any],
@@ -113,21 +133,8 @@ def hierarchical_median_ci(
     vals = list(values)
     if len(vals) != len(groups) or not vals:
         raise ValueError("every value needs its group, and there must be values")
-    by: dict[Any, list[float]] = {}
-    for v, g in zip(vals, groups):
-        by.setdefault(g, []).append(v)
-    if len(by) == 1:
-        return bootstrap_median_ci(vals, seed, resamples, level)
-    members = list(by.values())
-    rng = random.Random(seed)
-    meds = []
-    for _ in range(resamples):
-        pooled: list[float] = []
-        for _ in members:
-            g = members[rng.randrange(len(members))]
-            pooled.extend(g[rng.randrange(len(g))] for _ in g)
-        meds.append(median(pooled))
-    meds.sort()
+    draw = _resampler(vals, groups, random.Random(seed))
+    meds = sorted(draw() for _ in range(resamples))
     alpha = (1 - level) / 2
     return median(vals), _percentile(meds, alpha), _percentile(meds, 1 - alpha)
 
@@ -179,26 +186,6 @@ def paired_ratio(
         return Ratio(value, lo, hi, f"paired rounds in {len(set(processes))} processes")
     value, lo, hi = bootstrap_median_ci(ratios, seed)
     return Ratio(value, lo, hi, "paired rounds")
-
-
-def _resampler(values: Sequence[float], groups: Sequence[Any] | None, rng: random.Random) -> Callable[[], float]:
-    """One bootstrap median of ``values``: over groups, then values within them, when groups are given."""
-    vals = list(values)
-    if not groups or len(set(groups)) < 2:
-        return lambda: median([vals[rng.randrange(len(vals))] for _ in vals])
-    by: dict[Any, list[float]] = {}
-    for v, g in zip(vals, groups):
-        by.setdefault(g, []).append(v)
-    members = list(by.values())
-
-    def draw() -> float:
-        pooled: list[float] = []
-        for _ in members:
-            g = members[rng.randrange(len(members))]
-            pooled.extend(g[rng.randrange(len(g))] for _ in g)
-        return median(pooled)
-
-    return draw
 
 
 def unpaired_ratio(
