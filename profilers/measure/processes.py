@@ -37,7 +37,6 @@ from ..store.exchange import export_run
 from .disturbance import BUSY_ROUNDS_MAX_DIV
 from .timing import quantile
 
-MAX_PROCESSES = 16
 TIMED = ("ok", "imprecise", "unstable")
 
 
@@ -110,7 +109,6 @@ def merge(docs: list[dict[str, Any]], spec: dict[str, Any], label: str | None) -
         "finished_at": runs[-1].get("finished_at"),
         "copy_gbps": statistics.median(copies) if copies else None,
         "machine": {**first["machine"], "processes": {"count": len(runs), "each": each}},
-        "extra": {**(first.get("extra") or {}), "processes": each},
         "points_planned": len(merged),
     }
     return run, merged
