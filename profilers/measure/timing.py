@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..analysis.noise import is_noisy
+from ..spec.sweep import CUDA_LAUNCHES  # queued (behind a spin kernel, the default) or direct (as launched)
 
 MIN_SAMPLES = 5
 MAX_SAMPLES = 100_000
@@ -169,12 +170,6 @@ class CpuTimer:
         return Measurement(self.method, tuple(samples), block, self.threads)
 
 
-CUDA_LAUNCHES = {
-    "queued": "each cold call queued behind a spin kernel: the GPU's time for the call, as inside a model step "
-    "whose GPU work runs ahead of the host",
-    "direct": "each cold call timed as launched (triton's do_bench): a call whose launch outlasts its kernels "
-    "includes the launch, as a call alone on an idle GPU",
-}
 FLUSH_METHODS = {
     "zero": "a 256 MB buffer zeroed before each call (triton's do_bench)",
     "read": "a 256 MB buffer summed before each call (reads only: no dirty lines left to write back)",
@@ -335,9 +330,11 @@ class CudaEventTimer(_CudaTimer):
             fn()
         dispatch_s = self._enqueue_s(fn)
         if cold:
-            ahead_s = dispatch_s + self._enqueue_s(self.flush)  # what the spin must cover: the flush and the call
-            prefill = self._prefill(ahead_s) if self.launch == "queued" else None
-            spin_ms = self.spin_ms(ahead_s) if prefill is not None else 0.0
+            prefill, spin_ms = None, 0.0
+            if self.launch == "queued":
+                ahead_s = dispatch_s + self._enqueue_s(self.flush)  # what the spin must cover: flush and call
+                prefill = self._prefill(ahead_s)
+                spin_ms = self.spin_ms(ahead_s) if prefill is not None else 0.0
 
             def before() -> None:  # outside the timed region: the spin (when queued), then the flush
                 if prefill is not None:
