@@ -45,6 +45,35 @@ def test_adaptive_stopping_adds_rounds_only_while_an_interval_is_too_wide():
     assert g.unstable[1]  # still wider than ±1%
 
 
+def test_added_rounds_visit_only_the_baseline_and_the_candidates_still_too_wide():
+    rng = random.Random(5)
+    log = []
+
+    def visit(i, r):  # candidate 1 is steady, candidate 2 swings ±60%
+        log.append((i, r))
+        jitter = (0.002, 0.002, 0.6)[i]
+        return [(100.0, 150.0, 200.0)[i] * (1 + rng.uniform(-jitter, jitter)) for _ in range(3)], CLEAN
+
+    g = run_rounds(3, visit, baseline=0, rounds=5, ci_target_pct=3.0, seed=6)
+    assert g.rounds == 10 and g.unstable == [False, False, True]
+    added = {i for i, r in log if r >= 5}
+    assert added == {0, 2}  # the steady candidate stopped after the first five rounds
+    assert [len(c.visits) for c in g.candidates] == [10, 5, 10]
+    # its ratio pairs its five rounds with the baseline's first five, here and wherever points are compared
+    assert g.intervals[1].lo <= 1.5 <= g.intervals[1].hi and g.intervals[1].half_width_pct < 3.0
+    point = {"run_id": 1, "device": "cpu", "tokens": 8, "hidden": 8, "dtype": "float32", "mode": "fwd"}
+    a = {**point, "variant": "layernorm", "impl": "native", "extra": {"rounds_us": g.candidates[0].round_medians_us}}
+    b = {**point, "variant": "rmsnorm", "impl": "native", "extra": {"rounds_us": g.candidates[1].round_medians_us}}
+    r = noise.ratio_between(a, b)
+    assert r.method == "paired rounds" and r.value == pytest.approx(g.intervals[1].value)
+
+
+def test_rounds_pair_per_process_over_the_rounds_both_candidates_have():
+    a, b, procs = noise.shared_rounds([1, 2, 3, 4, 5], [0, 0, 0, 1, 1], [10, 20, 30, 40], [0, 0, 1, 1])
+    assert (a, b, procs) == ([1, 2, 4, 5], [10, 20, 30, 40], [0, 0, 1, 1])
+    assert noise.shared_rounds([1, 2], [0, 1], [1, 2], None) is None  # one ran in processes, the other not
+
+
 def test_a_baseline_that_moves_with_the_machine_does_not_hold_back_a_tight_comparison():
     # every round the machine (or the memory placement) scales both candidates alike: ratio 1.5 throughout
     scale = [1.0, 1.3, 0.8, 1.2, 0.9, 1.25, 0.85]
@@ -91,6 +120,25 @@ def test_bootstrap_is_seeded_and_reproducible():
     assert a == noise.bootstrap_median_ci(vals, seed=42)  # the same seed, the same interval, in any process
     assert a[1] <= a[0] <= a[2] and a[2] - a[1] > 0
     assert noise.seed_for("run", 3, "layernorm") == noise.seed_for("run", 3, "layernorm")  # not Python's hash
+
+
+def test_t_quantiles_and_the_expanded_tails_match_their_tables():
+    for df, t in ((1, 12.706), (2, 4.303), (6, 2.447), (29, 2.045)):
+        assert noise.t_quantile(0.975, df) == pytest.approx(t, abs=1e-3)
+    assert noise.expanded_alpha(7) == pytest.approx(0.0041, abs=1e-4)
+    assert noise.expanded_alpha(1000) == pytest.approx(0.025, abs=3e-4)  # many values: the plain percentiles
+
+
+def test_a_95_percent_interval_of_few_rounds_holds_the_true_ratio_95_percent_of_the_time():
+    """The plain percentile bootstrap of 7 rounds held the true ratio about 87% of the time; expanded, ≥ 95%."""
+    rng = random.Random(11)
+    held = 0
+    for trial in range(300):
+        base = [100 * rng.lognormvariate(0, 0.04) for _ in range(7)]
+        cand = [b * 2 * rng.lognormvariate(0, 0.04) for b in base]
+        r = noise.paired_ratio(cand, base, seed=trial)
+        held += r.lo <= 2.0 <= r.hi
+    assert held / 300 >= 0.94
 
 
 def test_a_difference_is_measurable_exactly_when_the_interval_excludes_one():

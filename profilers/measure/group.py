@@ -32,7 +32,7 @@ from .disturbance import (
 )
 from .memory import available_bytes
 from .placement import Placement
-from .point import ERRORS, Context, Prepared, failure, finish, prepare
+from .point import ERRORS, Context, Prepared, failure, finish, forget_references, prepare
 from .rounds import GroupResult, run_rounds
 from .timing import Measurement
 
@@ -140,6 +140,7 @@ def measure_group(
                 announce(p, prep)
         else:
             prepared.append((i, prep))
+    forget_references(ctx)
     if any(prep.compiled for _, prep in prepared):
         note = compiling.quiesce()
         for _, prep in prepared:
@@ -249,13 +250,13 @@ def _finish_one(
     if group.unstable[k]:
         what = "its median" if k == group.baseline else "its ratio to the baseline"
         unstable = (
-            f"the 95% interval of {what} stayed ±{iv.half_width_pct:.1f}% after {group.rounds} rounds "
+            f"the 95% interval of {what} stayed ±{iv.half_width_pct:.1f}% after {len(cand.visits)} rounds "
             f"(target ±{group.ci_target_pct:g}%): too noisy to rank"
         )
     with prep.steady():
         res = kind.finish(prep, m, ctx, sensors, unstable)
     base = group.candidates[group.baseline]
-    res.rounds = group.rounds
+    res.rounds = len(cand.visits)  # a candidate precise enough leaves the added rounds early
     res.visits = len(cand.visits) + cand.retried
     res.visits_disturbed = cand.retried + cand.disturbed
     res.ratio_baseline = base.key

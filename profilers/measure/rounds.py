@@ -10,7 +10,11 @@ disturbed (``disturbance.py``) is re-queued at the end of the round, at most
 After ``rounds`` rounds, rounds are added until every paired ratio's interval
 (a non-baseline candidate against the baseline) is narrower than
 ``ci_target_pct`` (half-width, in % of its value) or ``2 × rounds`` are done; a
-candidate whose ratio is still wider is *unstable*. The baseline's own median
+candidate whose ratio is still wider is *unstable*. An added round visits only
+the baseline and the candidates whose interval is still too wide: a candidate
+that is precise enough stops there, so its rounds are always the first k rounds
+of its group, and two candidates pair over the rounds they both have (their
+common prefix). The baseline's own median
 has an interval too (stored, shown), but it is judged only when it is the only
 candidate: the comparison is what a group decides, and the baseline's absolute
 time may move with the machine and its memory placement while every ratio to
@@ -110,8 +114,8 @@ def run_rounds(
     done = 0
     max_rounds = 2 * rounds
 
-    def one_round(r: int) -> None:
-        order = [i for i in range(n_candidates) if i not in dropped]
+    def one_round(r: int, only: set[int] | None = None) -> None:
+        order = [i for i in range(n_candidates) if i not in dropped and (only is None or i in only)]
         rng.shuffle(order)
         queue = [(i, 0) for i in order]
         kept: dict[int, Visit] = {}
@@ -153,7 +157,7 @@ def run_rounds(
     base = alive_baseline()
     intervals = _intervals(cands, base, dropped, seed)
     while done < max_rounds and any(wide(intervals, base)):
-        one_round(done)
+        one_round(done, {base} | {i for i, w in enumerate(wide(intervals, base)) if w})
         done += 1
         if on_round:
             on_round(done)
@@ -174,6 +178,7 @@ def _intervals(cands: list[CandidateRounds], baseline: int, dropped: set[int], s
         elif i == baseline:
             out.append(Interval(*bootstrap_median_ci(base, seed_for(seed, "baseline"))))
         else:
-            r = paired_ratio(c.round_medians_us, base, seed_for(seed, i))
+            m = min(len(c.visits), len(base))  # the rounds both took part in: a prefix of the group's
+            r = paired_ratio(c.round_medians_us[:m], base[:m], seed_for(seed, i))
             out.append(Interval(r.value, r.lo, r.hi))
     return out

@@ -207,7 +207,8 @@ def _method(run: dict[str, Any]) -> str:
         f"Timing: {how['timer']}: {timers.get(how['timer'], '')}; warmup {how['warmup']}, budget {how['budget']} "
         f"per point; threads {how['threads']}.",
         f"Comparisons: {how['rounds']}; ratios are medians of per-round ratios with a bootstrap 95% interval "
-        "over rounds; a difference is measurable only when its interval excludes 1.",
+        "over rounds (the expanded percentile interval, which holds for few rounds); a difference is measurable "
+        "only when its interval excludes 1.",
         f"Statistics: p20, p50, p80 and IQR of the clean samples; noisy when {NOISY_RULE}.",
         gate,
         f"Energy: {energy}; idle power {_num(run.get('idle_power_w'), '{:.0f} W')}.",
