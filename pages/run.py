@@ -111,6 +111,9 @@ def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> Non
     unit = "points" if kind in POINT_KINDS else "cells"
     planned = run["points_planned"] or 1
     done = run["points_done"] if kind in POINT_KINDS else (cells or 0)
+    spread = (run.get("extra") or {}).get("progress")  # a run over fresh processes: stored when they are merged
+    if spread:
+        done = spread["points_done"]
     started = pd.Timestamp(run["created_at"]).timestamp()
     elapsed = max(0.0, time.time() - started)
     eta = elapsed / done * (planned - done) if done else None
@@ -121,6 +124,11 @@ def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> Non
             kind, f"{kind} run"
         )
         st.markdown(f"**Run {run['id']}** ({what}) on `{device}` — {run['label'] or 'no label'}")
+        if spread:
+            st.caption(
+                f"process {spread['process']} of {spread['of']}, one after the other: its points are stored when "
+                "every process has finished (a cancel keeps none)"
+            )
         if kind in POINT_KINDS or kind == "training":
             st.progress(
                 min(done / planned, 1.0),
@@ -138,7 +146,14 @@ def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> Non
             )
         if st.button("Cancel", key=f"cancel-{run['id']}", icon=":material/stop_circle:"):
             jobs.cancel(run)
-            st.toast(f"Cancelling run {run['id']}; finished points are kept.")
+            st.toast(
+                f"Cancelling run {run['id']}; "
+                + (
+                    "no points are kept (its processes had not all finished)."
+                    if spread
+                    else "finished points are kept."
+                )
+            )
         if str(device).startswith("cuda"):
             gpu_strip()
 
@@ -225,11 +240,11 @@ with right:
         index=list(ROUND_PRESETS).index("quick" if device == "cpu" else "default"),
         horizontal=True,
         format_func=lambda k: f"{k} ({ROUND_PRESETS[k][0]} rounds, ±{ROUND_PRESETS[k][1]:g}%)",
-        help="Candidates of one shape are timed in interleaved rounds; rounds are added (up to twice as many) "
-        "until every ratio's 95% interval is this narrow.",
+        help="Candidates of one shape are timed in interleaved rounds; rounds are added (up to twice as many), "
+        "for the candidates whose ratio's 95% interval is still wider than this, until every one is this narrow.",
     )
     if device == "cpu":
-        a1, a2 = st.columns(2)
+        a1, a2, a3 = st.columns(3)
         allocator = a1.radio(
             "CPU allocator",
             list(CPU_ALLOCATORS),
@@ -242,9 +257,19 @@ with right:
             horizontal=True,
             help=" · ".join(f"{k}: {v}" for k, v in CPU_PAGES.items()),
         )
+        processes = a3.number_input(
+            "Processes",
+            1,
+            16,
+            1,
+            help="Run the sweep in this many fresh processes, one after the other, and merge them: each process "
+            "lands its own memory placement, so the 95% intervals then include what differs between processes "
+            "(repeat runs fall inside them more often). About this many times the time; the points are stored "
+            "when every process has finished.",
+        )
         cache = "warm"
     else:
-        allocator, cpu_pages = "reuse", "huge"
+        allocator, cpu_pages, processes = "reuse", "huge", 1
         cache = st.radio(
             "Cache state",
             ["cold", "warm"],
@@ -292,6 +317,7 @@ try:
         cache_state=cache,
         cpu_allocator=allocator,
         cpu_pages=cpu_pages,
+        processes=int(processes),
         energy=energy_on,
         energy_window_s=ENERGY_WINDOWS_S["accurate" if accurate else "quick"],
         trace=trace_on,

@@ -278,29 +278,45 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
     from .jobs import device_lock
+    from .measure import provenance
     from .measure.processes import ProcessFailed, merge, run_processes
     from .measure.runner import Cancelled, sigterm_cancels
 
-    with Store(a.db) as store:
-        path = store.path
-    with device_lock(path, spec.device):  # the processes use scratch stores: this keeps other sweeps off the CPU
+    n, per_process = spec.processes, len(spec.points())
+    with Store(a.db) as store, device_lock(store.path, spec.device):  # the processes use scratch stores
+        # the run the user follows (dashboard, Runs): running with the processes' progress, filled at the end
+        run_id = store.create_run(
+            spec, provenance.machine(spec.device), provenance.versions(), n * per_process, label=a.label
+        )
+
+        def progress(k: int, done: int) -> None:
+            store.update_run(
+                run_id, extra={"progress": {"process": k + 1, "of": n, "points_done": k * per_process + done}}
+            )
+
         try:
             with sigterm_cancels():
-                docs = run_processes(spec, spec.processes)
-            run, points = merge(docs, spec.to_dict(), a.label)
+                docs = run_processes(spec, n, on_progress=progress)
+                run, points = merge(docs, spec.to_dict(), a.label)
         except ProcessFailed as e:
+            store.finish_run(
+                run_id, "failed", f"{e}; a run over processes keeps no points unless all of them completed"
+            )
             print(f"normscope: error: {e}", file=sys.stderr)
             return 1
         except (Cancelled, KeyboardInterrupt):
-            print("normscope: cancelled: the process running stopped too; nothing was stored", file=sys.stderr)
+            store.finish_run(
+                run_id,
+                "cancelled",
+                "cancelled while its processes ran: a run over processes keeps no points unless all of them completed",
+            )
+            print("normscope: cancelled: the process running stopped too; no points were stored", file=sys.stderr)
             return 130
-        with Store(path) as store:
-            run_id = store.insert_imported(run, points, source="local")  # one transaction
-            stored = store.get_run(run_id)
-            stored_points = store.points(run_id)
-    _report_run(
-        a, spec, path, stored, f" over {spec.processes} processes", [_stored_point_json(p) for p in stored_points]
-    )
+        store.fill_run(run_id, run, points)  # one transaction
+        stored = store.get_run(run_id)
+        stored_points = store.points(run_id)
+        path = store.path
+    _report_run(a, spec, path, stored, f" over {n} processes", [_stored_point_json(p) for p in stored_points])
     return 0
 
 

@@ -38,7 +38,8 @@ def estimate_seconds(spec: SweepSpec) -> float:
 
     Per point: the first warmup, every round's re-warmup and share of the budget (rounds may be added while
     an interval is wide: counted at 1.3×), the gate and memory passes; compiles, energy windows and traces
-    apart; big CPU shapes need at least three calls per visit whatever the budget.
+    apart; big CPU shapes need at least three calls per visit whatever the budget. A run over N processes
+    takes N times as long.
     """
     dev = spec.device_type
     points = spec.points()
@@ -56,7 +57,7 @@ def estimate_seconds(spec: SweepSpec) -> float:
             call_s = p.tokens * p.hidden * 4 / 2e9  # ~2 GB/s for composed eager ops
             slow += max(0.0, rounds * 3 * call_s - spec.budget_ms / 1e3)
     startup = 5.0 + (3.0 if dev == "cpu" else 1.5) + (2.0 if spec.energy else 0.0)  # + the copy ladder
-    return startup + len(points) * per_point + compiled * _COMPILE_S[dev] + slow
+    return (startup + len(points) * per_point + compiled * _COMPILE_S[dev] + slow) * spec.processes
 
 
 @dataclass(frozen=True)

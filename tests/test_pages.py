@@ -196,6 +196,24 @@ def test_run_page_follows_a_running_training_grid_in_cells(one_run, monkeypatch)
     assert any("Stability" in link.proto.label for link in at.get("page_link"))
 
 
+def test_run_page_follows_a_run_over_processes_by_their_progress(one_run, monkeypatch):
+    """A run spread over processes stores its points at the end: the card counts what the processes did."""
+
+    class Spec:
+        label = "spread"
+
+        def to_json(self) -> str:
+            return '{"device": "cpu", "processes": 3}'
+
+    with Store(one_run) as s:  # this test's own process holds the run: it is live
+        run_id = s.create_run(Spec(), {"hostname": "here"}, {}, 12, label="spread")
+        s.update_run(run_id, extra={"progress": {"process": 2, "of": 3, "points_done": 6}})
+    at = page("pages/run.py", one_run, monkeypatch)
+    texts = [p.proto.text for p in at.get("progress")]
+    assert texts and "6 / 12 points" in texts[0], texts
+    assert any("process 2 of 3" in c.value for c in at.caption)
+
+
 def test_results_offers_csv_and_parquet_downloads(seeded, monkeypatch):
     at = page("pages/results.py", seeded, monkeypatch)
     labels = [b.label for b in at.get("download_button")]

@@ -13,7 +13,7 @@ from profilers.analysis.noise import (
     ratio_between,
     unpaired_ratio,
 )
-from profilers.measure.processes import ProcessFailed, merge
+from profilers.measure.processes import ProcessFailed, merge, process_seed
 from profilers.store import Store
 
 
@@ -120,7 +120,8 @@ def test_cli_runs_a_sweep_in_two_processes_and_stores_one_merged_run(tmp_path, m
     with Store(db) as s:
         (run,) = s.list_runs()
         pts = s.points(run["id"])
-    assert run["status"] == "completed" and run["spec"]["processes"] == 2
+    assert run["status"] == "completed" and run["spec"]["processes"] == 2 and run["spec"]["seed"] == 0
+    assert run["points_planned"] == len(pts) == 2 and "progress" not in run["extra"]
     rms = next(x for x in pts if x["variant"] == "rmsnorm")
     assert set(rms["extra"]["rounds_process"]) == {0, 1} and len(rms["extra"]["processes"]) == 2
     assert rms["ratio_lo"] <= rms["ratio"] <= rms["ratio_hi"]
@@ -138,14 +139,20 @@ def test_cli_runs_a_sweep_in_two_processes_and_stores_one_merged_run(tmp_path, m
     assert any("resample the processes, then the rounds" in c.value for c in at.caption)
 
 
+def test_each_process_draws_its_own_seed_and_the_first_keeps_the_specs():
+    seeds = [process_seed(7, k) for k in range(4)]
+    assert seeds[0] == 7 and len(set(seeds)) == 4 and seeds == [process_seed(7, k) for k in range(4)]
+
+
 def test_cli_refuses_a_bad_process_count_in_one_line(tmp_path):
     p = run_cli("run", "--processes", "0", "--shapes", "8x16", db=tmp_path / "x.db")
     assert p.returncode == 2 and p.stderr.strip().startswith("normscope: error: processes must be a whole number")
     assert not (tmp_path / "x.db").exists() or Store(tmp_path / "x.db").list_runs() == []
 
 
-def test_cancel_stops_the_running_process_and_stores_nothing(tmp_path):
-    """The dashboard's Cancel is a SIGTERM to the CLI: the child measuring goes too, the store stays empty."""
+def test_cancel_stops_the_running_process_and_keeps_no_points(tmp_path):
+    """The dashboard's Cancel is a SIGTERM to the CLI: the child measuring goes too; the run the user followed
+    (running, with the processes' progress) ends cancelled with no points, and says why."""
     import os
     import signal
     import subprocess
@@ -167,13 +174,18 @@ def test_cancel_stops_the_running_process_and_stores_nothing(tmp_path):
         time.sleep(0.1)
     (child,) = psutil.Process(proc.pid).children()
     time.sleep(3)  # the child is measuring
+    with Store(db) as s:
+        (run,) = s.list_runs()
+    assert run["status"] == "running" and run["points_planned"] == 4
+    assert run["extra"]["progress"]["process"] == 1 and run["extra"]["progress"]["of"] == 2
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     assert "cancelled" in proc.stderr.read()
     child.wait(timeout=30)
     assert not child.is_running()
     with Store(db) as s:
-        assert s.list_runs() == []
+        (run,) = s.list_runs()
+        assert run["status"] == "cancelled" and "keeps no points" in run["error"] and s.points(run["id"]) == []
 
 
 def test_a_baseline_failed_in_one_process_leaves_no_ratio_rather_than_one_processes():

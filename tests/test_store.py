@@ -131,6 +131,20 @@ def test_export_import_round_trip(tmp_path):
             import_run(b, doc)
 
 
+def test_fill_run_completes_a_running_run_in_one_step_and_only_once(tmp_path):
+    with Store(tmp_path / "a.db") as a:
+        doc = export_run(a, _run(a))
+    with Store(tmp_path / "b.db") as b:
+        rid = b.create_run(SPEC, {}, {}, 6, label="spread")
+        b.fill_run(rid, doc["run"] | {"machine": {"cpu_model": "merged"}}, doc["points"])
+        run = b.get_run(rid)
+        assert run["status"] == "completed" and run["machine"]["cpu_model"] == "merged"
+        assert run["points_planned"] == run["points_done"] == 2 and run["label"] == "spread"
+        with pytest.raises(StoreError, match="not running"):
+            b.fill_run(rid, doc["run"], doc["points"])
+        assert len(b.points(rid)) == 2  # the refused second fill added nothing
+
+
 def _valid_doc(tmp_path):
     with Store(tmp_path / "v.db") as s:
         return json.loads(json.dumps(export_run(s, _run(s))))

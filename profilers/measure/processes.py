@@ -6,8 +6,11 @@ measures how far apart processes land). With ``--processes N`` the sweep runs N 
 the other (never side by side: they would take each other's cores), each a complete run in a scratch store;
 then the N runs become one: every timed point keeps all its rounds with the process each ran in, its ratio is
 the median of the per-round ratios of all processes, and its 95% interval resamples processes, then rounds
-within them (``noise.hierarchical_median_ci``). The merged run is written in one transaction; a process that
-fails leaves the store untouched.
+within them (``noise.hierarchical_median_ci``). The first process runs the spec's seed, the others seeds of
+their own (other inputs, round orders and placements). The run is created at the start, in status running
+with the processes' progress, so the dashboard can follow and cancel it; the merged points and fields are
+written into it in one transaction at the end. A process that fails, or a cancel, ends it failed or cancelled
+with no points: a partial merge would pool processes that did not all measure every point.
 
 What the merged point takes from the first process: the correctness gate and its errors, compile time,
 memory, energy, kernels (one process measures them as well as N). What it pools: rounds, visits, disturbed
@@ -21,16 +24,19 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from ..analysis.noise import hierarchical_median_ci, is_noisy, paired_ratio, seed_for
+from ..analysis.noise import hierarchical_median_ci, is_noisy, paired_ratio, seed_for, shared_rounds
 from ..analysis.roofline import roofline_pct
 from ..store import Store
 from ..store.exchange import export_run
@@ -44,29 +50,40 @@ class ProcessFailed(RuntimeError):
     """One of the processes did not complete its run: nothing is merged."""
 
 
+def process_seed(seed: int, k: int) -> int:
+    """Process k's seed: the first process runs the spec's own seed (it is what one process would measure), the
+    others their own, so each draws other inputs, round orders and memory placements."""
+    return seed if k == 0 else seed_for(seed, "process", k)
+
+
 def run_processes(
     spec: Any,
     n: int,
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    on_progress: Callable[[int, int], None] | None = None,
+    poll_s: float = 0.5,
 ) -> list[dict[str, Any]]:
     """Run ``spec`` (a SweepSpec with processes == n) in ``n`` fresh processes, one after the other, and return
-    their runs as exports (``store`` them with ``merge`` and ``Store.insert_imported``). Raises
-    ``ProcessFailed`` when one does not complete; a cancel (an exception here) stops the running one too."""
-    child = spec.to_dict() | {"processes": 1}
+    their runs as exports (``store`` them with ``merge`` and ``Store.fill_run``). ``on_progress(k, done)``
+    hears, while process k runs, how many of its points are done. Raises ``ProcessFailed`` when one does not
+    complete; a cancel (an exception here) stops the running one too."""
     root = str(Path(__file__).resolve().parents[2])  # the processes import this NormScope, wherever they start
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     docs = []
     with tempfile.TemporaryDirectory(prefix="normscope-processes-") as tmp:
-        spec_path = Path(tmp) / "spec.json"
-        spec_path.write_text(json.dumps(child))
         for k in range(n):
             say(f"process {k + 1} of {n}")
+            spec_path = Path(tmp) / f"spec{k}.json"
+            spec_path.write_text(json.dumps(spec.to_dict() | {"processes": 1, "seed": process_seed(spec.seed, k)}))
             child_db = Path(tmp) / f"p{k}.db"
             cmd = [sys.executable, "-m", "profilers", "run", "--spec", str(spec_path), "--db", str(child_db)]
             proc = None
             try:
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)  # progress passes on stderr
-                rc = proc.wait()
+                while (rc := proc.poll()) is None:
+                    time.sleep(poll_s)
+                    if on_progress:
+                        on_progress(k, _points_in(child_db))
             except BaseException:  # Ctrl-C or a cancel: the running process goes too
                 if proc is not None:
                     proc.terminate()
@@ -77,6 +94,17 @@ def run_processes(
             with Store(child_db) as s:
                 docs.append(export_run(s, 1))
     return docs
+
+
+def _points_in(db: Path) -> int:
+    """Points a process has stored so far in its scratch store (0 before it made one)."""
+    if not db.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2)) as con:
+            return int(con.execute("SELECT COUNT(*) FROM points").fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
 def merge(docs: list[dict[str, Any]], spec: dict[str, Any], label: str | None) -> tuple[dict, list[dict]]:
@@ -200,13 +228,12 @@ def _merge_ratios(merged: list[dict], per_point: list[list[dict]], spec: dict[st
             if base == i:
                 p["ratio"] = p["ratio_lo"] = p["ratio_hi"] = 1.0
                 continue
-            mine, theirs, procs = [], [], []
-            for k, (a, b) in enumerate(zip(per_point[i], per_point[base])):
-                ra, rb = a["extra"]["rounds_us"], b["extra"]["rounds_us"]
-                m = min(len(ra), len(rb))  # a group's candidates share its rounds; a short one keeps its own
-                mine += ra[:m]
-                theirs += rb[:m]
-                procs += [k] * m
+            mine, theirs, procs = shared_rounds(
+                p["extra"]["rounds_us"],
+                p["extra"]["rounds_process"],
+                merged[base]["extra"]["rounds_us"],
+                merged[base]["extra"]["rounds_process"],
+            ) or ([], [], [])
             seed = seed_for(spec.get("seed", 0), p["tokens"], p["dtype"], p["mode"], p["variant"], p["impl"])
             r = paired_ratio(mine, theirs, seed, procs)
             p["ratio"], p["ratio_lo"], p["ratio_hi"] = r.value, r.lo, r.hi

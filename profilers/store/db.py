@@ -260,6 +260,33 @@ class Store:
                 )
         return run_id
 
+    def fill_run(self, run_id: int, run: dict[str, Any], points: list[dict[str, Any]]) -> None:
+        """A running run of this process completed from ``run`` (an export's run) and its ``points``, in one
+        transaction: what a run measured elsewhere (its processes) writes into the row the user followed."""
+        with self.con:
+            self.con.execute(
+                """UPDATE runs SET status='completed', finished_at=?, spec_json=?, machine_json=?, versions_json=?,
+                   copy_gbps=?, idle_power_w=?, points_planned=?, error=?, series_json=?, sensors_json=?,
+                   extra_json=? WHERE id=? AND status='running'""",
+                (
+                    run.get("finished_at") or now_iso(),
+                    json.dumps(run["spec"], sort_keys=True),
+                    json.dumps(run["machine"], sort_keys=True),
+                    json.dumps(run["versions"], sort_keys=True),
+                    run.get("copy_gbps"),
+                    run.get("idle_power_w"),
+                    len(points),
+                    run.get("error"),
+                    json.dumps(run["series"]) if run.get("series") is not None else None,
+                    json.dumps(run["sensors"]) if run.get("sensors") is not None else None,
+                    json.dumps(run["extra"]) if run.get("extra") is not None else None,
+                    run_id,
+                ),
+            )
+            if self.con.execute("SELECT changes()").fetchone()[0] != 1:
+                raise StoreError(f"run {run_id} is not running any more: its results were not written")
+            self._insert_points(run_id, points)
+
     # -- artifacts: a lab's results as named JSON documents on its run ----------------------
     def put_artifact(self, run_id: int, name: str, doc: Any) -> None:
         """Store (or replace) one named JSON document on a run; committed before returning."""
