@@ -114,6 +114,7 @@ def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> Non
     spread = (run.get("extra") or {}).get("progress")  # a run over fresh processes: stored when they are merged
     if spread:
         done = spread["points_done"]
+        unit = f"points ({planned // spread['of']} in each of {spread['of']} processes)"
     started = pd.Timestamp(run["created_at"]).timestamp()
     elapsed = max(0.0, time.time() - started)
     eta = elapsed / done * (planned - done) if done else None

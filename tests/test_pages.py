@@ -210,7 +210,7 @@ def test_run_page_follows_a_run_over_processes_by_their_progress(one_run, monkey
         s.update_run(run_id, extra={"progress": {"process": 2, "of": 3, "points_done": 6}})
     at = page("pages/run.py", one_run, monkeypatch)
     texts = [p.proto.text for p in at.get("progress")]
-    assert texts and "6 / 12 points" in texts[0], texts
+    assert texts and "6 / 12 points (4 in each of 3 processes)" in texts[0], texts
     assert any("process 2 of 3" in c.value for c in at.caption)
 
 
