@@ -49,13 +49,15 @@ def cpu_interval_note(runs: list[dict]) -> str:
         return (
             " On a CPU the interval of a run in one process is over that process's rounds: a run in a fresh process "
             "can land outside it (benchmarks/cpu_process_spread.py measures by how much on this machine; "
-            "--processes N spreads a run over N processes): repeat a run before you trust a difference of a few "
-            "percent."
+            "Processes on the Run page, or --processes N, spreads a run over N processes): repeat a run before you "
+            "trust a difference of a few percent."
         )
     if cpu:
         return (
             " A CPU run spread over several processes has intervals that resample the processes, then the rounds "
-            "within them: they include what differs between processes."
+            "within them: they include what differs between processes, not what the machine does after the run "
+            "(a cache-resident point on a shared host moves with its neighbours: repeat a run before you trust a "
+            "difference of a few percent)."
         )
     return ""
 

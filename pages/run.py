@@ -111,7 +111,7 @@ def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> Non
     unit = "points" if kind in POINT_KINDS else "cells"
     planned = run["points_planned"] or 1
     done = run["points_done"] if kind in POINT_KINDS else (cells or 0)
-    spread = (run.get("extra") or {}).get("progress")  # a run over fresh processes: stored when they are merged
+    spread = (run.get("extra") or {}).get("progress")  # a run over fresh processes, while they run
     if spread:
         done = spread["points_done"]
         unit = f"points ({planned // spread['of']} in each of {spread['of']} processes)"
@@ -264,9 +264,9 @@ with right:
             16,
             1,
             help="Run the sweep in this many fresh processes, one after the other, and merge them: each process "
-            "lands its own memory placement, so the 95% intervals then include what differs between processes "
-            "(repeat runs fall inside them more often). About this many times the time; the points are stored "
-            "when every process has finished.",
+            "lands its own memory placement, and the 95% intervals resample the processes too (with two or three "
+            "processes, that part rests on that few draws). About this many times the time; the points are "
+            "stored when every process has finished.",
         )
         cache = "warm"
     else:

@@ -7,8 +7,10 @@ exit code 2, and an unchanged store.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -283,6 +285,7 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
     from .measure.runner import Cancelled, sigterm_cancels
 
     n, per_process = spec.processes, len(spec.points())
+    kept_none = "a run over processes keeps no points unless all of them completed"
     with Store(a.db) as store, device_lock(store.path, spec.device):  # the processes use scratch stores
         # the run the user follows (dashboard, Runs): running with the processes' progress, filled at the end
         run_id = store.create_run(
@@ -290,29 +293,32 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
         )
 
         def progress(k: int, done: int) -> None:
-            store.update_run(
-                run_id, extra={"progress": {"process": k + 1, "of": n, "points_done": k * per_process + done}}
-            )
+            with contextlib.suppress(sqlite3.Error):  # a busy store delays the bar, never the run
+                store.update_run(
+                    run_id, extra={"progress": {"process": k + 1, "of": n, "points_done": k * per_process + done}}
+                )
 
         try:
             with sigterm_cancels():
                 docs = run_processes(spec, n, on_progress=progress)
                 run, points = merge(docs, spec.to_dict(), a.label)
+                try:
+                    store.fill_run(run_id, run, points)  # one transaction
+                except StoreError:  # the row was marked ended meanwhile: keep the results as a run of their own
+                    run_id = store.insert_imported(run, points, source="local")
+                    print(f"normscope: the run's first record had been closed; stored as run {run_id}", file=sys.stderr)
         except ProcessFailed as e:
-            store.finish_run(
-                run_id, "failed", f"{e}; a run over processes keeps no points unless all of them completed"
-            )
+            store.finish_run(run_id, "failed", f"{e}; {kept_none}")
             print(f"normscope: error: {e}", file=sys.stderr)
             return 1
         except (Cancelled, KeyboardInterrupt):
-            store.finish_run(
-                run_id,
-                "cancelled",
-                "cancelled while its processes ran: a run over processes keeps no points unless all of them completed",
-            )
+            store.finish_run(run_id, "cancelled", f"cancelled while its processes ran: {kept_none}")
             print("normscope: cancelled: the process running stopped too; no points were stored", file=sys.stderr)
             return 130
-        store.fill_run(run_id, run, points)  # one transaction
+        except Exception as e:  # merging or storing went wrong: the run says why instead of "interrupted"
+            store.finish_run(run_id, "failed", f"{type(e).__name__}: {e}; {kept_none}")
+            print(f"normscope: error: {type(e).__name__}: {e}; nothing was stored", file=sys.stderr)
+            return 1
         stored = store.get_run(run_id)
         stored_points = store.points(run_id)
         path = store.path

@@ -68,10 +68,42 @@ def test_added_rounds_visit_only_the_baseline_and_the_candidates_still_too_wide(
     assert r.method == "paired rounds" and r.value == pytest.approx(g.intervals[1].value)
 
 
-def test_rounds_pair_per_process_over_the_rounds_both_candidates_have():
-    a, b, procs = noise.shared_rounds([1, 2, 3, 4, 5], [0, 0, 0, 1, 1], [10, 20, 30, 40], [0, 0, 1, 1])
+def test_rounds_pair_per_process_and_round_number():
+    def pt(rounds, procs=None, index=None):
+        extra = {"rounds_us": rounds}
+        extra.update({"rounds_process": procs} if procs else {})
+        extra.update({"rounds_index": index} if index else {})
+        return {"extra": extra}
+
+    # older runs store no round numbers: the order within each process
+    a, b, procs = noise.shared_rounds(pt([1, 2, 3, 4, 5], [0, 0, 0, 1, 1]), pt([10, 20, 30, 40], [0, 0, 1, 1]))
     assert (a, b, procs) == ([1, 2, 4, 5], [10, 20, 30, 40], [0, 0, 1, 1])
-    assert noise.shared_rounds([1, 2], [0, 1], [1, 2], None) is None  # one ran in processes, the other not
+    # stored round numbers: a candidate that skipped rounds 2-3 pairs with the baseline's rounds 0, 1, 4
+    a, b, procs = noise.shared_rounds(pt([1, 2, 5], index=[0, 1, 4]), pt([10, 20, 30, 40, 50], index=[0, 1, 2, 3, 4]))
+    assert (a, b, procs) == ([1, 2, 5], [10, 20, 50], None)
+    assert noise.shared_rounds(pt([1, 2], [0, 1]), pt([1, 2])) is None  # one ran in processes, the other not
+
+
+def test_a_baseline_that_fails_in_an_added_round_leaves_pairs_made_on_round_numbers():
+    """The group's baseline fails in round 6: the next candidate becomes the baseline although it had left the
+    added rounds after round 4; ratios must still pair round r with round r."""
+    seen = []
+
+    def visit(i, r):
+        if i == 0 and r >= 6:
+            return None
+        value = (100.0, 150.0, 200.0)[i] * (1 + 0.5 * ((r * 7 + i) % 5 - 2) / 2 if i == 2 else 1)
+        seen.append((i, r, value))
+        return [value + r * 1e-3] * 3, CLEAN  # the round is readable from the value
+
+    g = run_rounds(3, visit, baseline=0, rounds=5, ci_target_pct=3.0, seed=6)
+    assert g.baseline == 1
+    rounds = {k: [v.round for v in c.visits] for k, c in enumerate(g.candidates)}
+    assert rounds[1] != list(range(len(rounds[1])))  # the new baseline has a gap: it skipped added rounds
+    base = {v.round: v.median_us for v in g.candidates[1].visits}
+    cand = [v for v in g.candidates[2].visits if v.round in base]
+    expected = noise.paired_ratio([v.median_us for v in cand], [base[v.round] for v in cand], noise.seed_for(6, 2))
+    assert g.intervals[2].value == pytest.approx(expected.value)
 
 
 def test_a_baseline_that_moves_with_the_machine_does_not_hold_back_a_tight_comparison():

@@ -153,7 +153,8 @@ def _interval(meds: np.ndarray, n: int, level: float) -> tuple[float, float]:
 def bootstrap_median_ci(
     values: Sequence[float], seed: int, resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL
 ) -> tuple[float, float, float]:
-    """(median, lo, hi): the percentile bootstrap CI of the median, resampling ``values`` with replacement."""
+    """(median, lo, hi): the expanded percentile bootstrap CI of the median (``expanded_alpha``), resampling
+    ``values`` with replacement."""
     vals = list(values)
     if not vals:
         raise ValueError("no values to bootstrap")
@@ -271,29 +272,51 @@ def processes_of(p: Mapping[str, Any]) -> list[int] | None:
     return [int(v) for v in r] if r else None
 
 
+def rounds_index_of(p: Mapping[str, Any]) -> list[int] | None:
+    """The round number of each of a point's rounds (within its process), when stored: a candidate leaves a
+    group's added rounds once precise enough, and may join them again if its baseline changes."""
+    r = (p.get("extra") or {}).get("rounds_index")
+    return [int(v) for v in r] if r else None
+
+
+def _round_keys(n: int, procs: Sequence[int] | None, index: Sequence[int] | None) -> list[tuple[int, int]]:
+    """(process, round) of each of ``n`` rounds; without stored round numbers, the order within the process
+    (older runs: every candidate took part in every round)."""
+    procs = list(procs) if procs is not None and len(procs) == n else [0] * n
+    if index is not None and len(index) == n:
+        return list(zip(procs, index))
+    seen: dict[int, int] = {}
+    keys = []
+    for k in procs:
+        keys.append((k, seen.get(k, 0)))
+        seen[k] = seen.get(k, 0) + 1
+    return keys
+
+
 def shared_rounds(
-    a: Sequence[float], a_procs: Sequence[int] | None, b: Sequence[float], b_procs: Sequence[int] | None
+    other: Mapping[str, Any], ref: Mapping[str, Any]
 ) -> tuple[list[float], list[float], list[int] | None] | None:
-    """The rounds two candidates of one group both took part in, paired: in each process, the shorter one's
-    rounds (a candidate precise enough leaves a group's added rounds, so its rounds are the first k of the
-    group's). ``(a's, b's, process of each or None)``; None when the two do not pair (one ran in processes,
-    the other not)."""
-    if a_procs is None and b_procs is None:
-        m = min(len(a), len(b))
-        return (list(a[:m]), list(b[:m]), None) if m else None
-    if a_procs is None or b_procs is None or len(a_procs) != len(a) or len(b_procs) != len(b):
+    """The rounds two points of one group both took part in, paired by process and round number:
+    ``(other's, ref's, process of each or None)``; None when they share none, or when one ran in processes and
+    the other not."""
+    a, b = rounds_of(other), rounds_of(ref)
+    if not a or not b:
         return None
+    pa, pb = processes_of(other), processes_of(ref)
+    if (pa is None) != (pb is None):
+        return None
+    ref_by = dict(zip(_round_keys(len(b), pb, rounds_index_of(ref)), b))
     out_a: list[float] = []
     out_b: list[float] = []
     procs: list[int] = []
-    for k in dict.fromkeys(a_procs):
-        ka = [v for v, p in zip(a, a_procs) if p == k]
-        kb = [v for v, p in zip(b, b_procs) if p == k]
-        m = min(len(ka), len(kb))
-        out_a += ka[:m]
-        out_b += kb[:m]
-        procs += [k] * m
-    return (out_a, out_b, procs) if out_a else None
+    for key, v in zip(_round_keys(len(a), pa, rounds_index_of(other)), a):
+        if key in ref_by:
+            out_a.append(v)
+            out_b.append(ref_by[key])
+            procs.append(key[0])
+    if not out_a:
+        return None
+    return out_a, out_b, procs if pa is not None else None
 
 
 def same_group(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -307,7 +330,7 @@ def ratio_between(ref: Mapping[str, Any], other: Mapping[str, Any], metric: str 
     if metric == "time":
         ra, rb = rounds_of(ref), rounds_of(other)
         seed = seed_for(ref.get("run_id"), ref.get("variant"), ref.get("impl"), other.get("variant"), other.get("impl"))
-        shared = shared_rounds(rb, processes_of(other), ra, processes_of(ref)) if ra and rb else None
+        shared = shared_rounds(other, ref)
         if shared and same_group(ref, other):
             mine, theirs, procs = shared
             return paired_ratio(mine, theirs, seed, procs)

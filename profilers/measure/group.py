@@ -266,6 +266,7 @@ def _finish_one(
         res.ratio, res.ratio_lo, res.ratio_hi = iv.value, iv.lo, iv.hi
     rounds_us = cand.round_medians_us
     res.extra["rounds_us"] = rounds_us
+    res.extra["rounds_index"] = [v.round for v in cand.visits]  # pairs are made on these (see rounds.py)
     _, lo, hi = bootstrap_median_ci(rounds_us, seed_for(ctx.spec.seed, cand.key, "p50"))
     res.extra["p50_ci_us"] = [lo, hi]
     res.extra["disturbance"] = _disturbance_summary(cand)

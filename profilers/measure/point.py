@@ -187,6 +187,7 @@ def _expected(p: Point, ctx: Context, ins: _Inputs, training: bool) -> tuple[lis
         names += [f"d{n}" for n, s in zip(v.inputs, ins.scalar) if s]
     out = [t.detach() for t in expected], names
     if ctx.device.type == "cpu" and sum(t.numel() * t.element_size() for t in out[0]) <= REFERENCE_KEEP_BYTES:
+        forget_references(ctx)  # points come variant by variant: one reference kept at a time
         ins.expected = out
     return out
 

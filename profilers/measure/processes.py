@@ -80,10 +80,13 @@ def run_processes(
             proc = None
             try:
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)  # progress passes on stderr
+                done = -1
                 while (rc := proc.poll()) is None:
                     time.sleep(poll_s)
-                    if on_progress:
-                        on_progress(k, _points_in(child_db))
+                    now = _points_in(child_db)
+                    if on_progress and now is not None and now != done:  # told only when it moved
+                        done = now
+                        on_progress(k, done)
             except BaseException:  # Ctrl-C or a cancel: the running process goes too
                 if proc is not None:
                     proc.terminate()
@@ -96,15 +99,16 @@ def run_processes(
     return docs
 
 
-def _points_in(db: Path) -> int:
-    """Points a process has stored so far in its scratch store (0 before it made one)."""
+def _points_in(db: Path) -> int | None:
+    """Points a process has stored so far in its scratch store (0 before it made one; None when the store
+    could not be read this time, e.g. while the process sets it up)."""
     if not db.exists():
         return 0
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2)) as con:
             return int(con.execute("SELECT COUNT(*) FROM points").fetchone()[0])
     except sqlite3.Error:
-        return 0
+        return None
 
 
 def merge(docs: list[dict[str, Any]], spec: dict[str, Any], label: str | None) -> tuple[dict, list[dict]]:
@@ -181,6 +185,7 @@ def _merge_point(ps: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, An
     extra.update(
         rounds_us=rounds,
         rounds_process=procs,
+        rounds_index=[i for p in ps for i in _index(p)],
         p50_ci_us=[lo, hi],
         stats_over=f"per-round medians of {n} processes",
         processes=[{"p50_us": p["p50_us"], "ratio": p.get("ratio"), "status": p["status"]} for p in ps],
@@ -202,6 +207,13 @@ def _merge_point(ps: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, An
     if busy and disturbed * BUSY_ROUNDS_MAX_DIV > len(rounds):  # the rule a single process applies
         out["status"], out["error"] = "unstable", extra["busy"]
     return out
+
+
+def _index(p: dict[str, Any]) -> list[int]:
+    """A process's round numbers for its point (older runs stored none: every round, in order)."""
+    n = len(p["extra"]["rounds_us"])
+    idx = p["extra"].get("rounds_index")
+    return [int(i) for i in idx] if idx and len(idx) == n else list(range(n))
 
 
 def _merge_ratios(merged: list[dict], per_point: list[list[dict]], spec: dict[str, Any]) -> None:
@@ -228,12 +240,7 @@ def _merge_ratios(merged: list[dict], per_point: list[list[dict]], spec: dict[st
             if base == i:
                 p["ratio"] = p["ratio_lo"] = p["ratio_hi"] = 1.0
                 continue
-            mine, theirs, procs = shared_rounds(
-                p["extra"]["rounds_us"],
-                p["extra"]["rounds_process"],
-                merged[base]["extra"]["rounds_us"],
-                merged[base]["extra"]["rounds_process"],
-            ) or ([], [], [])
+            mine, theirs, procs = shared_rounds(p, merged[base]) or ([], [], [])
             seed = seed_for(spec.get("seed", 0), p["tokens"], p["dtype"], p["mode"], p["variant"], p["impl"])
             r = paired_ratio(mine, theirs, seed, procs)
             p["ratio"], p["ratio_lo"], p["ratio_hi"] = r.value, r.lo, r.hi

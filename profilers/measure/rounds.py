@@ -12,9 +12,9 @@ After ``rounds`` rounds, rounds are added until every paired ratio's interval
 ``ci_target_pct`` (half-width, in % of its value) or ``2 × rounds`` are done; a
 candidate whose ratio is still wider is *unstable*. An added round visits only
 the baseline and the candidates whose interval is still too wide: a candidate
-that is precise enough stops there, so its rounds are always the first k rounds
-of its group, and two candidates pair over the rounds they both have (their
-common prefix). The baseline's own median
+that is precise enough stops there, so candidates hold different rounds, and two
+candidates pair over the round numbers they both have (``Visit.round``, stored
+with the point as ``rounds_index``). The baseline's own median
 has an interval too (stored, shown), but it is judged only when it is the only
 candidate: the comparison is what a group decides, and the baseline's absolute
 time may move with the machine and its memory placement while every ratio to
@@ -178,7 +178,11 @@ def _intervals(cands: list[CandidateRounds], baseline: int, dropped: set[int], s
         elif i == baseline:
             out.append(Interval(*bootstrap_median_ci(base, seed_for(seed, "baseline"))))
         else:
-            m = min(len(c.visits), len(base))  # the rounds both took part in: a prefix of the group's
-            r = paired_ratio(c.round_medians_us[:m], base[:m], seed_for(seed, i))
+            by_round = {v.round: v.median_us for v in cands[baseline].visits}
+            pairs = [(v.median_us, by_round[v.round]) for v in c.visits if v.round in by_round]
+            if not pairs:
+                out.append(Interval(nan, nan, nan))
+                continue
+            r = paired_ratio([o for o, _ in pairs], [b for _, b in pairs], seed_for(seed, i))
             out.append(Interval(r.value, r.lo, r.hi))
     return out
