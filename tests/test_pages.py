@@ -177,17 +177,21 @@ def test_interrupted_run_is_shown_as_such(one_run, monkeypatch):
     assert any("interrupted" in w.value for w in at.warning)
 
 
+def _live_run(store: Store, spec_json: str, planned: int, label: str, kind: str = "kernels") -> int:
+    """A run in status running held by this test's own process (so the dashboard sees it live)."""
+
+    class Spec:
+        def to_json(self) -> str:
+            return spec_json
+
+    return store.create_run(Spec(), {"hostname": "here"}, {}, planned, label=label, kind=kind)
+
+
 def test_run_page_follows_a_running_training_grid_in_cells(one_run, monkeypatch):
     """A lab run in progress is counted in its own unit and linked to its own page, not shown as 0 points."""
 
-    class Spec:
-        label = "grid"
-
-        def to_json(self) -> str:
-            return '{"device": "cpu"}'
-
-    with Store(one_run) as s:  # this test's own process holds the run: it is live
-        run_id = s.create_run(Spec(), {"hostname": "here"}, {}, 4, label="grid", kind="training")
+    with Store(one_run) as s:
+        run_id = _live_run(s, '{"device": "cpu"}', 4, "grid", kind="training")
         s.put_artifact(run_id, "cell/a", {"done": True})
     at = page("pages/run.py", one_run, monkeypatch)
     texts = [p.proto.text for p in at.get("progress")]
@@ -199,14 +203,8 @@ def test_run_page_follows_a_running_training_grid_in_cells(one_run, monkeypatch)
 def test_run_page_follows_a_run_over_processes_by_their_progress(one_run, monkeypatch):
     """A run spread over processes stores its points at the end: the card counts what the processes did."""
 
-    class Spec:
-        label = "spread"
-
-        def to_json(self) -> str:
-            return '{"device": "cpu", "processes": 3}'
-
-    with Store(one_run) as s:  # this test's own process holds the run: it is live
-        run_id = s.create_run(Spec(), {"hostname": "here"}, {}, 12, label="spread")
+    with Store(one_run) as s:
+        run_id = _live_run(s, '{"device": "cpu", "processes": 3}', 12, "spread")
         s.update_run(run_id, extra={"progress": {"process": 2, "of": 3, "points_done": 6}})
     at = page("pages/run.py", one_run, monkeypatch)
     texts = [p.proto.text for p in at.get("progress")]
