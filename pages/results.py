@@ -167,7 +167,8 @@ with tabs[0]:
         st.caption(
             "Each dot is the median of per-round ratios when both were timed in the same interleaved rounds; "
             "the bar is its 95% bootstrap interval, often narrower than the dot (a run taken without rounds "
-            "compares p20–p80 bands instead: hover a dot for its method). "
+            "compares p20–p80 bands instead: hover a dot for its method, and for where a rerun is expected if "
+            "chance is all that differs: the interval about √2 wider, since a rerun has its own error). "
             "Green: faster beyond the noise; "
             "red: slower; grey: a tie." + cpu_interval_note([by_id[i] for i in chosen])
         )

@@ -99,3 +99,30 @@ def test_report_names_launch_bound_points_with_their_launch_time(tmp_path):
         html = build(s, [run_id])
     assert "7 points launch-bound on the measured host" in html
     assert "launch (µs, host)" in html and "cuda_event_flush_queued" in html
+
+
+def test_head_to_head_says_where_a_rerun_is_expected_for_ratios_over_rounds():
+    from profilers.analysis.noise import ratio_between
+    from profilers.report import plots
+
+    def pt(variant, rounds, extra=True):
+        s = sorted(rounds)
+        return {
+            "run_id": 1, "dtype": "float32", "mode": "fwd", "tokens": 64, "hidden": 128, "device": "cpu",
+            "variant": variant, "impl": "native", "status": "ok", "block": None, "cache_state": "warm",
+            "p20_us": s[1], "p50_us": s[len(s) // 2], "p80_us": s[-2], "run_name": "run 1",
+            "extra": {"rounds_us": rounds} if extra else {},
+        }  # fmt: skip
+
+    ln = pt("layernorm", [100.0, 104.0, 98.0, 101.0, 99.0, 103.0, 100.0])
+    rms = pt("rmsnorm", [90.0, 95.0, 87.0, 92.0, 88.0, 94.0, 91.0])
+    _, table = plots.head_to_head(pd.DataFrame([ln, rms]), ("layernorm", "native"), ("rmsnorm", "native"))
+    lo, hi = ratio_between(ln, rms).rerun_range
+    assert table["rerun"].iloc[0].endswith(f"{lo:.3f}-{hi:.3f}") and lo < table["lo"].iloc[0]
+    # points without rounds (the older band rule) get no such sentence
+    _, table = plots.head_to_head(
+        pd.DataFrame([pt("layernorm", [100.0] * 3, False), pt("rmsnorm", [90.0] * 3, False)]),
+        ("layernorm", "native"),
+        ("rmsnorm", "native"),
+    )
+    assert table["rerun"].iloc[0] == ""

@@ -295,6 +295,8 @@ def head_to_head(
             for p in (b, c):
                 p["extra"] = p.get("extra") if isinstance(p.get("extra"), dict) else {}
             r = ratio_between(b, c)
+            # where a rerun is expected: said for intervals over rounds, not for the older p20-p80 band rule
+            rerun = "<br>a rerun, if chance is all that differs: {:.3f}-{:.3f}".format(*r.rerun_range)
             rows.append(
                 {
                     "run_id": m["run_id"],
@@ -309,6 +311,7 @@ def head_to_head(
                     "hi": r.hi,
                     "measurable": r.measurable,
                     "method": r.method,
+                    "rerun": rerun if r.method != "p20-p80 band" else "",
                 }
             )
     table = pd.DataFrame(rows)
@@ -361,10 +364,10 @@ def head_to_head(
                             "arrayminus": (d["ratio"] - d["lo"]).tolist(),
                             "thickness": 1.5,
                         },
-                        "customdata": d[["lo", "hi", "method"]].values.tolist(),
+                        "customdata": d[["lo", "hi", "method", "rerun"]].values.tolist(),
                         "hovertemplate": f"{name}<br>"
                         + "%{x}: ×%{y:.3f} (95% interval %{customdata[0]:.3f}-%{customdata[1]:.3f}, "
-                        "%{customdata[2]})<extra></extra>",
+                        "%{customdata[2]})%{customdata[3]}<extra></extra>",
                     }
                 )
                 named.add(name)
