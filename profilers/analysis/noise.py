@@ -330,8 +330,8 @@ def ratio_between(ref: Mapping[str, Any], other: Mapping[str, Any], metric: str 
     if metric == "time":
         ra, rb = rounds_of(ref), rounds_of(other)
         seed = seed_for(ref.get("run_id"), ref.get("variant"), ref.get("impl"), other.get("variant"), other.get("impl"))
-        shared = shared_rounds(other, ref)
-        if shared and same_group(ref, other):
+        shared = shared_rounds(other, ref) if same_group(ref, other) else None
+        if shared:
             mine, theirs, procs = shared
             return paired_ratio(mine, theirs, seed, procs)
         if ra and rb and len(ra) >= 3 and len(rb) >= 3:

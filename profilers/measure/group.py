@@ -33,7 +33,7 @@ from .disturbance import (
 from .memory import available_bytes
 from .placement import Placement
 from .point import ERRORS, Context, Prepared, failure, finish, forget_references, prepare
-from .rounds import GroupResult, run_rounds
+from .rounds import GroupResult, run_rounds, too_wide
 from .timing import Measurement
 
 Announce = Callable[[Point, PointResult | None], None]
@@ -249,10 +249,7 @@ def _finish_one(
     unstable = None
     if group.unstable[k]:
         what = "its median" if k == group.baseline else "its ratio to the baseline"
-        unstable = (
-            f"the 95% interval of {what} stayed ±{iv.half_width_pct:.1f}% after {len(cand.visits)} rounds "
-            f"(target ±{group.ci_target_pct:g}%): too noisy to rank"
-        )
+        unstable = too_wide(what, iv.half_width_pct, group.ci_target_pct, f" after {len(cand.visits)} rounds")
     with prep.steady():
         res = kind.finish(prep, m, ctx, sensors, unstable)
     base = group.candidates[group.baseline]

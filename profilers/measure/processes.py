@@ -36,11 +36,12 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from ..analysis.noise import hierarchical_median_ci, is_noisy, paired_ratio, seed_for, shared_rounds
+from ..analysis.noise import hierarchical_median_ci, is_noisy, paired_ratio, rounds_index_of, seed_for, shared_rounds
 from ..analysis.roofline import roofline_pct
 from ..store import Store
 from ..store.exchange import export_run
 from .disturbance import BUSY_ROUNDS_MAX_DIV
+from .rounds import too_wide
 from .timing import quantile
 
 TIMED = ("ok", "imprecise", "unstable")
@@ -212,8 +213,8 @@ def _merge_point(ps: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, An
 def _index(p: dict[str, Any]) -> list[int]:
     """A process's round numbers for its point (older runs stored none: every round, in order)."""
     n = len(p["extra"]["rounds_us"])
-    idx = p["extra"].get("rounds_index")
-    return [int(i) for i in idx] if idx and len(idx) == n else list(range(n))
+    idx = rounds_index_of(p)
+    return idx if idx and len(idx) == n else list(range(n))
 
 
 def _merge_ratios(merged: list[dict], per_point: list[list[dict]], spec: dict[str, Any]) -> None:
@@ -246,10 +247,8 @@ def _merge_ratios(merged: list[dict], per_point: list[list[dict]], spec: dict[st
             p["ratio"], p["ratio_lo"], p["ratio_hi"] = r.value, r.lo, r.hi
             if r.half_width_pct > target and p["status"] != "unstable":
                 p["status"] = "unstable"
-                p["error"] = (
-                    f"the 95% interval of its ratio to the baseline over {len(per_point[i])} processes is "
-                    f"±{r.half_width_pct:.1f}% (target ±{target:g}%): too noisy to rank"
-                )
+                what = f"its ratio to the baseline over {len(per_point[i])} processes"
+                p["error"] = too_wide(what, r.half_width_pct, target)
 
 
 def _judge_alone(p: dict[str, Any], n: int, target: float) -> None:
@@ -257,7 +256,4 @@ def _judge_alone(p: dict[str, Any], n: int, target: float) -> None:
     half = 100 * (hi - lo) / (2 * p["p50_us"]) if p["p50_us"] else float("inf")
     if half > target and p["status"] != "unstable":
         p["status"] = "unstable"
-        p["error"] = (
-            f"the 95% interval of its median over {n} processes is ±{half:.1f}% (target ±{target:g}%): "
-            "too noisy to rank"
-        )
+        p["error"] = too_wide(f"its median over {n} processes", half, target)

@@ -94,6 +94,13 @@ class GroupResult:
 VisitFn = Callable[[int, int], tuple[Sequence[float], Verdict] | None]
 
 
+def too_wide(what: str, half_width_pct: float, target_pct: float, after: str = "") -> str:
+    """Why a point is unstable: its interval stayed wider than the target (one sentence, everywhere)."""
+    return (
+        f"the 95% interval of {what} stayed ±{half_width_pct:.1f}%{after} (target ±{target_pct:g}%): too noisy to rank"
+    )
+
+
 def run_rounds(
     n_candidates: int,
     visit: VisitFn,

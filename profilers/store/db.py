@@ -224,32 +224,19 @@ class Store:
         artifacts: dict[str, Any] | None = None,
     ) -> int:
         """A validated run from elsewhere, in one transaction (see ``exchange.import_run``)."""
-        status = "interrupted" if run["status"] == "running" else run["status"]
+        cols = {
+            "uid": run["uid"],
+            "status": "interrupted" if run["status"] == "running" else run["status"],
+            "label": run.get("label"),
+            "created_at": run["created_at"],
+            **_measured_columns(run, run["points_planned"] if run.get("points_planned") is not None else len(points)),
+            "finished_at": run.get("finished_at"),
+            "source": source,
+            "kind": run.get("kind") or "kernels",
+        }
         with self.con:
             cur = self.con.execute(
-                """INSERT INTO runs (uid, status, label, created_at, finished_at, spec_json, machine_json,
-                   versions_json, copy_gbps, idle_power_w, points_planned, error, source, series_json, sensors_json,
-                   kind, extra_json)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (
-                    run["uid"],
-                    status,
-                    run.get("label"),
-                    run["created_at"],
-                    run.get("finished_at"),
-                    json.dumps(run["spec"], sort_keys=True),
-                    json.dumps(run["machine"], sort_keys=True),
-                    json.dumps(run["versions"], sort_keys=True),
-                    run.get("copy_gbps"),
-                    run.get("idle_power_w"),
-                    run["points_planned"] if run.get("points_planned") is not None else len(points),
-                    run.get("error"),
-                    source,
-                    json.dumps(run["series"]) if run.get("series") is not None else None,
-                    json.dumps(run["sensors"]) if run.get("sensors") is not None else None,
-                    run.get("kind") or "kernels",
-                    json.dumps(run["extra"]) if run.get("extra") is not None else None,
-                ),
+                f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", tuple(cols.values())
             )
             run_id = int(cur.lastrowid)
             self._insert_points(run_id, points)
@@ -263,25 +250,15 @@ class Store:
     def fill_run(self, run_id: int, run: dict[str, Any], points: list[dict[str, Any]]) -> None:
         """A running run of this process completed from ``run`` (an export's run) and its ``points``, in one
         transaction: what a run measured elsewhere (its processes) writes into the row the user followed."""
+        cols = {
+            **_measured_columns(run, len(points)),
+            "status": "completed",
+            "finished_at": run.get("finished_at") or now_iso(),
+        }
         with self.con:
             self.con.execute(
-                """UPDATE runs SET status='completed', finished_at=?, spec_json=?, machine_json=?, versions_json=?,
-                   copy_gbps=?, idle_power_w=?, points_planned=?, error=?, series_json=?, sensors_json=?,
-                   extra_json=? WHERE id=? AND status='running'""",
-                (
-                    run.get("finished_at") or now_iso(),
-                    json.dumps(run["spec"], sort_keys=True),
-                    json.dumps(run["machine"], sort_keys=True),
-                    json.dumps(run["versions"], sort_keys=True),
-                    run.get("copy_gbps"),
-                    run.get("idle_power_w"),
-                    len(points),
-                    run.get("error"),
-                    json.dumps(run["series"]) if run.get("series") is not None else None,
-                    json.dumps(run["sensors"]) if run.get("sensors") is not None else None,
-                    json.dumps(run["extra"]) if run.get("extra") is not None else None,
-                    run_id,
-                ),
+                f"UPDATE runs SET {', '.join(f'{k}=?' for k in cols)} WHERE id=? AND status='running'",
+                (*cols.values(), run_id),
             )
             if self.con.execute("SELECT changes()").fetchone()[0] != 1:
                 raise StoreError(f"run {run_id} is not running any more: its results were not written")
@@ -416,6 +393,26 @@ def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def _measured_columns(run: dict[str, Any], points_planned: int) -> dict[str, Any]:
+    """The columns of a run that say what it measured and how, from an export's run (JSON fields as text)."""
+
+    def opt(key: str) -> str | None:
+        return json.dumps(run[key]) if run.get(key) is not None else None
+
+    return {
+        "spec_json": json.dumps(run["spec"], sort_keys=True),
+        "machine_json": json.dumps(run["machine"], sort_keys=True),
+        "versions_json": json.dumps(run["versions"], sort_keys=True),
+        "copy_gbps": run.get("copy_gbps"),
+        "idle_power_w": run.get("idle_power_w"),
+        "points_planned": points_planned,
+        "error": run.get("error"),
+        "series_json": opt("series"),
+        "sensors_json": opt("sensors"),
+        "extra_json": opt("extra"),
+    }
 
 
 def _run_dict(r: sqlite3.Row) -> dict[str, Any]:
