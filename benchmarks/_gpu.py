@@ -12,8 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from profilers.catalog import Config, unsupported_reason
-from profilers.measure import compile as compiling
-from profilers.measure.variants import VARIANTS, build
+from profilers.measure.instruments import compile as compiling
+from profilers.measure.subjects.variants import VARIANTS, build
 
 
 def require_cuda(script: str) -> torch.device:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from profilers.analysis import blocks
-from profilers.measure.blockpoint import BLOCKS
-from profilers.measure.runner import run_sweep
+from profilers.labs.blocks import analysis as blocks
+from profilers.labs.blocks.measure import BLOCKS
+from profilers.labs.blocks.spec import BlockSweepSpec
+from profilers.measure.sweep.runner import run_sweep
 from profilers.spec import PRESETS
-from profilers.spec.blocks import BlockSweepSpec
 from profilers.store import Store
 
 

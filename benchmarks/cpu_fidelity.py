@@ -39,12 +39,12 @@ def child(mode: str, rounds: int, budget_ms: float, seed: int) -> list[dict]:
     import torch.utils.benchmark as tb
 
     from profilers.catalog import Config
-    from profilers.measure import compile as compiling
-    from profilers.measure import provenance
-    from profilers.measure.memory import set_cpu_allocator
-    from profilers.measure.timing import CpuTimer
-    from profilers.measure.variants import VARIANTS as KINDS
-    from profilers.measure.variants import build
+    from profilers.measure.instruments import compile as compiling
+    from profilers.measure.instruments.memory import set_cpu_allocator
+    from profilers.measure.instruments.timing import CpuTimer
+    from profilers.measure.machine import provenance
+    from profilers.measure.subjects.variants import VARIANTS as KINDS
+    from profilers.measure.subjects.variants import build
 
     allocator = set_cpu_allocator(mode)
     threads = provenance.usable_cores()

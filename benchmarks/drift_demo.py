@@ -1,6 +1,6 @@
 """The drift monitor on real text: false alarms on held-out Shakespeare, detection on shifted sets.
 
-A byte-level language model is trained by the training lab (``profilers/measure/training.py``) on
+A byte-level language model is trained by the training lab (``profilers/labs/training/measure.py``) on
 three quarters of the Shakespeare plays (``make corpus`` fetches them); the other plays give the
 reference profile, the calibration windows (thresholds at the stated false-alarm rate) and the test
 windows the false-alarm rate is measured on. Shifted sets: this project's Markdown documentation
@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from profilers.analysis.drift import calibration_spread  # noqa: E402
-from profilers.commands.drift import demo_table  # noqa: E402
-from profilers.spec.drift import DriftSpec  # noqa: E402
+from profilers.labs.drift.analysis import calibration_spread  # noqa: E402
+from profilers.labs.drift.cli import demo_table  # noqa: E402
+from profilers.labs.drift.spec import DriftSpec  # noqa: E402
 
 
 def main() -> int:
@@ -34,7 +34,7 @@ def main() -> int:
     a = ap.parse_args()
 
     from profilers import corpus
-    from profilers.measure import driftdemo
+    from profilers.labs.drift import measure_demo as driftdemo
 
     try:
         corpus.shakespeare()

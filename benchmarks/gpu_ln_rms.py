@@ -26,10 +26,10 @@ import torch
 from _gpu import forward_call, fwdbwd_call, require_cuda
 
 from profilers.analysis.roofline import bytes_moved
-from profilers.measure import kernels as kern
-from profilers.measure import provenance
-from profilers.measure.copyprobe import copy_bandwidth_gbps, gpu_cache_sizes, measure_ladder
-from profilers.measure.timing import CudaEventTimer, CudaGraphTimer
+from profilers.measure.instruments import kernels as kern
+from profilers.measure.instruments.timing import CudaEventTimer, CudaGraphTimer
+from profilers.measure.machine import provenance
+from profilers.measure.machine.copyprobe import copy_bandwidth_gbps, gpu_cache_sizes, measure_ladder
 
 
 def _p50(timer, call) -> float:

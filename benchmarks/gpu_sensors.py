@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from _gpu import forward_call, require_cuda
 
-from profilers.measure import energy, kernels, provenance
-from profilers.measure.timing import CudaEventTimer
+from profilers.measure.instruments import energy, kernels
+from profilers.measure.instruments.timing import CudaEventTimer
+from profilers.measure.machine import provenance
 from profilers.sensors.host import Host
 from profilers.sensors.nvml import Nvml, gpu_for_torch_device
 from profilers.sensors.sampler import Sampler

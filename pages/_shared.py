@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from profilers import jobs
+from profilers.report.labels import na
 from profilers.spec import SpecError, SweepSpec, default_cpu_spec
 from profilers.store import Store, StoreError, default_db_path, reference
 
@@ -185,3 +186,16 @@ def lab_live_panel(
     if started and started["status"] != "running" and st.session_state.get(f"{key}_seen") != started["id"]:
         st.session_state[f"{key}_seen"] = started["id"]
         st.rerun()
+
+
+def gpu_metrics(g: dict[str, Any]) -> None:
+    """One GPU's live readings (a ``sensors.live.snapshot`` entry) as metrics, each N/A with its reason on hover:
+    the Hardware page's and a GPU run's progress card."""
+    used = g["memory_used_bytes"]
+    c = st.columns(6)
+    c[0].metric("power (instant)", na(g["power_instant_w"], "{:.0f} W"), help=g.get("power_instant_w_reason"))
+    c[1].metric("power (1 s average)", na(g["power_avg_1s_w"], "{:.0f} W"), help=g.get("power_avg_1s_w_reason"))
+    c[2].metric("utilization", na(g["utilization_pct"], "{}%"), help=g.get("utilization_pct_reason"))
+    c[3].metric("temperature", na(g["temperature_c"], "{} °C"), help=g.get("temperature_c_reason"))
+    c[4].metric("SM clock", na(g["sm_clock_mhz"], "{} MHz"), help=g.get("sm_clock_mhz_reason"))
+    c[5].metric("memory used", na(used and used / 2**30, "{:.1f} GiB"), help=g.get("memory_used_bytes_reason"))

@@ -9,10 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import db_path, lab_live_panel, open_store, run_label, start_lab_job
-from profilers.analysis.drift import COMPONENT_HELP, calibration_spread
-from profilers.report import plots_drift
+from profilers.labs.drift import plots as plots_drift
+from profilers.labs.drift.analysis import COMPONENT_HELP, calibration_spread
+from profilers.labs.drift.spec import DEFAULT_LEVELS, DEMO_SETS, DriftSpec, parse_args, parse_levels
 from profilers.spec import SpecError
-from profilers.spec.drift import DEFAULT_LEVELS, DEMO_SETS, DriftSpec, parse_args, parse_levels
 
 st.title("Drift")
 st.caption(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from pages._shared import gpu_metrics
 from profilers import jobs
 from profilers.report import plots
 from profilers.report.labels import na
@@ -91,12 +92,7 @@ def live() -> None:
     st.plotly_chart(plots.timeseries(host_series, ["cpu %"], "Host CPU utilization (%)"), width="stretch")
     for i, g in enumerate(s["gpus"]):
         st.markdown(f"**GPU {g['nvml_index']}: {g['name']}**")
-        c = st.columns(5)
-        c[0].metric("power (instant)", na(g["power_instant_w"], "{:.0f} W"), help=g.get("power_instant_w_reason"))
-        c[1].metric("power (1 s average)", na(g["power_avg_1s_w"], "{:.0f} W"), help=g.get("power_avg_1s_w_reason"))
-        c[2].metric("utilization", na(g["utilization_pct"], "{}%"))
-        c[3].metric("temperature", na(g["temperature_c"], "{} °C"))
-        c[4].metric("SM clock", na(g["sm_clock_mhz"], "{} MHz"))
+        gpu_metrics(g)
         series = {"t_s": [x["t"] - t0 for x in hist if len(x["gpus"]) > i]}
         for key in ("power_instant_w", "utilization_pct", "temperature_c"):
             series[key] = [x["gpus"][i][key] for x in hist if len(x["gpus"]) > i]

@@ -8,13 +8,12 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import db_path, devices, lab_live_panel, open_store, run_label, start_lab_job
-from profilers.analysis import numerics as analysis
 from profilers.catalog import label
-from profilers.report import plots_numerics
-from profilers.report.labels import na
-from profilers.spec import SpecError
-from profilers.spec.drift import parse_args
-from profilers.spec.numerics import (
+from profilers.labs.drift.spec import parse_args
+from profilers.labs.numerics import analysis as analysis
+from profilers.labs.numerics import plots as plots_numerics
+from profilers.labs.numerics import section
+from profilers.labs.numerics.spec import (
     DEMO_MODEL,
     DTYPE_SHORT,
     INPUTS,
@@ -26,6 +25,8 @@ from profilers.spec.numerics import (
     NumericsSpec,
     parse_eps,
 )
+from profilers.report.labels import na
+from profilers.spec import SpecError
 
 st.title("Numerics")
 st.caption(
@@ -187,23 +188,7 @@ st.caption(
     "that some eps can fix within the dtype's error budget, and (in-dtype arithmetic) is a normal number in the dtype."
 )
 table = analysis.recommendation_table(recs)
-st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "variant": label(r["variant"]),
-                "dtype": DTYPE_SHORT.get(r["dtype"], r["dtype"]),
-                "eager (in dtype)": analysis.recommendation_text(r, "eager"),
-                "upcast (fp32 stats)": analysis.recommendation_text(r, "upcast"),
-                "native (torch fused)": analysis.recommendation_text(r, "native"),
-                "safe for all three": analysis.recommendation_text(r, "all_impls"),
-            }
-            for r in table
-        ]
-    ),
-    hide_index=True,
-    width="stretch",
-)
+st.dataframe(pd.DataFrame(section.recommendation_rows(table)), hide_index=True, width="stretch")
 with st.expander("Evidence for each recommendation"):
     for r in recs:
         st.markdown(
@@ -317,21 +302,5 @@ with st.expander("Method"):
         )
     else:
         st.caption("This run has no recorded activations (started with --recorded none).")
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "dtype": DTYPE_SHORT.get(d, d),
-                    "max": f"{f['max']:.4g}",
-                    "smallest normal": f"{f['smallest_normal']:.3g}",
-                    "smallest subnormal": f"{f['smallest_subnormal']:.3g}",
-                    "machine eps": f"{f['machine_eps']:.3g}",
-                    "arithmetic": f["arithmetic"],
-                }
-                for d, f in dtypes.items()
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
-    )
+    st.dataframe(pd.DataFrame(section.dtype_rows(dtypes)), hide_index=True, width="stretch")
     st.markdown("**Library default eps**\n\n" + "\n".join(f"- {k}: {v}" for k, v in LIBRARY_EPS.items()))

@@ -7,8 +7,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages._shared import db_path, devices, open_store, quick_sweep_button, start_sweep
-from profilers import jobs
+from pages._shared import db_path, devices, gpu_metrics, open_store, quick_sweep_button, start_sweep
+from profilers import jobs, registry
 from profilers.analysis.footprint import LIMIT_ENV, cap_available, shape_fit
 from profilers.catalog import IMPLS as IMPLS_INFO
 from profilers.catalog import MODES as MODES_INFO
@@ -64,8 +64,8 @@ def live() -> None:
         mine = st.session_state.get("last_job_pid")
         finished = jobs.run_of(store, mine) if mine else None
         empty = not store.list_runs()
-        last_points = {r["id"]: store.points(r["id"])[-1:] for r in active if r.get("kind") in POINT_KINDS}
-        cells_done = {r["id"]: len(store.artifacts(r["id"], "cell/")) for r in active if r.get("kind") == "training"}
+        last_points = {r["id"]: store.points(r["id"])[-1:] for r in active if _counts(r) == "points"}
+        cells_done = {r["id"]: len(store.artifacts(r["id"], "cell/")) for r in active if _counts(r) == "cells"}
     if empty and not mine:
         st.info(
             "Welcome to NormScope. Nothing is measured yet: build a sweep below, or start with the quick CPU "
@@ -77,15 +77,15 @@ def live() -> None:
         text = (
             f"Run {finished['id']} {finished['status']}: {finished['points_ok']} ok, {finished['points_flagged']} "
             f"imprecise or unstable, {finished['points_failed']} failed, {finished['points_skipped']} skipped."
-            if (finished.get("kind") or "kernels") in POINT_KINDS
+            if _counts(finished) == "points"
             else f"Run {finished['id']} ({finished['kind']}) {finished['status']}."
         )
         if finished["status"] in ("interrupted", "failed") and finished.get("error"):
             st.error(f"{text} Why: {finished['error']}")
         else:
             st.info(text, icon=f":material/{icons.get(finished['status'], 'info')}:")
-        page, title = KIND_PAGES.get(finished.get("kind") or "kernels", KIND_PAGES["kernels"])
-        st.page_link(page, label=f"Open it on the {title} page", icon=":material/monitoring:")
+        lab = registry.get(finished.get("kind"))
+        st.page_link(lab.page, label=f"Open it on the {lab.title} page", icon=":material/monitoring:")
     if not active and mine and not finished:
         if jobs.ending_of(st.session_state.get("last_job_spec", "")):
             st.session_state.pop("last_job_pid", None)  # the ending is shown above, from its record
@@ -95,22 +95,16 @@ def live() -> None:
         _progress_card(run, last_points.get(run["id"]) or [], cells_done.get(run["id"]))
 
 
-# run kinds whose progress is counted in points; a training grid counts cells; the other labs have no count
-POINT_KINDS = ("kernels", "blocks")
-KIND_PAGES = {
-    "kernels": ("pages/results.py", "Results"),
-    "blocks": ("pages/architecture.py", "Architecture"),
-    "training": ("pages/stability.py", "Stability"),
-    "numerics": ("pages/numerics.py", "Numerics"),
-    "drift": ("pages/drift.py", "Drift"),
-}
+def _counts(run: dict) -> str:
+    """What a run's progress counts, as its lab says: points, cells, or nothing."""
+    return registry.get(run.get("kind")).counts
 
 
 def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> None:
-    kind = run.get("kind") or "kernels"
-    unit = "points" if kind in POINT_KINDS else "cells"
+    lab = registry.get(run.get("kind"))
+    unit = lab.counts
     planned = run["points_planned"] or 1
-    done = run["points_done"] if kind in POINT_KINDS else (cells or 0)
+    done = run["points_done"] if unit == "points" else (cells or 0)
     spread = (run.get("extra") or {}).get("progress")  # a run over fresh processes, while they run
     if spread:
         done = spread["points_done"]
@@ -118,19 +112,15 @@ def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> Non
     started = pd.Timestamp(run["created_at"]).timestamp()
     elapsed = max(0.0, time.time() - started)
     eta = elapsed / done * (planned - done) if done else None
-    page, title = KIND_PAGES.get(kind, KIND_PAGES["kernels"])
     device = run["spec"].get("device", "cpu")
     with st.container(border=True):
-        what = {"kernels": "kernel sweep", "blocks": "block sweep", "training": "training grid"}.get(
-            kind, f"{kind} run"
-        )
-        st.markdown(f"**Run {run['id']}** ({what}) on `{device}` — {run['label'] or 'no label'}")
+        st.markdown(f"**Run {run['id']}** ({lab.noun}) on `{device}` — {run['label'] or 'no label'}")
         if spread:
             st.caption(
                 f"process {spread['process']} of {spread['of']}, one after the other: its points are stored when "
                 "every process has finished (a cancel keeps none)"
             )
-        if kind in POINT_KINDS or kind == "training":
+        if unit:
             st.progress(
                 min(done / planned, 1.0),
                 text=f"{done} / {planned} {unit} · {_duration(elapsed)} elapsed"
@@ -138,7 +128,7 @@ def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> Non
             )
         else:
             st.caption(f"running · {_duration(elapsed)} elapsed (this lab reports no count until it ends)")
-        st.page_link(page, label=f"Follow it on the {title} page", icon=":material/arrow_forward:")
+        st.page_link(lab.page, label=f"Follow it on the {lab.title} page", icon=":material/arrow_forward:")
         if last:
             p = last[0]
             st.caption(
@@ -169,13 +159,7 @@ def gpu_strip() -> None:
     if not s["gpus"]:
         st.caption(f"GPU telemetry N/A ({s['nvml']})")
         return
-    g = s["gpus"][0]
-    c = st.columns(4)
-    c[0].metric("power (instant)", f"{g['power_instant_w']:.0f} W" if g["power_instant_w"] is not None else "N/A")
-    c[1].metric("utilization", f"{g['utilization_pct']}%" if g["utilization_pct"] is not None else "N/A")
-    c[2].metric("temperature", f"{g['temperature_c']} °C" if g["temperature_c"] is not None else "N/A")
-    used = g["memory_used_bytes"]
-    c[3].metric("memory", f"{used / 2**30:.1f} GiB" if used is not None else "N/A")
+    gpu_metrics(s["gpus"][0])
 
 
 def available_memory(device: str) -> tuple[int | None, str]:

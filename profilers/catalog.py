@@ -3,7 +3,7 @@
 One torch-free source for variant and implementation names, display names, the
 dtypes, modes and devices each implementation supports, the per-dtype
 tolerances of the correctness gate, and why a combination cannot be measured.
-The measuring registry (``profilers/measure/variants.py``) holds the formulas
+The measuring registry (``profilers/measure/subjects/variants.py``) holds the formulas
 under these names; a test checks that the two agree.
 """
 
@@ -155,6 +155,7 @@ MODES: dict[str, str] = {
     "bwd": "backward only, through a kept forward graph",
     "fwdbwd": "forward and backward (training)",
 }
+STEP_MODE = "step"  # a block point only: one training step of a small stack (forward, backward, AdamW update)
 DTYPES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}  # name → bytes per element
 DTYPE_ALIASES = {
     "fp32": "float32",

@@ -63,8 +63,8 @@ def seed_store(db: Path, **spec_kw) -> int:
     CI target is wide, so the store's points are ordinary timed points whatever else the machine runs;
     the measuring itself is the real engine.
     """
-    from profilers.measure.disturbance import NullProbe
-    from profilers.measure.runner import run_sweep
+    from profilers.measure.machine.disturbance import NullProbe
+    from profilers.measure.sweep.runner import run_sweep
     from profilers.spec import SweepSpec
     from profilers.store import Store
 
@@ -74,3 +74,11 @@ def seed_store(db: Path, **spec_kw) -> int:
         out = run_sweep(SweepSpec(**kw), store, probe=NullProbe("test store: the machine's load is not checked"))
     assert out.status == "completed", out.error
     return out.run_id
+
+
+def measure_one(p, ctx):
+    """One point measured the way a sweep measures it: a group of its own, in interleaved rounds."""
+    from profilers.measure.sweep.group import measure_group
+
+    (result,) = measure_group([p], ctx)
+    return result

@@ -6,9 +6,9 @@ import pytest
 from conftest import ROOT, run_cli
 from streamlit.testing.v1 import AppTest
 
-from profilers.analysis import blocks
+from profilers.labs.blocks import analysis as blocks
+from profilers.labs.blocks.spec import BlockSweepSpec
 from profilers.spec import SpecError
-from profilers.spec.blocks import BlockSweepSpec
 from profilers.store import Store
 from profilers.store.exchange import export_run, import_run
 
@@ -121,7 +121,7 @@ def test_architecture_page_shows_the_answer_and_the_breakdown(block_db, monkeypa
     monkeypatch.setenv("NORMSCOPE_REFERENCE_DIR", str(block_db.parent / "none"))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/architecture.py").run()
+    at.switch_page("pages/blocks.py").run()
     assert not at.exception, [e.value for e in at.exception]
     text = "\n".join(m.value for m in at.markdown)
     assert "Switching LayerNorm → RMSNorm" in text
@@ -154,7 +154,7 @@ def test_a_backward_share_profiled_without_backward_attribution_is_not_shown():
 def test_backward_goes_to_the_range_of_the_op_that_created_its_node():
     from types import SimpleNamespace as E
 
-    from profilers.measure.blockpoint import BACKWARD_PREFIX, _backward_by_component
+    from profilers.labs.blocks.measure import BACKWARD_PREFIX, _backward_by_component
 
     norm, mlp = E(name="norm", cpu_parent=None), E(name="mlp", cpu_parent=None)
 

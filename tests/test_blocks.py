@@ -8,7 +8,8 @@ import torch
 from torch.profiler import profile
 
 from profilers import catalog
-from profilers.measure import blocks as B
+from profilers.measure.models import blocks as B
+from profilers.measure.models import stack as S
 
 # fp32 block vs its float64 copy: one block's worth of rounding (measured ≤ 1e-5 relative); an error in the
 # math (a wrong eps, a missing residual) is orders of magnitude larger
@@ -126,7 +127,7 @@ def test_layerscale_initial_scale_follows_cait_by_depth():
     for depth, lam in ((12, 0.1), (24, 1e-5), (48, 1e-6)):
         block = B.build_block(small("encoder", "layernorm", "pre_ln_layerscale", n_layers=depth))
         assert torch.all(block.scale1 == torch.tensor(lam)) and torch.all(block.scale2 == torch.tensor(lam))
-    stack = B.build_stack(B.StackConfig(small("decoder", "layernorm", "pre_ln_layerscale"), depth=20))
+    stack = S.build_stack(S.StackConfig(small("decoder", "layernorm", "pre_ln_layerscale"), depth=20))
     assert all(torch.all(b.scale1 == torch.tensor(1e-5)) for b in stack.blocks)
 
 
@@ -170,15 +171,15 @@ def test_presets_give_real_block_shapes_and_bad_blocks_are_refused():
 
 
 def test_stack_matches_float64_and_its_training_step_learns():
-    cfg = B.StackConfig(small("decoder", "add_rmsnorm", "peri_ln"), depth=2, vocab=64)
-    stack = B.build_stack(cfg, seed=0)
+    cfg = S.StackConfig(small("decoder", "add_rmsnorm", "peri_ln"), depth=2, vocab=64)
+    stack = S.build_stack(cfg, seed=0)
     tokens = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
     check = B.check_against_float64(stack, tokens)
     assert check.output.max_rel < OUT_TOL[0] and check.grads is not None and check.grads.max_rel < GRAD_TOL[0]
-    opt = B.make_optimizer(stack, 3e-3)
+    opt = S.make_optimizer(stack, 3e-3)
     targets = torch.roll(tokens, -1, dims=1)
-    first, norm = B.train_step(stack, opt, tokens, targets)
+    first, norm = S.train_step(stack, opt, tokens, targets)
     assert math.isfinite(float(norm)) and float(norm) > 0
     for _ in range(20):
-        last, _ = B.train_step(stack, opt, tokens, targets)
+        last, _ = S.train_step(stack, opt, tokens, targets)
     assert float(last) < float(first) - 0.5

@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+from conftest import measure_one
 from test_timing import FakeClock, FakeCudaTorch
 
 from profilers.catalog import Config
-from profilers.measure import energy
-from profilers.measure.point import Context, measure_point
-from profilers.measure.timing import CpuTimer, CudaGraphTimer, GraphRecordedNothing
+from profilers.measure.instruments import energy
+from profilers.measure.instruments.timing import CpuTimer, CudaGraphTimer, GraphRecordedNothing
+from profilers.measure.sweep.point import Context
 from profilers.sensors import Reading, missing
 from profilers.spec import Point, SweepSpec
 
@@ -27,6 +28,8 @@ class FlakyGpu:
 
 
 def _ctx(timer, meter=None, **spec_kw) -> Context:
+    """A point's context for tests that read its record (the widest interval target, as in test_measure)."""
+    spec_kw = {"ci_target_pct": 50.0, **spec_kw}
     spec = SweepSpec(variants=("rmsnorm",), impls=("native",), shapes=((32, 64),), **spec_kw)
     return Context(spec, torch.device("cpu"), Config(), timer, copy_gbps=10.0, meter=meter)
 
@@ -35,7 +38,7 @@ def test_energy_reading_failing_mid_loop_keeps_the_timing_and_says_why():
     meter = energy.NvmlCounterMeter(FlakyGpu(good=3))
     meter.tick_timeout_s = 0.0
     assert meter.reason is None  # the counter worked when the run started
-    r = measure_point(
+    r = measure_one(
         Point("rmsnorm", "native", "float32", 32, 64, "fwd"),
         _ctx(CpuTimer(1, 5, threads=1), meter=meter, energy=True, energy_window_s=0.2, energy_repeats=2),
     )
@@ -49,7 +52,7 @@ class GraphTimerLike(CpuTimer):
 
 @pytest.mark.parametrize("mode", ["bwd", "fwdbwd"])
 def test_backward_with_cuda_graphs_is_refused_with_a_reason(mode):
-    r = measure_point(Point("rmsnorm", "native", "float32", 32, 64, mode), _ctx(GraphTimerLike(1, 5)))
+    r = measure_one(Point("rmsnorm", "native", "float32", 32, 64, mode), _ctx(GraphTimerLike(1, 5)))
     assert r.status == "skipped" and "forward only" in r.error and r.p50_us is None
 
 

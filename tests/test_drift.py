@@ -9,10 +9,13 @@ import pytest
 import torch
 from conftest import run_cli
 
-from profilers.analysis import drift as analysis
-from profilers.measure import drift, driftdemo
-from profilers.spec import PARSERS, SpecError
-from profilers.spec.drift import DriftSpec, parse_args
+from profilers import registry
+from profilers.labs.drift import analysis as analysis
+from profilers.labs.drift import measure as drift
+from profilers.labs.drift import measure_demo as driftdemo
+from profilers.labs.drift.spec import DriftSpec, parse_args
+from profilers.measure.models import hooks
+from profilers.spec import SpecError
 from profilers.store import Store
 
 
@@ -167,7 +170,7 @@ def data(seed: int, n: int = 60):
 
 def test_every_kind_of_norm_layer_is_hooked_with_rows_per_position():
     net = Net()
-    names = {n: drift.norm_kind(m) for n, m in drift.norm_layers(net)}
+    names = {n: hooks.norm_kind(m) for n, m in hooks.norm_layers(net)}
     assert names == {
         "ln1": "layernorm", "ln2": "layernorm", "rms": "rmsnorm", "dyt": "dyt", "bn": "batchnorm2d",
         "gn": "groupnorm",
@@ -176,10 +179,10 @@ def test_every_kind_of_norm_layer_is_hooked_with_rows_per_position():
     assert w["ln1"].rows == 64 and w["ln1"].channels == 16
     assert w["bn"].channels == 4 and w["bn"].rows == 2 * 32 * 8  # one row per position of the image
     from profilers.catalog import Config
-    from profilers.measure.blocks import Norm
+    from profilers.measure.models.blocks import Norm
 
     seq = torch.nn.Sequential(torch.nn.Linear(8, 16), Norm("rmsnorm", 16, "native", Config()))
-    assert [drift.norm_kind(m) for _, m in drift.norm_layers(seq)] == ["rmsnorm"]
+    assert [hooks.norm_kind(m) for _, m in hooks.norm_layers(seq)] == ["rmsnorm"]
 
 
 @pytest.fixture(scope="module")
@@ -227,12 +230,12 @@ def test_a_model_is_loaded_only_through_an_import_path(tmp_path, monkeypatch):
     (tmp_path / "m_ok.py").write_text("import torch\ndef build(n='2'):\n    return torch.nn.LayerNorm(4), []\n")
     (tmp_path / "m_bad.py").write_text("def build():\n    return 'a model'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    model, batches = drift.load_model("m_ok:build", {"n": "3"})
+    model, batches = hooks.load_model("m_ok:build", {"n": "3"})
     assert isinstance(model, torch.nn.LayerNorm) and list(batches) == []
     with pytest.raises(SpecError, match="must return \\(model, data iterator\\)"):
-        drift.load_model("m_bad:build")
+        hooks.load_model("m_bad:build")
     with pytest.raises(SpecError, match="has no function 'nope'"):
-        drift.load_model("m_ok:nope")
+        hooks.load_model("m_ok:nope")
     with pytest.raises(SpecError, match="not an import path"):
         DriftSpec(action="profile", model="weights.pkl", profile="p.json")
     with pytest.raises(SpecError, match="KEY=VALUE"):
@@ -250,7 +253,7 @@ def test_corruption_is_controlled_by_its_probability():
 def test_spec_round_trips():
     spec = DriftSpec(action="check", model="pkg.mod:fn", args={"split": "new"}, profile="p.json", label="x")
     assert DriftSpec.from_json(spec.to_json()) == spec
-    assert PARSERS["drift"](json.loads(spec.to_json())) == spec
+    assert registry.get("drift").parse_spec(json.loads(spec.to_json())) == spec
     with pytest.raises(SpecError, match="needs --model"):
         DriftSpec(action="check", profile="p.json")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from profilers.measure import energy
+from profilers.measure.instruments import energy
 from profilers.sensors.host import Rapl
 
 

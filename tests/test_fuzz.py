@@ -15,7 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from profilers.cli import UsageError, build_parser, spec_from_args
+from profilers.cli import build_parser
+from profilers.commands.base import UsageError
+from profilers.commands.run import spec_from_args
 from profilers.spec import SpecError, SweepSpec
 from profilers.store import Store, StoreError
 from profilers.store.exchange import export_run, import_run, validate_export

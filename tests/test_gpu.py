@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from conftest import measure_one
 
 from profilers.catalog import Config
-from profilers.measure.point import Context, measure_point
-from profilers.measure.timing import CudaEventTimer, CudaGraphTimer
+from profilers.measure.instruments.timing import CudaEventTimer, CudaGraphTimer
+from profilers.measure.sweep.point import Context
 from profilers.spec import Point, SweepSpec
 from profilers.store import Store
 
@@ -16,12 +17,14 @@ pytestmark = [
 
 
 def _ctx(timer, **kw):
+    """A point's context for tests that read its record (the widest interval target, as in test_measure)."""
+    kw = {"ci_target_pct": 50.0, **kw}
     spec = SweepSpec(variants=("rmsnorm",), impls=("native",), shapes=((8, 16),), device="cuda", **kw)
     return Context(spec, torch.device("cuda:0"), Config(), timer, copy_gbps=1000.0)
 
 
 def test_cuda_sweep_end_to_end(tmp_path):
-    from profilers.measure.runner import run_sweep
+    from profilers.measure.sweep.runner import run_sweep
 
     spec = SweepSpec(
         variants=("layernorm", "rmsnorm", "dyt", "add_rmsnorm"),
@@ -78,18 +81,18 @@ def test_cuda_graph_timer_removes_launch_overhead():
 def test_oom_is_recorded_on_the_point_not_raised():
     free, _ = torch.cuda.mem_get_info()
     tokens = int(free // (4096 * 2) * 2)  # about twice the free memory in bf16
-    r = measure_point(
+    r = measure_one(
         Point("rmsnorm", "native", "bfloat16", tokens, 4096, "fwd"), _ctx(CudaEventTimer(5, 10, torch.device("cuda:0")))
     )
     assert r.status == "failed" and "out of memory" in r.error
-    ok = measure_point(
+    ok = measure_one(
         Point("rmsnorm", "native", "bfloat16", 1024, 4096, "fwd"), _ctx(CudaEventTimer(5, 10, torch.device("cuda:0")))
     )
     assert ok.status == "ok"  # the next point still runs
 
 
 def test_provenance_matches_nvml_by_uuid():
-    from profilers.measure import provenance
+    from profilers.measure.machine import provenance
 
     gpu = provenance.machine("cuda:0")["gpu"]
     assert gpu["name"]
@@ -98,8 +101,8 @@ def test_provenance_matches_nvml_by_uuid():
 
 
 def test_cuda_kernel_breakdown_counts_device_kernels():
-    from profilers.measure.kernels import breakdown
-    from profilers.measure.variants import VARIANTS, build
+    from profilers.measure.instruments.kernels import breakdown
+    from profilers.measure.subjects.variants import VARIANTS, build
 
     cfg = Config()
     dev = torch.device("cuda:0")
@@ -116,7 +119,7 @@ def test_cuda_kernel_breakdown_counts_device_kernels():
 
 
 def test_nvml_energy_counter_measures_a_real_loop():
-    from profilers.measure import energy
+    from profilers.measure.instruments import energy
     from profilers.sensors.nvml import Nvml, gpu_for_torch_device
 
     nv = Nvml()
@@ -154,9 +157,9 @@ def test_events_time_the_sweep_devices_stream():
 
 def test_graph_timer_refuses_backward_and_times_forward():
     dev = torch.device("cuda:0")
-    r = measure_point(Point("rmsnorm", "native", "bfloat16", 4096, 4096, "fwdbwd"), _ctx(CudaGraphTimer(5, 20, dev)))
+    r = measure_one(Point("rmsnorm", "native", "bfloat16", 4096, 4096, "fwdbwd"), _ctx(CudaGraphTimer(5, 20, dev)))
     assert r.status == "skipped" and "forward only" in r.error
-    ok = measure_point(Point("rmsnorm", "native", "bfloat16", 4096, 4096, "fwd"), _ctx(CudaGraphTimer(5, 20, dev)))
+    ok = measure_one(Point("rmsnorm", "native", "bfloat16", 4096, 4096, "fwd"), _ctx(CudaGraphTimer(5, 20, dev)))
     assert ok.status in ("ok", "unstable") and ok.timing_method == "cuda_graph" and ok.cache_state == "cold"
 
 
@@ -176,7 +179,7 @@ def test_warm_is_faster_than_cold_when_the_working_set_fits_in_l2():
 
 
 def test_launch_overhead_is_near_zero_for_long_kernels_and_graphs_and_large_for_small_eager_ops():
-    from profilers.measure.kernels import breakdown
+    from profilers.measure.instruments.kernels import breakdown
 
     dev = torch.device("cuda:0")
     big = torch.randn(32768, 8192, device=dev)  # fp32 LayerNorm: one kernel of about a millisecond
@@ -209,12 +212,10 @@ def test_compile_workers_are_shut_down_before_timing():
 
     import psutil
 
-    from profilers.measure import compile as compiling
+    from profilers.measure.instruments import compile as compiling
 
     compiling.configure("cuda")
-    r = measure_point(
-        Point("rmsnorm", "compiled", "bfloat16", 4096, 4096, "fwd"), _ctx(CudaEventTimer(5, 20, "cuda:0"))
-    )
+    r = measure_one(Point("rmsnorm", "compiled", "bfloat16", 4096, 4096, "fwd"), _ctx(CudaEventTimer(5, 20, "cuda:0")))
     assert r.status in ("ok", "unstable"), r.error
     compiling.quiesce()
     end = time.monotonic() + 10
@@ -227,7 +228,7 @@ def test_compile_workers_are_shut_down_before_timing():
 
 
 def test_compiled_point_passes_the_positive_compile_check_on_cuda():
-    r = measure_point(
+    r = measure_one(
         Point("layernorm", "compiled", "bfloat16", 4096, 4096, "fwdbwd"), _ctx(CudaEventTimer(5, 20, "cuda:0"))
     )
     assert r.status in ("ok", "unstable"), r.error  # verify_compiled found the graph and no eager op
@@ -237,7 +238,7 @@ def test_energy_counter_agrees_with_integrated_instant_power():
     """Over one 2 s loop: NVML's energy counter against 10 ms samples of instant power, integrated."""
     import time
 
-    from profilers.measure import energy
+    from profilers.measure.instruments import energy
     from profilers.sensors.nvml import Nvml, gpu_for_torch_device
     from profilers.sensors.sampler import Sampler
 
@@ -267,7 +268,7 @@ def test_energy_counter_agrees_with_integrated_instant_power():
 
 
 def test_free_memory_counts_what_torch_holds_in_its_cache():
-    from profilers.measure.memory import available_bytes
+    from profilers.measure.instruments.memory import available_bytes
 
     dev = torch.device("cuda:0")
     x = torch.empty(2 << 30, dtype=torch.uint8, device=dev)  # 2 GiB, then freed into torch's cache
@@ -287,7 +288,7 @@ def test_a_launch_bound_call_queued_behind_a_spin_is_timed_at_the_gpus_pace():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from _gpu import fwdbwd_call
 
-    from profilers.measure.kernels import breakdown
+    from profilers.measure.instruments.kernels import breakdown
 
     dev = torch.device("cuda:0")
     call, why = fwdbwd_call("layernorm", "compiled", 8192, 4096, dev)

@@ -5,7 +5,7 @@ from conftest import run_cli, run_json
 
 from profilers.analysis.method import allocator_short, cpu_memory_lines, differences, pages_mode, pages_note
 from profilers.catalog import TIMED_STATUSES as TIMED
-from profilers.measure import hugepages
+from profilers.measure.machine import hugepages
 from profilers.spec import SpecError, SweepSpec
 from profilers.store import Store
 
@@ -134,7 +134,7 @@ def test_cli_refuses_an_unknown_page_mode_with_exit_2(db):
 def test_each_round_moves_the_inputs_once_and_keeps_their_values():
     import torch
 
-    from profilers.measure.placement import SPACER_PAGES, Placement
+    from profilers.measure.machine.placement import SPACER_PAGES, Placement
 
     x = torch.randn(64, 32, requires_grad=True)
     shared = [x, torch.randn(32)]

@@ -1,9 +1,9 @@
 import torch
 
 from profilers.catalog import Config
-from profilers.measure import compile as compiling
-from profilers.measure.kernels import breakdown
-from profilers.measure.variants import VARIANTS, build
+from profilers.measure.instruments import compile as compiling
+from profilers.measure.instruments.kernels import breakdown
+from profilers.measure.subjects.variants import VARIANTS, build
 
 CPU = torch.device("cpu")
 
@@ -34,7 +34,7 @@ def test_breakdown_times_ops_and_says_why_cpu_has_no_launch_overhead():
 
 
 def test_launch_overhead_arithmetic_on_synthetic_traces():
-    from profilers.measure.kernels import launch_overhead_pct, split_memops
+    from profilers.measure.instruments.kernels import launch_overhead_pct, split_memops
 
     # one 1.2 ms fused kernel in a 1.21 ms loop: the GPU never waited
     assert launch_overhead_pct(1200.0, 1210.0) < 1.0

@@ -2,23 +2,27 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import measure_one
 
 from profilers.catalog import Config
-from profilers.measure import compile as compiling
-from profilers.measure import variants
-from profilers.measure.point import Context, measure_point
-from profilers.measure.timing import CpuTimer
+from profilers.measure.instruments import compile as compiling
+from profilers.measure.instruments.timing import CpuTimer
+from profilers.measure.subjects import variants
+from profilers.measure.sweep.point import Context
 from profilers.spec import Point, SweepSpec
 
 
 def _ctx(**spec_kw) -> Context:
+    """These tests read a point's record: the widest interval target keeps a busy machine's noise (a point
+    then stored unstable) out of them; the rounds' rules have tests of their own (test_rounds.py)."""
+    spec_kw = {"ci_target_pct": 50.0, **spec_kw}
     spec = SweepSpec(variants=("rmsnorm",), impls=("native",), shapes=((32, 64),), **spec_kw)
     timer = CpuTimer(warmup_ms=1, budget_ms=5, threads=1)
     return Context(spec, torch.device("cpu"), Config(), timer, copy_gbps=10.0)
 
 
 def test_ok_point_has_stats_bytes_and_roofline():
-    r = measure_point(Point("rmsnorm", "native", "float32", 32, 64, "fwd"), _ctx())
+    r = measure_one(Point("rmsnorm", "native", "float32", 32, 64, "fwd"), _ctx())
     assert r.status == "ok", r.error
     assert r.p20_us <= r.p50_us <= r.p80_us
     assert r.bytes_moved == 2 * 32 * 64 * 4 + 64 * 4
@@ -31,16 +35,16 @@ def test_ok_point_has_stats_bytes_and_roofline():
 
 
 def test_training_modes_record_saved_bytes():
-    r = measure_point(Point("layernorm", "eager", "float32", 32, 64, "fwdbwd"), _ctx())
+    r = measure_one(Point("layernorm", "eager", "float32", 32, 64, "fwdbwd"), _ctx())
     assert r.status == "ok", r.error
     assert r.saved_bytes and r.saved_bytes >= 32 * 64 * 4
-    b = measure_point(Point("layernorm", "native", "float32", 32, 64, "bwd"), _ctx())
+    b = measure_one(Point("layernorm", "native", "float32", 32, 64, "bwd"), _ctx())
     assert b.status == "ok", b.error
     assert b.bytes_moved == 3 * 32 * 64 * 4 + 2 * 2 * 64 * 4
 
 
 def test_unsupported_point_is_skipped_with_reason():
-    r = measure_point(Point("dyt", "native", "float32", 32, 64, "fwd"), _ctx())
+    r = measure_one(Point("dyt", "native", "float32", 32, 64, "fwd"), _ctx())
     assert r.status == "skipped" and "DyT" in r.error
     assert r.p50_us is None
 
@@ -55,7 +59,7 @@ def test_gate_catches_a_planted_wrong_implementation(monkeypatch):
         return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True)) * w + 0.01,)
 
     _plant(monkeypatch, "rmsnorm", native=wrong_native)
-    r = measure_point(Point("rmsnorm", "native", "float32", 32, 64, "fwd"), _ctx())
+    r = measure_one(Point("rmsnorm", "native", "float32", 32, 64, "fwd"), _ctx())
     assert r.status == "failed"
     assert r.error.startswith("correctness:") and "float64 reference" in r.error
     assert r.p50_us is None  # never timed
@@ -75,21 +79,21 @@ def test_gate_checks_gradients_too(monkeypatch):
         return variants._rms_native(WrongGrad.apply(x), w, cfg=cfg)
 
     _plant(monkeypatch, "rmsnorm", native=wrong)
-    ok_fwd = measure_point(Point("rmsnorm", "native", "float32", 32, 64, "fwd"), _ctx())
+    ok_fwd = measure_one(Point("rmsnorm", "native", "float32", 32, 64, "fwd"), _ctx())
     assert ok_fwd.status == "ok"
-    bad = measure_point(Point("rmsnorm", "native", "float32", 32, 64, "fwdbwd"), _ctx())
+    bad = measure_one(Point("rmsnorm", "native", "float32", 32, 64, "fwdbwd"), _ctx())
     assert bad.status == "failed" and "dx" in bad.error
 
 
 def test_compiled_point_records_compile_time_apart():
-    r = measure_point(Point("rmsnorm", "compiled", "float32", 32, 64, "fwd"), _ctx())
+    r = measure_one(Point("rmsnorm", "compiled", "float32", 32, 64, "fwd"), _ctx())
     assert r.status == "ok", r.error
     assert r.compile_s is not None and r.compile_s > 0
     assert r.p50_us * 1e-6 < r.compile_s  # compile time is not in the run time
 
 
 def test_compiled_backward_only_mode_works():
-    r = measure_point(Point("rmsnorm", "compiled", "float32", 32, 64, "bwd"), _ctx())
+    r = measure_one(Point("rmsnorm", "compiled", "float32", 32, 64, "bwd"), _ctx())
     assert r.status == "ok", r.error
 
 
@@ -99,7 +103,7 @@ def test_graph_break_is_reported_as_fallback_not_as_compiled(monkeypatch):
         return variants._rms_eager(x, w, cfg=cfg)
 
     _plant(monkeypatch, "rmsnorm", eager=breaking)
-    r = measure_point(Point("rmsnorm", "compiled", "float32", 32, 64, "fwd"), _ctx())
+    r = measure_one(Point("rmsnorm", "compiled", "float32", 32, 64, "fwd"), _ctx())
     assert r.status == "failed"
     assert r.error.startswith(compiling.FALLBACK)
 
@@ -113,7 +117,7 @@ def test_silent_fallback_is_detected(monkeypatch):
 
     _plant(monkeypatch, "rmsnorm", eager=breaking)
     with torch._dynamo.config.patch(suppress_errors=True):
-        r = measure_point(Point("rmsnorm", "compiled", "float32", 32, 64, "fwd"), _ctx())
+        r = measure_one(Point("rmsnorm", "compiled", "float32", 32, 64, "fwd"), _ctx())
     assert r.status == "failed"
     assert compiling.FALLBACK in r.error
 
@@ -149,7 +153,7 @@ def test_watch_sees_recompile_limit_hits_from_counters_alone():
 
 def test_bf16_cpu_layernorm_backward_is_imprecise_timed_and_says_how_far():
     """torch's CPU bf16 LayerNorm backward sums dbias/dweight in bf16: past the tolerance, right in fp32."""
-    r = measure_point(Point("layernorm", "native", "bfloat16", 4096, 256, "fwdbwd"), _ctx())
+    r = measure_one(Point("layernorm", "native", "bfloat16", 4096, 256, "fwdbwd"), _ctx())
     assert r.gate == "imprecise" and r.status == "imprecise", (r.gate, r.gate_note, r.error)
     assert r.p50_us and r.p50_us > 0  # timed and shown
     assert (
@@ -163,13 +167,13 @@ def test_a_planted_missing_bias_is_wrong_in_every_dtype(monkeypatch, dtype):
         return (torch.nn.functional.layer_norm(x, (x.shape[-1],), w, None, cfg.eps),)
 
     _plant(monkeypatch, "layernorm", native=no_bias)
-    r = measure_point(Point("layernorm", "native", dtype, 64, 256, "fwd"), _ctx())
+    r = measure_one(Point("layernorm", "native", dtype, 64, 256, "fwd"), _ctx())
     assert r.gate == "wrong" and r.status == "failed" and r.p50_us is None, (r.gate, r.gate_note)
     assert r.error.startswith("correctness:")
 
 
 def test_positive_compile_check_sees_eager_ops_outside_the_graph():
-    from profilers.measure.kernels import quiet_profile
+    from profilers.measure.instruments.kernels import quiet_profile
 
     fn = compiling.compile_fresh(lambda x: (x * 2,))
     x = torch.randn(8, 8)
@@ -189,6 +193,6 @@ def test_positive_compile_check_sees_eager_ops_outside_the_graph():
 
 def test_dyt_fp16_backward_at_bert_scale_is_timed_with_its_overflow_named():
     """DyT's α gradient sums all 4096×768 elements: past fp16's range with an output-correlated loss gradient."""
-    r = measure_point(Point("dyt", "eager", "float16", 4096, 768, "fwdbwd"), _ctx())
+    r = measure_one(Point("dyt", "eager", "float16", 4096, 768, "fwdbwd"), _ctx())
     assert r.status == "imprecise" and r.gate == "imprecise" and r.p50_us and r.p50_us > 0, (r.gate_note, r.error)
     assert "dalpha overflows float16" in r.gate_note

@@ -7,10 +7,11 @@ import pytest
 import torch
 from conftest import run_cli
 
-from profilers.analysis import numerics as analysis
-from profilers.measure import numerics
-from profilers.spec import PARSERS, SpecError
-from profilers.spec.numerics import NumericsSpec, parse_eps
+from profilers import registry
+from profilers.labs.numerics import analysis as analysis
+from profilers.labs.numerics import measure as numerics
+from profilers.labs.numerics.spec import NumericsSpec, parse_eps
+from profilers.spec import SpecError
 from profilers.store import Store
 
 SMALL = dict(
@@ -176,7 +177,7 @@ def test_spec_round_trips_and_refuses_bad_input():
     spec = NumericsSpec(dtypes=("fp16", "e4m3"), eps=(1e-5, 1e-12), recorded="demo", label="x")
     assert spec.dtypes == ("float16", "float8_e4m3fn") and spec.eps == (1e-12, 1e-5)
     assert NumericsSpec.from_json(spec.to_json()) == spec
-    assert PARSERS["numerics"](json.loads(spec.to_json())) == spec
+    assert registry.get("numerics").parse_spec(json.loads(spec.to_json())) == spec
     with pytest.raises(SpecError, match="each eps is a number in"):
         NumericsSpec(eps=(0.0,))
     with pytest.raises(SpecError, match="divisible by groups"):

@@ -197,7 +197,7 @@ def test_run_page_follows_a_running_training_grid_in_cells(one_run, monkeypatch)
     texts = [p.proto.text for p in at.get("progress")]
     assert texts and "1 / 4 cells" in texts[0], texts
     assert "(training grid)" in _text(at)
-    assert any("Stability" in link.proto.label for link in at.get("page_link"))
+    assert any("Training" in link.proto.label for link in at.get("page_link"))
 
 
 def test_run_page_follows_a_run_over_processes_by_their_progress(one_run, monkeypatch):

@@ -13,7 +13,7 @@ from profilers.analysis.noise import (
     ratio_between,
     unpaired_ratio,
 )
-from profilers.measure.processes import ProcessFailed, merge, process_seed
+from profilers.measure.sweep.processes import ProcessFailed, merge, process_seed
 from profilers.store import Store
 
 

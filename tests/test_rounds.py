@@ -4,11 +4,11 @@ import random
 
 import pytest
 
-from profilers.analysis import noise
-from profilers.measure.disturbance import CpuProbe, Verdict
-from profilers.measure.rounds import run_rounds
+from profilers.analysis import noise, stats
+from profilers.measure.machine.disturbance import CpuProbe, VisitWindow
+from profilers.measure.sweep.rounds import run_rounds
 
-CLEAN = Verdict(0.01, 0.0, 0.0)
+CLEAN = VisitWindow(0.01, 0.0, 0.0)
 
 
 def _visits(true_us, jitter, seed=0, disturbed=lambda i, r, n: False):
@@ -22,7 +22,7 @@ def _visits(true_us, jitter, seed=0, disturbed=lambda i, r, n: False):
         bad = disturbed(i, r, calls["n"])
         scale = 10.0 if bad else 1.0
         samples = [true_us[i] * scale * (1 + rng.uniform(-jitter, jitter)) for _ in range(5)]
-        return samples, Verdict(0.5 if bad else 0.01, 0.0, 0.0, reasons=("waited 50%",) if bad else ())
+        return samples, VisitWindow(0.5 if bad else 0.01, 0.0, 0.0, reasons=("waited 50%",) if bad else ())
 
     return visit, calls
 
@@ -156,7 +156,7 @@ def test_bootstrap_is_seeded_and_reproducible():
 
 def test_t_quantiles_and_the_expanded_tails_match_their_tables():
     for df, t in ((1, 12.706), (2, 4.303), (6, 2.447), (29, 2.045)):
-        assert noise.t_quantile(0.975, df) == pytest.approx(t, abs=1e-3)
+        assert stats.t_quantile(0.975, df) == pytest.approx(t, abs=1e-3)
     assert noise.expanded_alpha(7) == pytest.approx(0.0041, abs=1e-4)
     assert noise.expanded_alpha(1000) == pytest.approx(0.025, abs=3e-4)  # many values: the plain percentiles
 
@@ -280,7 +280,7 @@ class _FakeGpu:
 
 
 def test_gpu_probe_records_a_power_cap_but_flags_only_slowdowns_the_workload_did_not_cause():
-    from profilers.measure.disturbance import GpuProbe
+    from profilers.measure.machine.disturbance import GpuProbe
 
     capped = GpuProbe(_FakeGpu("power cap")).end(None)
     assert capped.gpu_slowdown == "power cap" and not capped.disturbed  # a heavy kernel at 700 W: its own cost
@@ -293,9 +293,9 @@ def test_gpu_probe_records_a_power_cap_but_flags_only_slowdowns_the_workload_did
 def test_a_point_capped_in_every_round_says_so_without_being_called_busy():
     from types import SimpleNamespace
 
-    from profilers.measure.group import _disturbance_summary
+    from profilers.measure.sweep.group import _disturbance_summary
 
-    v = Verdict(0.01, 0.0, 0.0, gpu_slowdown="power cap")
+    v = VisitWindow(0.01, 0.0, 0.0, gpu_slowdown="power cap")
     cand = SimpleNamespace(visits=[SimpleNamespace(verdict=v)] * 7, retried=0, disturbed=0)
     out = _disturbance_summary(cand)
     assert out["power_capped_visits"] == 7 and "power cap in 7 of 7 rounds" in out["summary"]

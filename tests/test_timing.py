@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from profilers.measure.timing import CpuTimer, Stats, quantile, summarize
+from profilers.measure.instruments.timing import CpuTimer, Stats, quantile, summarize
 
 
 def test_summarize_known_samples():
@@ -126,7 +126,7 @@ class FakeCudaTorch:
 
 
 def test_cuda_event_timer_logic_with_fake_events():
-    from profilers.measure.timing import CudaEventTimer
+    from profilers.measure.instruments.timing import CudaEventTimer
 
     clock = FakeClock(seed=5, mean_s=200e-6, jitter=0.01)
     fake = FakeCudaTorch(clock)
@@ -142,7 +142,7 @@ def test_cuda_event_timer_logic_with_fake_events():
 
 def test_cuda_events_are_recorded_on_the_sweep_devices_stream():
     """A sweep on cuda:1 must time cuda:1's stream, not the process's current device (cuda:0)."""
-    from profilers.measure.timing import CudaEventTimer
+    from profilers.measure.instruments.timing import CudaEventTimer
 
     clock = FakeClock(seed=1, mean_s=100e-6, jitter=0.0)
     fake = FakeCudaTorch(clock)
@@ -151,7 +151,7 @@ def test_cuda_events_are_recorded_on_the_sweep_devices_stream():
 
 
 def test_warm_event_timer_never_flushes():
-    from profilers.measure.timing import CudaEventTimer
+    from profilers.measure.instruments.timing import CudaEventTimer
 
     clock = FakeClock(seed=2, mean_s=100e-6, jitter=0.0)
     fake = FakeCudaTorch(clock)
@@ -230,7 +230,7 @@ class AsyncGpu:
 
 
 def test_warm_blocks_time_the_kernel_not_the_cpus_launch_rate():
-    from profilers.measure.timing import WARM_BLOCK_MAX, CudaEventTimer
+    from profilers.measure.instruments.timing import WARM_BLOCK_MAX, CudaEventTimer
 
     # a 6 µs kernel that takes the CPU 20 µs to launch (an H200 with a 16 MB LayerNorm looks like this)
     gpu = AsyncGpu(launch_s=20e-6, kernel_s=6e-6)
@@ -250,7 +250,7 @@ def test_warm_blocks_time_the_kernel_not_the_cpus_launch_rate():
 def test_cold_calls_queued_behind_a_spin_time_the_gpu_not_a_slow_launch():
     """A call of 6 kernels, 5 µs of GPU each, that takes the host 100 µs per launch (a compiled forward+backward
     on a slow host looks like this): as launched it times ~the launch; queued behind a spin, the GPU's 30 µs."""
-    from profilers.measure.timing import CudaEventTimer
+    from profilers.measure.instruments.timing import CudaEventTimer
 
     def gpu():
         return AsyncGpu(launch_s=100e-6, kernel_s=5e-6, kernels_per_call=6, flush_s=40e-6)
@@ -274,7 +274,7 @@ def test_cold_calls_queued_behind_a_spin_time_the_gpu_not_a_slow_launch():
 
 
 def test_cold_queued_without_a_spin_kernel_says_it_timed_calls_as_launched():
-    from profilers.measure.timing import CudaEventTimer
+    from profilers.measure.instruments.timing import CudaEventTimer
 
     g = AsyncGpu(launch_s=100e-6, kernel_s=5e-6, kernels_per_call=6, with_sleep=False)
     m = CudaEventTimer(1.0, 10.0, "cuda:0", torch_mod=g, host_clock=g.clock).measure(g.kernel)
@@ -282,14 +282,14 @@ def test_cold_queued_without_a_spin_kernel_says_it_timed_calls_as_launched():
 
 
 def test_unknown_launch_mode_is_refused():
-    from profilers.measure.timing import CudaEventTimer
+    from profilers.measure.instruments.timing import CudaEventTimer
 
     with pytest.raises(ValueError, match="launch must be one of queued, direct"):
         CudaEventTimer(1.0, 10.0, "cuda:0", torch_mod=AsyncGpu(1e-6, 1e-6), launch="later")
 
 
 def test_launch_bound_is_said_only_where_the_timer_separated_launch_from_gpu_time():
-    from profilers.measure.point import launch_bound_note
+    from profilers.measure.sweep.point import launch_bound_note
 
     note = launch_bound_note(716.0, 161.0, "cuda_event_flush_queued")
     assert note and "716 µs" in note and "4.4× its GPU time" in note

@@ -11,12 +11,14 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import ROOT, run_cli
-from stability_seed import tiny_spec, write_corpus
+from training_seed import tiny_spec, write_corpus
 
-from profilers.analysis import stability
-from profilers.measure import training as T
-from profilers.spec import PARSERS, SpecError
-from profilers.spec.training import Cell, TrainingSpec, preset_spec
+from profilers import registry
+from profilers.analysis import stats
+from profilers.labs.training import analysis as analysis
+from profilers.labs.training import measure as T
+from profilers.labs.training.spec import Cell, TrainingSpec, preset_spec
+from profilers.spec import SpecError
 from profilers.store import Store, StoreError
 from profilers.store.exchange import export_run, import_run
 
@@ -38,7 +40,7 @@ def corpus_files(tmp_path_factory) -> list[str]:
 def test_spec_round_trips_and_refuses_bad_values(corpus_files):
     spec = tiny_spec(corpus_files)
     assert TrainingSpec.from_json(spec.to_json()) == spec
-    assert PARSERS["training"](json.loads(spec.to_json())) == spec
+    assert registry.get("training").parse_spec(json.loads(spec.to_json())) == spec
     keys = [c.key for c in spec.cells()]
     assert len(keys) == len(set(keys))
     shared = [c for c in spec.cells() if c.key == "train/layernorm/pre_ln/L2/lr0.003/w5/s0"]
@@ -104,7 +106,7 @@ def test_init_gradient_norm_depth_ratio_pre_ln_falls_post_ln_does_not(corpus_fil
         for depth in (6, 12):
             doc = T.init_profile(spec, Cell("init", "k", placement, "layernorm", depth, 0), data, torch.device("cpu"))
             inits.append({"placement": placement, "depth": depth, **doc})
-    ratios = {r["placement"]: r["ratio"] for r in stability.depth_ratios(inits)}
+    ratios = {r["placement"]: r["ratio"] for r in analysis.depth_ratios(inits)}
     assert ratios["pre_ln"] < 0.85, ratios
     assert 0.85 < ratios["post_ln"] < 1.2, ratios
 
@@ -128,7 +130,7 @@ def test_grid_commits_each_cell_and_cancel_keeps_them(corpus_files, tmp_path):
         again = T.run_grid(spec, store, resume=out.run_id)
         assert again.status == "completed" and again.carried == 3 and again.cells_done == total
         assert store.get_run(out.run_id)["extra"]["resumed_in"] == again.run_id
-        s = stability.summarize(list(store.artifacts(again.run_id, T.ARTIFACT_PREFIX).values()))
+        s = analysis.summarize(list(store.artifacts(again.run_id, T.ARTIFACT_PREFIX).values()))
     assert {c.key for c in s.claims} == {
         "pre_ln_more_stable",
         "post_ln_unstable_small_finetune",
@@ -163,7 +165,7 @@ def test_killed_grid_resumes_where_it_stopped(corpus_files, tmp_path):
     spec_file.write_text(spec.to_json())
     db = tmp_path / "k.db"
     env = {k: v for k, v in os.environ.items() if k != "NORMSCOPE_DB"}
-    cmd = [sys.executable, "-m", "profilers", "train", "run", "--spec", str(spec_file), "--db", str(db)]
+    cmd = [sys.executable, "-m", "profilers", "training", "run", "--spec", str(spec_file), "--db", str(db)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     done: dict = {}
@@ -182,7 +184,7 @@ def test_killed_grid_resumes_where_it_stopped(corpus_files, tmp_path):
         (killed,) = s.list_runs(kind="training")
         kept = s.artifacts(killed["id"], T.ARTIFACT_PREFIX)
         assert killed["status"] == "interrupted" and 6 <= len(kept) < len(spec.cells())
-    p = run_cli("train", "run", "--spec", str(spec_file), db=db)
+    p = run_cli("training", "run", "--spec", str(spec_file), db=db)
     assert p.returncode == 0, p.stderr
     assert f"resuming the grid of run {killed['id']}" in p.stderr
     with Store(db) as s:
@@ -212,7 +214,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, t
     binary.write_bytes(b"\x00\x01\x02PNG")
     args = [{"MISSING": str(tmp_path / "nope.txt"), "BINARY": str(binary)}.get(a, a) for a in args]
     db = tmp_path / "never.db"
-    p = run_cli("train", "run", *args, db=db)
+    p = run_cli("training", "run", *args, db=db)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], p.stderr
@@ -222,8 +224,8 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, t
 def test_cli_runs_a_grid_shows_it_and_the_run_exports(corpus_files, tmp_path):
     db = tmp_path / "c.db"
     p = run_cli(
-        "train", "run", "--corpus", *corpus_files, "--placements", "post_ln,pre_ln", "--lrs", "3e-3", "--warmups", "0",
-        "--seeds", "0", "--depths", "2", "--steps", "10", "--workers", "1", "--finetune-doc", "none",
+        "training", "run", "--corpus", *corpus_files, "--placements", "post_ln,pre_ln", "--lrs", "3e-3",
+        "--warmups", "0", "--seeds", "0", "--depths", "2", "--steps", "10", "--workers", "1", "--finetune-doc", "none",
         "--label", "cli grid", "--json", db=db,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
@@ -231,9 +233,9 @@ def test_cli_runs_a_grid_shows_it_and_the_run_exports(corpus_files, tmp_path):
     assert doc["status"] == "completed" and doc["corpus"]["finetune_document"] is None
     verdicts = {c["key"]: c["verdict"] for c in doc["claims_raw"]}
     assert verdicts["post_ln_unstable_small_finetune"] == "not_measured"  # skipped, and said so
-    shown = run_cli("train", "show", str(doc["run_id"]), db=db)
+    shown = run_cli("training", "show", str(doc["run_id"]), db=db)
     assert shown.returncode == 0 and "Claims check" in shown.stdout and "Pre-LN" in shown.stdout
-    assert run_cli("train", "show", "99", db=db).returncode == 2
+    assert run_cli("training", "show", "99", db=db).returncode == 2
     with Store(db) as a, Store(tmp_path / "other.db") as b:
         exported = export_run(a, doc["run_id"])
         new = import_run(b, json.loads(json.dumps(exported)))
@@ -256,19 +258,19 @@ def test_claims_verdicts_follow_the_intervals():
 
     post = [row("post_ln", True, seed=s) for s in range(8)]
     pre = [row("pre_ln", False, seed=s) for s in range(8)]
-    c = {x.key: x for x in stability.claims(post + pre, [], [], 1.0)}
+    c = {x.key: x for x in analysis.claims(post + pre, [], [], 1.0)}
     assert c["pre_ln_more_stable"].verdict == "measured"
     assert c["post_ln_unstable_small_finetune"].verdict == "not_measured"
     assert c["rmsnorm_equal_quality"].verdict == "not_measured"
     mostly_fine = [row("post_ln", s == 0, seed=s) for s in range(8)]
-    c = {x.key: x for x in stability.claims(mostly_fine + pre, [], [], 1.0)}
+    c = {x.key: x for x in analysis.claims(mostly_fine + pre, [], [], 1.0)}
     assert c["pre_ln_more_stable"].verdict == "not_reproduced"  # 1/8 vs 0/8: the interval includes 0
     q = [row("pre_ln", False, seed=s, norm=n, groups=("quality",), loss=2.0 + d) for s, (n, d) in
          enumerate([("layernorm", 0), ("rmsnorm", 0.001), ("layernorm", 0), ("rmsnorm", 0.002)])]  # fmt: skip
     for r in q:
         r["seed"] //= 2
-    c = {x.key: x for x in stability.claims(q, [], [], 1.0)}
+    c = {x.key: x for x in analysis.claims(q, [], [], 1.0)}
     assert c["rmsnorm_equal_quality"].verdict == "measured", c["rmsnorm_equal_quality"].measured
-    assert stability.wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
-    assert stability.t_quantile(0.975, 1) == pytest.approx(12.706, abs=1e-3)
-    assert stability.t_quantile(0.975, 4) == pytest.approx(2.776, abs=1e-3)
+    assert stats.wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert stats.t_quantile(0.975, 1) == pytest.approx(12.706, abs=1e-3)
+    assert stats.t_quantile(0.975, 4) == pytest.approx(2.776, abs=1e-3)

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from profilers.catalog import Config, reduced_elements, unsupported_reason
-from profilers.measure.gate import classify, errors_vs_reference, upstream_grads
-from profilers.measure.variants import VARIANTS, build, reference
+from profilers.measure.subjects.gate import classify, errors_vs_reference, upstream_grads
+from profilers.measure.subjects.variants import VARIANTS, build, reference
 
 CFG = Config(eps=1e-5, groups=4)
 
@@ -134,11 +134,11 @@ def test_gate_flags_a_value_the_dtype_cannot_hold_and_still_fails_a_wrong_inf():
 
 def test_block_error_combiners_keep_an_overflow():
     """A block's gate folds output and gradient errors together: the overflow must survive the fold."""
-    from profilers.measure.blockpoint import _worst
-    from profilers.measure.blocks import _grad_errors
+    from profilers.labs.blocks.measure import _worst
+    from profilers.measure.models.blocks import grad_errors
 
     big, inf16 = torch.tensor([8e5], dtype=torch.float64), torch.tensor([float("inf")], dtype=torch.float16)
-    grads = _grad_errors([inf16, torch.ones(2)], [big, torch.ones(2, dtype=torch.float64)], ["dalpha", "dw"])
+    grads = grad_errors([inf16, torch.ones(2)], [big, torch.ones(2, dtype=torch.float64)], ["dalpha", "dw"])
     assert grads.overflow and grads.overflow[0][0] == "dalpha"
     out = errors_vs_reference([torch.ones(2)], [torch.ones(2, dtype=torch.float64)], ["output"])
     assert _worst(out, grads).overflow == grads.overflow

@@ -34,15 +34,6 @@ def machine_key(run: dict[str, Any]) -> tuple:
     )
 
 
-def sweep_key(run: dict[str, Any]) -> tuple:
-    """What makes two runs 'the same sweep': everything measured, not the label or budgets."""
-    s = run.get("spec") or {}
-    return tuple(
-        tuple(tuple(x) if isinstance(x, list) else x for x in s.get(k) or ())
-        for k in ("variants", "impls", "shapes", "dtypes", "modes")
-    )
-
-
 def same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return machine_key(a) == machine_key(b)
 

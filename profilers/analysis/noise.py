@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .stats import t_quantile
+
 NOISY_IQR_RATIO = 0.1
 NOISY_RULE = f"IQR/p50 > {NOISY_IQR_RATIO:g}"
 
@@ -104,27 +106,6 @@ def _medians(values: Sequence[float], groups: Sequence[Any] | None, rng: np.rand
 
 def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(int(seed) % (1 << 64))  # any integer seed, negative ones too
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Student's t quantile (0.5 < p < 1, df ≥ 1): the density integrated by Simpson's rule, inverted by
-    bisection; good to about 1e-6, which is all an interval's width needs (and no SciPy)."""
-    if not 0.5 < p < 1 or df < 1:
-        raise ValueError("t_quantile needs 0.5 < p < 1 and df ≥ 1")
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-
-    def cdf(x: float, steps: int = 400) -> float:
-        h = x / steps
-        f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
-        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
-
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
-        lo, hi = hi, hi * 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
-    return (lo + hi) / 2
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,7 +1,7 @@
 """Bytes-moved model per variant and mode, and the roofline arithmetic (no torch).
 
 Normalization layers are memory-bound, so the honest ceiling is the device's own
-copy bandwidth measured in the same run (``profilers/measure/copyprobe.py``), and the honest work figure is the
+copy bandwidth measured in the same run (``profilers/measure/machine/copyprobe.py``), and the honest work figure is the
 *minimum* traffic any implementation must cause (E = bytes per element of the
 activation dtype, N = tokens × hidden, P = parameter elements):
 

@@ -1,5 +1,5 @@
-"""The labs' CLI subcommands (`python -m profilers train|numerics|drift|…`), one module per lab.
+"""The core's CLI commands (`run`, `runs`, `export`, `import`, `report`, `env`, `sensors`, `corpus`).
 
-Each module has ``register(subparsers)`` and is listed in ``cli.LAB_COMMANDS``; bad input raises
-``cli.UsageError``, ``spec.SpecError`` or ``store.StoreError`` (one line, exit 2).
+Each module has ``register(subparsers)``; bad input raises ``base.UsageError``, ``spec.SpecError`` or
+``store.StoreError`` (one line, exit 2). The labs' commands live in their folders.
 """

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .. import corpus
-from ..cli import UsageError
+from .base import UsageError
 
 
 def register(sub: Any) -> None:

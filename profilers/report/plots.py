@@ -22,31 +22,13 @@ from plotly.subplots import make_subplots
 from ..analysis.compare import Row
 from ..analysis.noise import ratio_between
 from ..catalog import IMPLS, VARIANTS, label
+from .figures import LAYOUT, PALETTE, empty
 from .labels import tick
 
 MAX_SERIES = 60
-PALETTE = (
-    "#2563eb",
-    "#dc2626",
-    "#16a34a",
-    "#9333ea",
-    "#ea580c",
-    "#0891b2",
-    "#ca8a04",
-    "#db2777",
-    "#4b5563",
-    "#65a30d",
-)
 VARIANT_COLORS = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(VARIANTS)}
 IMPL_DASH = dict(zip(IMPLS, ("dot", "solid", "dash", "dashdot")))
 RUN_SYMBOLS = ("circle", "square", "triangle-up", "star", "hexagon", "cross")
-LEGEND_RIGHT = {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"}
-LAYOUT = {
-    "template": "plotly_white",
-    "margin": {"l": 70, "r": 230, "t": 70, "b": 60},
-    "legend": LEGEND_RIGHT,
-    "hoverlabel": {"namelength": -1},
-}
 TIMED = ("ok", "imprecise", "unstable")
 
 
@@ -73,13 +55,6 @@ def shapes_in_order(df: pd.DataFrame) -> list[str]:
     if df.empty:
         return []
     return list(df.sort_values("shape_order").drop_duplicates("shape")["shape"])
-
-
-def _empty(title: str, message: str) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, **LAYOUT)
-    return fig
 
 
 def _color(i: int) -> str:
@@ -191,7 +166,7 @@ def latency(df: pd.DataFrame, x: str = "tokens", subtitle: str | None = None) ->
     """p50 against tokens or hidden (log axes), p20–p80 bars; facets per dtype × mode."""
     title = f"p50 latency vs {x} (bars: p20–p80)"
     if df.empty:
-        return _empty(title, "no points")
+        return empty(title, "no points")
     dtypes, modes = _facets(df)
     fig = _grid(dtypes, modes)
     other = "hidden" if x == "tokens" else "tokens"
@@ -316,7 +291,7 @@ def head_to_head(
             )
     table = pd.DataFrame(rows)
     if table.empty:
-        return _empty(title, f"no shape where both {b_name} and {c_name} were timed"), table
+        return empty(title, f"no shape where both {b_name} and {c_name} were timed"), table
     table["shape_order"] = table["tokens"] * (1 << 21) + table["hidden"]
     table = table.sort_values(["dtype", "mode", "shape_order"])
     dtypes, modes = _facets(table)
@@ -407,7 +382,7 @@ def bandwidth(
     title = "Effective GB/s (minimum-traffic model) against the copy ladder at the same working set"
     ok = df[df["status"].isin(TIMED) & df["gbps"].notna()] if not df.empty else df
     if ok.empty:
-        return _empty(title, "no timed points")
+        return empty(title, "no timed points")
     ok = ok.assign(ws_mib=(ok["working_set_bytes"].fillna(ok["bytes_moved"]) / 2**20))
     traces: list[dict[str, Any]] = []
     for k, (run_id, ladder) in enumerate(sorted(ladders.items())):
@@ -505,7 +480,7 @@ def speedup_heatmap(
     title = f"Speedup over {label(*baseline)} (× faster; same dtype, mode and run)"
     m = speedup_matrix(df, baseline)
     if m.empty:
-        return _empty(title, f"no {label(*baseline)} points to compare against: include it in the sweep")
+        return empty(title, f"no {label(*baseline)} points to compare against: include it in the sweep")
     text = [[f"{v:.2f}×" if pd.notna(v) else "N/A" for v in row] for row in m.values]
     logs = [[math.log2(v) if pd.notna(v) and v > 0 else None for v in row] for row in m.values]
     span = max((abs(v) for row in logs for v in row if v is not None), default=1.0) or 1.0
@@ -539,7 +514,7 @@ def memory(df: pd.DataFrame, subtitle: str | None = None) -> go.Figure:
     title = "Peak memory above baseline during one call"
     ok = df[df["status"].isin(TIMED) & df["peak_bytes"].notna()] if not df.empty else df
     if ok.empty:
-        return _empty(title, "no memory readings")
+        return empty(title, "no memory readings")
     traces: list[dict[str, Any]] = []
     total = ok.groupby(["series", "facet"], sort=False).ngroups
     for series, group in ok.groupby(["series"], sort=False):
@@ -617,7 +592,7 @@ COMPONENT_COLORS = {
 def block_components(rows: Sequence[dict[str, Any]], title: str) -> go.Figure:
     """Stacked bars: a block's time per call by component, one bar per configuration (µs, scaled to p50)."""
     if not rows:
-        return _empty(title, "no component breakdowns (compiled blocks are one graph and are not broken down)")
+        return empty(title, "no component breakdowns (compiled blocks are one graph and are not broken down)")
     configs = [r["config"] for r in rows]
     traces = [
         {
@@ -647,7 +622,7 @@ def kernels(breakdowns: Sequence[tuple[str, dict[str, Any]]]) -> go.Figure:
     """Stacked bars: time per norm call of each kernel, one bar per point."""
     title = "What one call launches (time per call by kernel)"
     if not breakdowns:
-        return _empty(title, "no kernel breakdowns: run with --trace")
+        return empty(title, "no kernel breakdowns: run with --trace")
     names: list[str] = []
     for _, b in breakdowns:
         for k in b["kernels"]:
@@ -686,7 +661,7 @@ def timeseries(series: dict[str, Any], keys: Sequence[str], title: str) -> go.Fi
     """Sampled telemetry: one line per reading against seconds since the start."""
     present = [k for k in keys if series.get(k)]
     if not series.get("t_s") or not present:
-        return _empty(title, "no samples")
+        return empty(title, "no samples")
     fig = go.Figure()
     for i, k in enumerate(present):
         fig.add_trace(go.Scatter(x=series["t_s"], y=series[k], name=k, mode="lines", line={"color": _color(i)}))
@@ -707,7 +682,7 @@ def compare_scatter(rows: Sequence[Row], base_name: str, other_name: str) -> go.
     """Each matched point's p50 here against the baseline's (log-log); off the diagonal is a change."""
     title = f"p50: {other_name} vs {base_name} (diagonal = no change)"
     if not rows:
-        return _empty(title, "no points in common")
+        return empty(title, "no points in common")
     traces = []
     for flag, color in FLAG_COLORS.items():
         sel = [r for r in rows if r.flag == flag]

@@ -22,7 +22,6 @@ from typing import Any
 from . import Reading, missing
 
 FIELD_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
-FIELD_POWER_AVERAGE = 185  # NVML_FI_DEV_POWER_AVERAGE
 # nvmlClocksEventReason* bits that mean the clocks were pulled down under load (idle and the
 # application-clock setting are not slowdowns)
 SLOWDOWN_REASONS = {

@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import registry
 from .records import PointResult
-from .schema import MIGRATIONS, POINT_COLUMNS, RUN_KINDS, RUN_STATUSES, SCHEMA_VERSION
+from .schema import MIGRATIONS, POINT_COLUMNS, RUN_STATUSES, SCHEMA_VERSION
 
 DEFAULT_DB = Path(__file__).resolve().parent.parent.parent / "data" / "results.db"
 
@@ -156,7 +157,7 @@ class Store:
     ) -> int:
         """A new run in status running, owned by this process. ``spec`` is the run's declarative spec
         (a SweepSpec, or a lab's spec): anything with ``to_json()`` and a ``label``."""
-        if kind not in RUN_KINDS:
+        if kind not in registry.kinds():
             raise ValueError(f"unknown run kind {kind!r}")
         pid = os.getpid()
         with self.con:

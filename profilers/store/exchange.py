@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..catalog import POINT_STATUSES
-from ..spec import DTYPES, IMPLS, MAX_HIDDEN, MAX_TOKENS, MODES, PARSERS, TIMING_METHODS, VARIANTS, SpecError
-from ..spec.blocks import STEP_MODE
+from .. import registry
+from ..catalog import POINT_STATUSES, STEP_MODE
+from ..spec import DTYPES, IMPLS, MAX_HIDDEN, MAX_TOKENS, MODES, TIMING_METHODS, VARIANTS, SpecError
 from .db import Store, StoreError, now_iso
-from .schema import POINT_COLUMNS, REQUIRED_POINT, RUN_KINDS, RUN_STATUSES, SCHEMA_VERSION
+from .schema import POINT_COLUMNS, REQUIRED_POINT, RUN_STATUSES, SCHEMA_VERSION
 
 EXPORT_FORMAT = "normscope-run"
 EXPORT_RUN_FIELDS = (
@@ -125,13 +125,13 @@ def _validate_run(run: Any) -> None:
     if run["status"] not in RUN_STATUSES:
         raise StoreError(f"run.status {run['status']!r} is not one of {', '.join(RUN_STATUSES)}")
     kind = run.get("kind") or "kernels"
-    if kind not in RUN_KINDS or kind not in PARSERS:
-        raise StoreError(f"run.kind {kind!r} is not one of {', '.join(k for k in RUN_KINDS if k in PARSERS)}")
+    if kind not in registry.kinds():
+        raise StoreError(f"run.kind {kind!r} is not one of {', '.join(registry.kinds())}")
     for name in ("copy_gbps", "idle_power_w", "points_planned"):
         if run.get(name) is not None and run[name] < 0:
             raise StoreError(f"run.{name} is negative ({run[name]}): the file is not a valid export")
     try:
-        PARSERS[kind](run["spec"])
+        registry.get(kind).parse_spec(run["spec"])
     except (SpecError, TypeError, ValueError) as e:
         raise StoreError(f"run.spec is invalid: {e}") from None
 

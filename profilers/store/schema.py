@@ -14,7 +14,6 @@ from .records import PointResult
 
 SCHEMA_VERSION = 4
 RUN_STATUSES = ("running", "completed", "cancelled", "failed", "interrupted")
-RUN_KINDS = ("kernels", "blocks", "training", "numerics", "drift")
 
 # Point columns and their types, derived from PointResult so the two cannot drift.
 _POINT_FIELDS = [f for f in dataclasses.fields(PointResult) if f.name != "extra"]

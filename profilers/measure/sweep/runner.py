@@ -1,0 +1,255 @@
+"""Execute a sweep group by group: checks first, one commit per point, clean cancel.
+
+Everything that can be refused is refused before the run exists in the store
+(unknown device, a shape that cannot fit). The run then measures what every
+point is judged against (idle power cold, the copy ladder, idle power warm),
+and times the points group by group (``group.py``: same shape, dtype and mode,
+interleaved rounds). A failing point is recorded as failed and the sweep goes
+on; Ctrl-C or SIGTERM marks the run cancelled and keeps the finished points.
+On CUDA the sweep's device is made current for the whole run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...analysis.footprint import does_not_fit
+from ...catalog import Config
+from ...runs import Outcome, stored_run
+from ...sensors.host import Host
+from ...sensors.nvml import Gpu, Nvml, gpu_for_torch_device
+from ...sensors.sampler import Sampler
+from ...spec import Point, SpecError, SweepSpec
+from ...store import Store
+from ...store.records import PointResult
+from ..instruments import compile as compiling
+from ..instruments import energy
+from ..instruments.memory import available_bytes, set_cpu_allocator
+from ..instruments.timing import CpuTimer, CudaEventTimer, CudaGraphTimer, Timer
+from ..machine import hugepages, placement, provenance
+from ..machine.copyprobe import cpu_cache_sizes, gpu_cache_sizes, measure_ladder
+from ..machine.devices import resolve_device
+from ..machine.disturbance import OTHERS_CORES_MAX, RUNQ_WAIT_MAX, STEAL_MAX, CpuProbe, GpuProbe, cpu_pressure
+from .group import KERNELS, Kind, measure_group
+from .point import Context
+
+OnPoint = Callable[[int, int, Point, PointResult | None], None]  # done, total, the point, its result (None: started)
+
+
+@dataclass
+class SweepOutcome(Outcome):
+    """How a sweep ended, with the results of the points it stored."""
+
+    results: list[PointResult] = field(default_factory=list)
+
+
+def check_fits(spec: Any, device: torch.device, kind: Kind = KERNELS) -> dict[Any, str]:
+    """Points that cannot fit in the memory available now, with the reason; refuse the sweep when none fits."""
+    free, what = available_bytes(device)
+    too_big = {}
+    for p in spec.points():
+        why = does_not_fit(kind.need_bytes(p, spec), free, what)
+        if why:
+            too_big[p] = why
+    if too_big and len(too_big) == len(spec.points()):
+        p = min(too_big, key=lambda q: kind.need_bytes(q, spec))
+        raise SpecError(f"no point of this sweep fits: {kind.key(p)} at {p.tokens} tokens {too_big[p]}")
+    return too_big
+
+
+VISIT_MIN_SAMPLES = 3  # per visit: a point gets rounds × this at least
+
+
+def make_timer(spec: SweepSpec, device: torch.device, threads: int | None) -> Timer:
+    if device.type == "cpu":
+        return CpuTimer(spec.warmup_ms, spec.budget_ms, threads=threads, min_samples=VISIT_MIN_SAMPLES)
+    kind = CudaGraphTimer if spec.cuda_graph else CudaEventTimer
+    if kind is CudaGraphTimer:
+        return kind(spec.warmup_ms, spec.budget_ms, device, cache_state=spec.cache_state, flush=spec.flush)
+    return kind(
+        spec.warmup_ms, spec.budget_ms, device, cache_state=spec.cache_state, flush=spec.flush, launch=spec.cuda_launch
+    )
+
+
+def groups_of(spec: Any) -> list[list[tuple[int, Any]]]:
+    """Points that share shape, dtype and mode (with their sequence numbers), in the spec's order."""
+    groups: dict[tuple, list[tuple[int, Any]]] = {}
+    for seq, p in enumerate(spec.points()):
+        groups.setdefault((p.tokens, getattr(p, "hidden", None), p.dtype, p.mode), []).append((seq, p))
+    return list(groups.values())
+
+
+@contextlib.contextmanager
+def on_device(device: torch.device) -> Iterator[None]:
+    """Make the sweep's CUDA device current, so default streams, allocations and graph capture are its own."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            yield
+    else:
+        yield
+
+
+def preflight(spec: Any, kind: Kind = KERNELS) -> torch.device:
+    """All checks that can refuse a sweep; raises SpecError."""
+    device = resolve_device(spec.device)
+    check_fits(spec, device, kind)
+    return device
+
+
+@dataclass
+class Sensors:
+    """The run's sensors: each present or a null stand-in with its reason."""
+
+    nvml: Nvml
+    gpu: Gpu | None
+    host: Host
+    sampler: Sampler | None
+
+    @classmethod
+    def open(cls, spec: SweepSpec, device: torch.device) -> Sensors:
+        nvml = Nvml()
+        gpu = gpu_for_torch_device(nvml, device.index or 0) if device.type == "cuda" and nvml.available else None
+        host = Host()
+        sampler = None
+        if spec.sample_ms:
+            sampler = Sampler(gpu, host, spec.sample_ms / 1000.0).start()
+        return cls(nvml, gpu, host, sampler)
+
+    def describe(self, meter: energy.Meter | None) -> dict[str, object]:
+        return {
+            "nvml": "available" if self.nvml.available else self.nvml.reason,
+            "gpu_uuid": self.gpu.uuid().value if self.gpu else None,
+            "rapl": "available" if self.host.rapl.available else self.host.rapl.reason,
+            "sample_period_s": self.sampler.period_s if self.sampler else None,
+            "energy_method": meter.method if meter and not meter.reason else None,
+            "energy_reason": (meter.reason if meter else "not requested (--energy)"),
+        }
+
+    def close(self) -> None:
+        if self.sampler:
+            self.sampler.stop()
+        self.nvml.close()
+
+
+def run_sweep(
+    spec: Any,
+    store: Store,
+    progress: OnPoint | None = None,
+    timer: Timer | None = None,
+    label: str | None = None,
+    probe: object | None = None,
+    kind: Kind = KERNELS,
+) -> SweepOutcome:
+    """Run a kernel sweep (a SweepSpec), or a block sweep (a BlockSweepSpec with ``kind=BLOCKS``)."""
+    device = preflight(spec, kind)
+    threads = spec.threads or provenance.usable_cores()
+    torch.set_num_threads(threads)
+    with on_device(device):
+        return _run(spec, store, device, threads, progress, timer, label, probe, kind)
+
+
+def _run(
+    spec: Any,
+    store: Store,
+    device: torch.device,
+    threads: int,
+    progress: OnPoint | None,
+    timer: Timer | None,
+    label: str | None,
+    probe: object | None,
+    kind: Kind,
+) -> SweepOutcome:
+    allocator = set_cpu_allocator(spec.cpu_allocator) if device.type == "cpu" else None
+    compile_setting = compiling.configure(device.type)
+    sensors = Sensors.open(spec, device)
+    machine = provenance.machine(spec.device, nvml=sensors.nvml)
+    machine["cpu_allocator"] = allocator
+    if device.type == "cpu":
+        machine["cpu_pages"] = hugepages.state(spec.cpu_pages)
+        machine["cpu_placement"] = placement.recorded(spec.cpu_placement, kernels=kind is KERNELS)
+    machine["cpu_method"] = provenance.cpu_method()
+    machine["threads"] = threads
+    machine["compile"] = compile_setting
+    the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
+    machine["timing_method"] = the_timer.method  # what timed the points (cold CUDA: queued only with a spin kernel)
+    points = spec.points()
+    run_kind = "kernels" if kind is KERNELS else "blocks"
+    run_id = store.create_run(spec, machine, provenance.versions(), len(points), label=label, kind=run_kind)
+    outcome = SweepOutcome(run_id)
+    cfg = Config(eps=spec.eps, groups=spec.groups)
+    with stored_run(store, outcome), contextlib.ExitStack() as closing:
+        closing.callback(_close, store, run_id, sensors)
+        meter = None
+        idle_cold = idle_warm = None
+        if spec.energy:
+            meter = energy.choose_meter(device.type, sensors.gpu, sensors.sampler, sensors.host.rapl)
+            _sync(device)
+            idle_cold = energy.idle_power(meter, seconds=1.0)  # before any load
+        store.update_run(run_id, idle_power_w=idle_cold, sensors=sensors.describe(meter))
+        caches = cpu_cache_sizes() if device.type == "cpu" else gpu_cache_sizes(device)
+        # blocks are judged by time and component shares, not against copy bandwidth: no ladder
+        ladder = measure_ladder(device, the_timer, caches, available_bytes(device)[0]) if kind is KERNELS else None
+        if meter is not None:
+            idle_warm = energy.idle_power(meter, seconds=1.0)  # right after load: what dynamic energy uses
+        the_probe = probe or (CpuProbe() if device.type == "cpu" else GpuProbe(sensors.gpu))
+        extra = {
+            "ladder": ladder.to_dict() if ladder else None,
+            "idle_power_cold_w": idle_cold,
+            "idle_power_warm_w": idle_warm,
+            "pressure_start": cpu_pressure(),
+            "disturbance": {
+                "probe": getattr(the_probe, "reason", None) or type(the_probe).__name__,
+                "runq_wait_max": RUNQ_WAIT_MAX,
+                "others_cores_max": OTHERS_CORES_MAX,
+                "steal_max": STEAL_MAX,
+            },
+        }
+        idle_w = idle_warm if idle_warm is not None else idle_cold
+        store.update_run(run_id, copy_gbps=ladder.top_gbps if ladder else None, idle_power_w=idle_w, extra=extra)
+        ctx = Context(
+            spec,
+            device,
+            cfg,
+            the_timer,
+            ladder.top_gbps if ladder else None,
+            meter=meter,
+            idle_power_w=idle_w,
+            sampler=sensors.sampler,
+            trace_dir=store.path.parent / "traces" / f"run{run_id}",
+            ladder=ladder,
+        )
+        done = 0
+        for group in groups_of(spec):
+            seqs = {p: seq for seq, p in group}
+
+            def commit(p: Any, res: PointResult | None, seqs: dict[Any, int] = seqs) -> None:
+                """Each point is committed as soon as it is resolved (skipped and failed ones at once)."""
+                nonlocal done
+                if res is not None:
+                    store.add_point(run_id, seqs[p], res)
+                    outcome.results.append(res)
+                    done += 1
+                if progress:
+                    progress(done, len(points), p, res)
+
+            measure_group([p for _, p in group], ctx, the_probe, announce=commit, kind=kind)
+        extra["pressure_end"] = cpu_pressure()
+        store.update_run(run_id, extra=extra)
+    return outcome
+
+
+def _close(store: Store, run_id: int, sensors: Sensors) -> None:
+    """Before the run's record is finished, however it ends: the sensors stop and their series is stored."""
+    sensors.close()
+    if sensors.sampler is not None:
+        store.update_run(run_id, series=sensors.sampler.series())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

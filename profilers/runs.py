@@ -1,0 +1,98 @@
+"""A stored run's lifecycle, written once: create → progress → cancel → finish or fail.
+
+Every kind of run (a kernel sweep, a block sweep, a lab's grid or table) goes
+through ``stored_run``: the run's record exists from the start (status
+running), the dashboard's Cancel (SIGTERM) or Ctrl-C ends it as cancelled with
+what was finished kept, an error ends it as failed with the error's first line,
+and a process that dies leaves it running until the store marks it interrupted.
+No torch here: the lifecycle is bookkeeping over the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .store import Store
+
+CANCELLED_BY_USER = "cancelled by the user"
+
+
+class Cancelled(Exception):
+    """The user asked the run to stop (SIGTERM from the dashboard's Cancel)."""
+
+
+@contextlib.contextmanager
+def sigterm_cancels() -> Iterator[None]:
+    """SIGTERM raises Cancelled in the main thread while inside this block (elsewhere signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Cancelled()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def first_line(e: BaseException) -> str:
+    """An error as a run's one-line reason."""
+    return (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0]
+
+
+@dataclass
+class Outcome:
+    """How a stored run ended; each lab's result adds what it measured."""
+
+    run_id: int
+    status: str = "running"
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code for this ending: 0 completed, 130 cancelled, 1 otherwise."""
+        return 0 if self.status == "completed" else 130 if self.status == "cancelled" else 1
+
+
+@contextlib.contextmanager
+def stored_run(
+    store: Store,
+    outcome: Outcome,
+    *,
+    cancelled: str = CANCELLED_BY_USER,
+    failed: str = "",
+    reraise: bool = True,
+) -> Iterator[Outcome]:
+    """Run the block as the body of run ``outcome.run_id``; finish the record however the block ends.
+
+    ``cancelled`` is the reason a cancel stores; ``failed`` is added to a failure's reason (what was kept).
+    A failure is re-raised after the record is closed unless ``reraise`` is False; the body may set
+    ``outcome.status`` to "failed" itself (an expected failure with its own reason).
+    """
+    try:
+        with sigterm_cancels():
+            yield outcome
+        if outcome.status == "running":
+            outcome.status = "completed"
+    except (KeyboardInterrupt, Cancelled):
+        outcome.status, outcome.error = "cancelled", cancelled
+    except Exception as e:
+        outcome.status, outcome.error = "failed", first_line(e) + (f"; {failed}" if failed else "")
+        store.finish_run(outcome.run_id, outcome.status, outcome.error)
+        if reraise:
+            raise
+        return
+    store.finish_run(outcome.run_id, outcome.status, outcome.error)
+
+
+def create(store: Store, spec: Any, machine: dict[str, Any], versions: dict[str, Any], planned: int, **kw: Any) -> int:
+    """A new run record in status running (kind and label by keyword)."""
+    return store.create_run(spec, machine, versions, planned, **kw)

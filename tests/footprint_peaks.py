@@ -1,0 +1,60 @@
+"""Resident-set peaks of sweep points, each in a forked child of this fresh process (run by test_footprint).
+
+A fresh interpreter set to one thread before any op: a child forked from a process whose OpenMP pool ever had
+more threads (as pytest's has, after other tests) can hang in that pool. Reads the points as JSON on stdin,
+writes one JSON object per point on stdout.
+"""
+
+import json
+import os
+import resource
+import sys
+
+import torch
+
+torch.set_num_threads(1)
+
+from conftest import measure_one  # noqa: E402
+
+from profilers.catalog import Config  # noqa: E402
+from profilers.measure.instruments.memory import set_cpu_allocator  # noqa: E402
+from profilers.measure.instruments.timing import CpuTimer  # noqa: E402
+from profilers.measure.sweep.point import Context  # noqa: E402
+from profilers.spec import Point, SweepSpec, default_cpu_spec  # noqa: E402
+
+
+def run(p: Point):
+    spec = SweepSpec(
+        variants=(p.variant,), impls=(p.impl,), shapes=((p.tokens, p.hidden),), dtypes=(p.dtype,), modes=(p.mode,)
+    )
+    ctx = Context(spec, torch.device("cpu"), Config(), CpuTimer(0.1, 0.5, min_samples=1), copy_gbps=10.0)
+    return measure_one(p, ctx)
+
+
+def peak_in_child(p: Point) -> dict:
+    """Resident-set growth of one point, in a forked child (the parent's heap is not disturbed)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        res = run(p)
+        top = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        os.write(w, json.dumps({"status": res.status, "peak": (top - base) * 1024}).encode())
+        os._exit(0)
+    os.close(w)
+    data = os.read(r, 4096)
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def main() -> None:
+    set_cpu_allocator("reuse")  # the default mode, in which freed memory stays resident
+    for impl in ("eager", "native", "compiled"):  # load kernels and the compiler before measuring
+        run(default_cpu_spec(shapes=((8, 64),), impls=(impl,), variants=("layernorm",)).points()[0])
+    for d in json.load(sys.stdin):
+        print(json.dumps({**peak_in_child(Point(**d)), "point": d}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
