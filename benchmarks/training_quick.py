@@ -3,7 +3,7 @@
 Prints the tables (divergence and failure rates by placement and warmup with Wilson intervals, final loss
 with Student-t CIs over seeds, the init gradient-norm depth ratios, wall time) and, per claim, whether it
 reproduced at this scale. The grid is stored in a temporary store unless ``--db`` names one to keep (the
-Stability page can then show it). Needs the Shakespeare corpus (``make corpus``).
+Training page can then show it). Needs the Shakespeare corpus (``make corpus``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Architecture: what the norm choice costs inside a real transformer block and a training step."""
+"""Blocks: what the norm choice costs inside a real transformer block and a training step."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from profilers.report import plots
 from profilers.report.labels import number
 from profilers.spec import PRESETS, ROUND_PRESETS, SpecError
 
-st.title("Architecture")
+st.title("Blocks")
 st.caption(
     "A kernel's speed is not a model's: this page times the norm inside a real transformer block and a "
     "training step, and breaks the block's time down by component, so the norm's share is measured. "

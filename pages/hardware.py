@@ -5,11 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._shared import gpu_metrics
+from pages._shared import gpu_metrics, lab_live_panel, open_store, start_lab_job
 from profilers import jobs
+from profilers.analysis import rerun
 from profilers.report import plots
+from profilers.report.calibration import level_rows
 from profilers.report.labels import na
 from profilers.sensors.live import snapshot
+from profilers.spec import CalibrationSpec
 
 st.title("Hardware")
 
@@ -59,6 +62,37 @@ if info["gpus"]:
     )
 else:
     st.caption(f"No GPU visible to NVML: {info['nvml']['reason'] or 'none found'}")
+
+st.subheader("How far reruns move here")
+st.caption(
+    "A run's 95% interval covers its own moment; a rerun meets the machine in another state. The calibration "
+    "times one small sweep in several fresh processes spread over minutes and measures what differs between "
+    "them; later runs on this machine then state a rerun interval, where a rerun's ratio is expected to land."
+)
+
+
+@st.fragment(run_every=2.0)
+def calibration_panel() -> None:
+    with open_store() as store:
+        doc, note = rerun.calibration_for(store, m, v)
+
+    def status(run: dict) -> None:
+        spread = (run.get("extra") or {}).get("progress") or {}
+        st.markdown(f"**Calibration run {run['id']}** — process {spread.get('process', 1)} of {spread.get('of', '?')}")
+
+    lab_live_panel("calibration", "calibrate", status, starting="Starting the calibration …")
+    if doc:
+        st.success(note.capitalize() + ".", icon=":material/verified:")
+        st.dataframe(pd.DataFrame(level_rows(doc)), hide_index=True, width="stretch")
+    else:
+        st.info(note.capitalize() + ".", icon=":material/info:")
+
+
+calibration_panel()
+spec = CalibrationSpec()
+minutes = (spec.runs - 1) * spec.spread_s / 60 + spec.runs * 0.3
+if st.button(f"Calibrate this machine (about {minutes:.0f} min)", icon=":material/tune:", key="calibrate"):
+    start_lab_job(spec, ("calibrate",), "calibrate")
 
 st.subheader("Live sensors")
 HISTORY = 120

@@ -68,6 +68,9 @@ def head_to_head_sentence(d: pd.DataFrame, cont: tuple[str, str], base: tuple[st
     faster = int(((d["hi"] < 1) & d["measurable"]).sum())
     slower = int(((d["lo"] > 1) & d["measurable"]).sum())
     ties = n - faster - slower
+    # where the machine was calibrated, a difference a rerun may not reproduce is said apart
+    calibrated = d["rerun_lo"].notna() if "rerun_lo" in d else pd.Series(False, index=d.index)
+    unsure = int((calibrated & d["measurable"] & (d["rerun_lo"] <= 1) & (d["rerun_hi"] >= 1)).sum())
     lo, hi = d["ratio"].min(), d["ratio"].max()
     span = f"{lo:.2f}×" if abs(hi - lo) < 0.005 else f"{lo:.2f}× to {hi:.2f}×"
     counts = [
@@ -76,6 +79,8 @@ def head_to_head_sentence(d: pd.DataFrame, cont: tuple[str, str], base: tuple[st
         (ties, "no measurable difference"),
     ]
     parts = [f"{what} at {'all ' if k == n and n > 1 else ''}{k}" for k, what in counts if k]
+    if unsure:
+        parts.append(f"of those, {unsure} in this run only: a rerun may not agree (its rerun interval holds 1)")
     n_shapes, n_runs = d["shape"].nunique(), d["run_id"].nunique()
     where = f"{n_shapes} shape{'s' if n_shapes > 1 else ''}"
     if n_runs > 1:
@@ -167,8 +172,9 @@ with tabs[0]:
         st.caption(
             "Each dot is the median of per-round ratios when both were timed in the same interleaved rounds; "
             "the bar is its 95% bootstrap interval, often narrower than the dot (a run taken without rounds "
-            "compares p20–p80 bands instead: hover a dot for its method, and for where a rerun is expected if "
-            "chance is all that differs: the interval about √2 wider, since a rerun has its own error). "
+            "compares p20–p80 bands instead). Hover a dot for its method and for where a rerun is expected: "
+            "from the machine's calibration (`profilers calibrate`, or the Hardware page) when the run had one, "
+            "else if chance is all that differs (the interval about √2 wider, since a rerun has its own error). "
             "Green: faster beyond the noise; "
             "red: slower; grey: a tie." + cpu_interval_note([by_id[i] for i in chosen])
         )

@@ -84,7 +84,7 @@ def live() -> None:
             st.error(f"{text} Why: {finished['error']}")
         else:
             st.info(text, icon=f":material/{icons.get(finished['status'], 'info')}:")
-        lab = registry.get(finished.get("kind"))
+        lab = _lab(finished)
         st.page_link(lab.page, label=f"Open it on the {lab.title} page", icon=":material/monitoring:")
     if not active and mine and not finished:
         if jobs.ending_of(st.session_state.get("last_job_spec", "")):
@@ -97,11 +97,16 @@ def live() -> None:
 
 def _counts(run: dict) -> str:
     """What a run's progress counts, as its lab says: points, cells, or nothing."""
-    return registry.get(run.get("kind")).counts
+    return _lab(run).counts
+
+
+def _lab(run: dict) -> registry.Lab:
+    """A run's lab; a kind this version does not know (a store shared with a newer one) shows as a kernel sweep."""
+    return registry.find(run.get("kind")) or registry.get("kernels")
 
 
 def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> None:
-    lab = registry.get(run.get("kind"))
+    lab = _lab(run)
     unit = lab.counts
     planned = run["points_planned"] or 1
     done = run["points_done"] if unit == "points" else (cells or 0)

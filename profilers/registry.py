@@ -59,11 +59,23 @@ LABS: tuple[Lab, ...] = (
         "numerics run"),
     Lab("drift", "Drift", "profilers.labs.drift.spec:DriftSpec", "profilers.labs.drift.cli",
         "profilers.labs.drift.section", "pages/drift.py", ":material/insights:", "Deployment", "drift run"),
+    # the machine's own dimensioning experiment, shown on the Hardware page (a core page)
+    Lab("calibration", "Hardware", "profilers.spec:CalibrationSpec", "profilers.commands.calibrate",
+        "profilers.report.calibration", "pages/hardware.py", ":material/memory:", "Measure", "calibration",
+        "points", command="calibrate"),
 )  # fmt: skip
 
 
 def kinds() -> tuple[str, ...]:
     return tuple(lab.kind for lab in LABS)
+
+
+def find(kind: str | None) -> Lab | None:
+    """The lab of a run kind, or None for a kind this version does not know (a store shared with a newer one)."""
+    try:
+        return get(kind)
+    except KeyError:
+        return None
 
 
 def get(kind: str | None) -> Lab:

@@ -55,6 +55,7 @@ class Outcome:
     run_id: int
     status: str = "running"
     error: str | None = None
+    closed: bool = False  # the body stored the record's ending itself (a run filled in one transaction)
 
     @property
     def exit_code(self) -> int:
@@ -75,7 +76,8 @@ def stored_run(
 
     ``cancelled`` is the reason a cancel stores; ``failed`` is added to a failure's reason (what was kept).
     A failure is re-raised after the record is closed unless ``reraise`` is False; the body may set
-    ``outcome.status`` to "failed" itself (an expected failure with its own reason).
+    ``outcome.status`` to "failed" itself (an expected failure with its own reason), or ``outcome.closed`` when
+    it wrote the record's ending (its status and finish time) itself.
     """
     try:
         with sigterm_cancels():
@@ -90,7 +92,8 @@ def stored_run(
         if reraise:
             raise
         return
-    store.finish_run(outcome.run_id, outcome.status, outcome.error)
+    if not outcome.closed:
+        store.finish_run(outcome.run_id, outcome.status, outcome.error)
 
 
 def create(store: Store, spec: Any, machine: dict[str, Any], versions: dict[str, Any], planned: int, **kw: Any) -> int:

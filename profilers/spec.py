@@ -298,6 +298,7 @@ class SweepSpec(JsonSpec):
     cpu_pages: str = "huge"
     cpu_placement: str = "round"
     processes: int = 1  # CPU: the sweep in this many fresh processes, one after the other, merged into one run
+    spread_s: float = 0.0  # with processes: start them this many seconds apart, so one run meets several states
     baseline: str | None = None  # "variant impl"; None: layernorm native when measured, else the first
 
     def __post_init__(self) -> None:
@@ -381,6 +382,12 @@ class SweepSpec(JsonSpec):
             raise SpecError(f"processes must be a whole number 1-16, got {n!r}: e.g. --processes 3")
         if n > 1 and self.device != "cpu":
             raise SpecError("--processes spreads a CPU run over fresh processes: drop it for a GPU run")
+        s = self.spread_s
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not (0 <= s <= 3600):
+            raise SpecError(f"spread must be 0-3600 seconds between process starts, got {s!r}: e.g. --spread-s 30")
+        object.__setattr__(self, "spread_s", float(s))
+        if s and n < 2:
+            raise SpecError("--spread-s spaces a run's processes apart: give --processes 2 or more with it")
         if n > 1 and self.save_traces:
             raise SpecError(
                 "--save-traces with --processes: each process writes its traces to a scratch folder that is removed; "
@@ -465,3 +472,56 @@ def default_spec(device: str, **overrides: Any) -> SweepSpec:
     if device == "cpu":
         return default_cpu_spec(**overrides)
     return default_gpu_spec(device=device, **overrides)
+
+
+@dataclass(frozen=True)
+class CalibrationSpec(JsonSpec):
+    """The machine's dimensioning experiment (Kalibera & Jones 2013): the same small sweep in ``runs`` fresh
+    processes started ``spread_s`` apart, so what differs between runs (the machine's state over minutes, a
+    process's memory layout) is measured once per machine, apart from what differs between rounds.
+
+    The shapes are one cache-resident and one memory-resident working set on a CPU, one small and one large on
+    a GPU; the candidates are LayerNorm and RMSNorm, eager and native, fp32 forward: their ratios to LayerNorm
+    native are what later runs on this machine are widened by.
+    """
+
+    _what: ClassVar[str] = "calibration spec"
+    device: str = "cpu"
+    runs: int = 6
+    spread_s: float = 20.0
+    shapes: tuple[tuple[int, int], ...] = ()  # () : the device's default pair
+    rounds: int = 7
+    warmup_ms: float = 20.0
+    budget_ms: float = 40.0
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", _check_device(self.device))
+        if isinstance(self.runs, bool) or not isinstance(self.runs, int) or not (3 <= self.runs <= 16):
+            raise SpecError(f"calibration runs must be a whole number 3-16, got {self.runs!r}: e.g. --runs 6")
+        if self.device != "cpu":
+            raise SpecError("calibration runs its sweep in fresh processes, which the CPU path does: use --device cpu")
+        shapes = tuple(tuple(s) for s in self.shapes) or CALIBRATION_SHAPES[self.device.split(":")[0]]
+        object.__setattr__(self, "shapes", shapes)
+        self.sweep()  # every other field is checked as the sweep it runs
+
+    def sweep(self) -> SweepSpec:
+        """The sweep each of the runs times."""
+        return SweepSpec(
+            variants=("layernorm", "rmsnorm"),
+            impls=("eager", "native"),
+            shapes=self.shapes,
+            device=self.device,
+            rounds=self.rounds,
+            ci_target_pct=50.0,  # the rounds asked for, no more: the spread between runs is the measurement
+            warmup_ms=self.warmup_ms,
+            budget_ms=self.budget_ms,
+            processes=self.runs,
+            spread_s=self.spread_s,
+            sample_ms=None,
+            label=self.label,
+        )
+
+
+# a cache-resident and a memory-resident working set per device kind (in + out, fp32)
+CALIBRATION_SHAPES: dict[str, tuple[tuple[int, int], ...]] = {"cpu": ((256, 1024), (4096, 4096))}

@@ -31,8 +31,8 @@ def run(p: Point):
     return measure_one(p, ctx)
 
 
-def peak_in_child(p: Point) -> dict:
-    """Resident-set growth of one point, in a forked child (the parent's heap is not disturbed)."""
+def start_child(p: Point) -> tuple[int, int]:
+    """Fork a child that measures one point and writes its resident-set growth to a pipe: (pid, read end)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -43,7 +43,12 @@ def peak_in_child(p: Point) -> dict:
         os.write(w, json.dumps({"status": res.status, "peak": (top - base) * 1024}).encode())
         os._exit(0)
     os.close(w)
+    return pid, r
+
+
+def collect(pid: int, r: int) -> dict:
     data = os.read(r, 4096)
+    os.close(r)
     os.waitpid(pid, 0)
     return json.loads(data)
 
@@ -52,8 +57,13 @@ def main() -> None:
     set_cpu_allocator("reuse")  # the default mode, in which freed memory stays resident
     for impl in ("eager", "native", "compiled"):  # load kernels and the compiler before measuring
         run(default_cpu_spec(shapes=((8, 64),), impls=(impl,), variants=("layernorm",)).points()[0])
-    for d in json.load(sys.stdin):
-        print(json.dumps({**peak_in_child(Point(**d)), "point": d}), flush=True)
+    points = json.load(sys.stdin)
+    at_once = int(os.environ.get("FOOTPRINT_CHILDREN", "2"))  # each child's peak is its own: they may overlap
+    for i in range(0, len(points), at_once):
+        batch = points[i : i + at_once]
+        children = [start_child(Point(**d)) for d in batch]
+        for d, (pid, r) in zip(batch, children):
+            print(json.dumps({**collect(pid, r), "point": d}), flush=True)
 
 
 if __name__ == "__main__":

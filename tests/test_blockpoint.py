@@ -1,4 +1,4 @@
-"""Block sweeps where users touch them: the CLI, the store, the answer, the Architecture page."""
+"""Block sweeps where users touch them: the CLI, the store, the answer, the Blocks page."""
 
 import json
 
@@ -116,7 +116,7 @@ def test_block_spec_round_trips_and_refuses_a_non_sequence_token_count():
         BlockSweepSpec(preset="bert-base", tokens=(1000,))
 
 
-def test_architecture_page_shows_the_answer_and_the_breakdown(block_db, monkeypatch):
+def test_blocks_page_shows_the_answer_and_the_breakdown(block_db, monkeypatch):
     monkeypatch.setenv("NORMSCOPE_DB", str(block_db))
     monkeypatch.setenv("NORMSCOPE_REFERENCE_DIR", str(block_db.parent / "none"))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)

@@ -1,4 +1,4 @@
-"""The Stability page served as `make run` serves it, in Debian's headless Chromium."""
+"""The Training page served as `make run` serves it, in Debian's headless Chromium."""
 
 import pytest
 from served import browser_fixture, chromium_or_skip, serve

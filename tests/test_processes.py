@@ -238,3 +238,25 @@ def test_save_traces_with_processes_is_refused():
 
     with pytest.raises(SpecError, match="--save-traces with --processes"):
         SweepSpec(variants=("layernorm",), impls=("native",), shapes=((8, 16),), processes=2, save_traces=True)
+
+
+def test_processes_in_two_machine_states_are_flagged_not_ok():
+    """Three processes near 100 µs and two near 125 µs (the 4096×4096 calibration on the 2-core VM split so)."""
+    docs = [_doc(0.8, seed=k) for k in range(5)]
+    for doc in docs[3:]:
+        for p in doc["points"]:
+            p["extra"]["rounds_us"] = [v * 1.25 for v in p["extra"]["rounds_us"]]
+            p["p50_us"] *= 1.25
+    for doc in docs:
+        for p in doc["points"]:
+            s = sorted(p["extra"]["rounds_us"])
+            p["extra"]["p50_ci_us"] = [s[2], s[-3]]  # each process's own interval, as a run stores it
+    _, (base, _) = merge(docs, {"seed": 0, "ci_target_pct": 50.0}, None)
+    assert base["status"] == "unstable" and "changed state" in base["error"] and "(3 and 2)" in base["error"]
+    calm = [_doc(0.8, seed=k) for k in range(5)]
+    for doc in calm:
+        for p in doc["points"]:
+            s = sorted(p["extra"]["rounds_us"])
+            p["extra"]["p50_ci_us"] = [s[2], s[-3]]
+    _, (calm_base, _) = merge(calm, {"seed": 0, "ci_target_pct": 50.0}, None)
+    assert "state_change" not in calm_base["extra"]

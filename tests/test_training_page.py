@@ -1,4 +1,4 @@
-"""The Stability page through Streamlit's AppTest, on a store seeded by a real tiny training grid."""
+"""The Training page through Streamlit's AppTest, on a store seeded by a real tiny training grid."""
 
 from pathlib import Path
 

@@ -98,6 +98,12 @@ def register(sub: Any) -> None:
         help="CPU: run the sweep in N fresh processes, one after the other, and merge them: intervals then "
         "include what differs between processes (about N times the time; default 1)",
     )
+    r.add_argument(
+        "--spread-s",
+        type=float,
+        help="CPU, with --processes: start the processes this many seconds apart, so the run samples the "
+        "machine's states (its intervals then include what differs between moments, not only processes)",
+    )
     r.add_argument("--label", help="a label stored with the run")
     r.add_argument("--db", help="store path (default data/results.db or $NORMSCOPE_DB)")
     r.add_argument("--json", action="store_true", help="print the run as JSON on stdout")
@@ -159,7 +165,7 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
     for flag, key in (("ci_target_pct", "ci_target_pct"), ("baseline", "baseline"), ("cache", "cache_state")):
         if getattr(a, flag) is not None:
             kw[key] = getattr(a, flag)
-    for flag in ("flush", "cuda_launch", "cpu_allocator", "cpu_pages", "cpu_placement", "processes"):
+    for flag in ("flush", "cuda_launch", "cpu_allocator", "cpu_pages", "cpu_placement", "processes", "spread_s"):
         if getattr(a, flag) is not None:
             kw[flag] = getattr(a, flag)
     return SweepSpec.from_dict(kw)
@@ -218,15 +224,16 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
         with stored_run(store, outcome := Outcome(run_id), cancelled=cancelled, failed=kept_none, reraise=False):
             try:
                 docs = run_processes(spec, n, on_progress=progress)
-            except ProcessFailed as e:  # one process failed: its reason is the run's
+                run, points = merge(docs, spec.to_dict(), a.label)
+            except ProcessFailed as e:  # a process failed or did not complete: its reason is the run's
                 outcome.status, outcome.error = "failed", f"{e}; {kept_none}"
             else:
-                run, points = merge(docs, spec.to_dict(), a.label)
                 try:
-                    store.fill_run(run_id, run, points)  # one transaction
+                    store.fill_run(run_id, run, points)  # one transaction, its ending included
                 except StoreError:  # the row was marked ended meanwhile: keep the results as a run of their own
                     run_id = outcome.run_id = store.insert_imported(run, points, source="local")
                     print(f"normscope: the run's first record had been closed; stored as run {run_id}", file=sys.stderr)
+                outcome.closed = True
         if outcome.status == "cancelled":
             print("normscope: cancelled: the process running stopped too; no points were stored", file=sys.stderr)
         elif outcome.status == "failed":
@@ -252,6 +259,9 @@ def _report_run(
         + f"; store {path}",
         file=sys.stderr,
     )
+    note = ((run.get("extra") or {}).get("rerun") or {}).get("note")
+    if note:
+        print(f"rerun intervals: {note}", file=sys.stderr)
     if a.json:
         doc = {
             "run_id": run["id"],

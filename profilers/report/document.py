@@ -99,13 +99,19 @@ def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str
         f"<h1>{esc(heading)}</h1><p class='muted'>NormScope report · generated {now} · "
         f"{n_points} points from {len(runs)} run(s)</p>",
     ]
-    lab_of = {r["id"]: registry.get(r.get("kind")) for r in runs}
+    lab_of = {r["id"]: registry.find(r.get("kind")) for r in runs}
     for lab in registry.LABS:  # in the registry's order: the kernel sweep's answer first
         of_lab = [r for r in runs if lab_of[r["id"]] is lab]
         if of_lab:
             parts += lab_sections(store, lab, of_lab, figs)
+    parts += [
+        f"<p class='warn'>Run {r['id']} is a {esc(r.get('kind'))} run, which this version of NormScope does not "
+        "know: update NormScope to read it.</p>"
+        for r in runs
+        if lab_of[r["id"]] is None
+    ]
     parts.append("<h2>Method</h2>")
-    parts += [f"<h3>Run {r['id']}</h3>{_method(lab_of[r['id']], r)}" for r in runs]
+    parts += [f"<h3>Run {r['id']}</h3>{_method(lab_of[r['id']], r)}" for r in runs if lab_of[r["id"]]]
     parts.append(f"<details><summary>Bytes-moved model</summary><pre>{esc(roofline.__doc__)}</pre></details>")
     parts.append("<h2>Provenance</h2>")
     parts += [f"<h3>Run {r['id']}</h3>{_provenance(r)}" for r in runs]

@@ -23,6 +23,9 @@ def progress_line(done: int, total: int, p: Point, res: Any) -> str:
         extra += f", {res.roofline_pct:.0f}% of copy{level}"
     if res.ratio is not None and res.ratio_baseline and res.ratio_baseline != f"{p.variant} {p.impl}":
         extra += f", ×{res.ratio:.3f} [{res.ratio_lo:.3f}, {res.ratio_hi:.3f}] vs {res.ratio_baseline}"
+        rerun = res.extra.get("rerun") or {}
+        if rerun.get("between_sd_log") is not None:
+            extra += f", a rerun: [{rerun['lo']:.3f}, {rerun['hi']:.3f}]"
     if res.compile_s is not None:
         extra += f", compile {res.compile_s:.1f} s"
     if res.energy_mj_per_call is not None:

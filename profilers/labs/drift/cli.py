@@ -159,9 +159,11 @@ def cmd_profile(a: argparse.Namespace) -> int:
     text = analysis.profile_json(profile)
     with Store(a.db) as store:
         run_id = store.create_run(spec, machine, versions, 0, label=spec.label, kind="drift")
-        with stored_run(store, Outcome(run_id)):
+        with stored_run(store, outcome := Outcome(run_id)):
             store.put_artifact(run_id, "drift/profile", profile)
             atomic_write(out, lambda p: p.write_text(text, encoding="utf-8"))
+    if outcome.status != "completed":
+        return _ended(outcome, store.path)
     _say(
         f"wrote {out}: {len(profile['layers'])} norm layers, thresholds calibrated on {len(cal)} held-out windows "
         f"to a {spec.alpha:g} false-alarm rate; run {run_id} in {store.path}"
@@ -212,9 +214,11 @@ def cmd_check(a: argparse.Namespace) -> int:
     machine, versions = _provenance(spec)
     with Store(a.db) as store:
         run_id = store.create_run(spec, machine, versions, 0, label=spec.label, kind="drift")
-        with stored_run(store, Outcome(run_id)):
+        with stored_run(store, outcome := Outcome(run_id)):
             store.put_artifact(run_id, "drift/profile", profile)
             store.put_artifact(run_id, "drift/check", summary)
+    if outcome.status != "completed":
+        return _ended(outcome, store.path)
     _say(f"run {run_id} in {store.path}")
     if a.json:
         json.dump({"run_id": run_id, **summary}, sys.stdout, indent=1)
@@ -226,6 +230,12 @@ def cmd_check(a: argparse.Namespace) -> int:
             lay = summary["layers"][name]
             print(f"{name:<40} {lay['mean_score']:>10.2f} {lay['threshold']:>10.2f} {lay['alarm_rate']:>10.0%}")
     return EXIT_DRIFT if a.fail_on_drift and summary["verdict"]["drift"] else 0
+
+
+def _ended(outcome: Outcome, path: Any) -> int:
+    """A drift run that did not complete (cancelled, failed): one line, and its exit code."""
+    _say(f"run {outcome.run_id} {outcome.status}" + (f": {outcome.error}" if outcome.error else "") + f"; store {path}")
+    return outcome.exit_code
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -250,9 +260,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
             else:
                 store.put_artifact(run_id, "drift/profile", doc.pop("profile"))
                 store.put_artifact(run_id, "drift/demo", doc)
-    _say(f"run {run_id} {outcome.status}" + (f": {outcome.error}" if outcome.error else "") + f"; store {store.path}")
     if doc is None:
-        return outcome.exit_code
+        return _ended(outcome, store.path)
+    _say(f"run {run_id} {outcome.status}; store {store.path}")
     if a.json:
         json.dump({"run_id": run_id, **doc}, sys.stdout, indent=1)
         sys.stdout.write("\n")

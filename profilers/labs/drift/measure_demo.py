@@ -198,7 +198,7 @@ def batches(text: str, seed: int) -> Iterator[torch.Tensor]:
 
 
 def set_text(name: str, level: float, seed: int, model: Trained) -> str:
-    """The text of one demo set (``spec.drift.DEMO_SETS``)."""
+    """The text of one demo set (``spec.DEMO_SETS``)."""
     parts = shakespeare_parts(seed)
     if name == "heldout":
         return parts["test"]

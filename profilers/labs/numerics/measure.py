@@ -7,7 +7,7 @@ fp16's 65504. Each cell stores the error against a float64 reference computed on
 the *same stored tensors* (input, parameters and running statistics as held in
 the dtype, exact eps), so the error is the layer's, not the storage's.
 
-Implementations (``spec.numerics.NUMERICS_IMPLS``):
+Implementations (``spec.NUMERICS_IMPLS``):
 - ``eager``: every op in the dtype, eps held in the dtype. fp8 has storage and
   casts in torch but no arithmetic kernels on CPU, so fp8 ops run in fp32 and
   every result is rounded to fp8 through torch's own cast (said in the record
@@ -134,7 +134,7 @@ def eps_facts(eps: float, name: str, normal: float) -> dict[str, Any]:
 
 # -- input families ---------------------------------------------------------------------------------
 def family(name: str, rows: int, hidden: int, gen: torch.Generator) -> Tensor:
-    """A float64 matrix whose rows have the family's property (see spec.numerics.INPUTS)."""
+    """A float64 matrix whose rows have the family's property (see spec.INPUTS)."""
     randn = lambda scale=1.0: scale * torch.randn(rows, hidden, generator=gen, dtype=torch.float64)  # noqa: E731
     if name == "typical":
         return randn()

@@ -1,8 +1,8 @@
 """`python -m profilers training run|show` (once `train`): the training lab from the command line.
 
-``train run`` trains a grid (a preset, a spec file, flags over either) and commits each finished cell;
+``training run`` trains a grid (a preset, a spec file, flags over either) and commits each finished cell;
 a grid that was stopped is resumed (``--resume RUN_ID``, or automatically when the same spec is started
-again; ``--fresh`` starts over). ``train show RUN_ID`` prints the tables and the claims check.
+again; ``--fresh`` starts over). ``training show RUN_ID`` prints the tables and the claims check.
 """
 
 from __future__ import annotations

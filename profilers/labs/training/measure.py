@@ -1,6 +1,6 @@
 """The training-stability lab: small byte-level language models trained on a real corpus, and what they record.
 
-A grid (``spec.training.TrainingSpec``) is one store run of kind "training". Each unit of work
+A grid (``spec.TrainingSpec``) is one store run of kind "training". Each unit of work
 (``TrainingSpec.cells``) ends in one artifact ``cell/<key>``, committed as soon as the cell finishes,
 so a killed grid loses at most the cell in progress: ``run_grid(..., resume=RUN_ID)`` starts a new
 run that carries over the finished cells and trains only the rest. SIGTERM or Ctrl-C marks the run

@@ -1,4 +1,4 @@
-"""Figures of the training-stability lab, shared by the Stability page and the report: cells in, plotly out.
+"""Figures of the training-stability lab, shared by the Training page and the report: cells in, plotly out.
 
 Pure functions of the stored cell documents. A diverged run's curve ends at its divergence step, marked
 with a cross; a missing value is left out, never drawn as 0.

@@ -1,7 +1,7 @@
-"""The report section of a training-stability run, and the tables the Stability page shows.
+"""The report section of a training-stability run, and the tables the Training page shows.
 
 ``section(store, run, figs)`` renders one run of kind "training" for ``document.build``; ``tables`` turns
-an ``analysis.analysis.Summary`` into rows with display labels (units in the labels), shared with the page
+an ``analysis.Summary`` into rows with display labels (units in the labels), shared with the page
 so both say the same thing the same way. Missing numbers read "N/A" with the reason.
 """
 

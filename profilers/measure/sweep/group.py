@@ -147,7 +147,10 @@ def measure_group(
             if note and prep.compiled:
                 prep.result.extra["compile_workers"] = note
     if prepared:
-        for i, res in _timed(prepared, ctx, probe, on_round, kind).items():
+        timed = _timed(prepared, ctx, probe, on_round, kind)
+        if ctx.judge_group is not None:
+            ctx.judge_group(list(timed.values()))
+        for i, res in timed.items():
             results[i] = res
             if announce:
                 announce(points[i], res)

@@ -49,6 +49,8 @@ class Context:
     trace_dir: Path | None = None  # where Chrome traces go when spec.save_traces
     ladder: Ladder | None = None  # the copy ladder: each point's ceiling at its working set
     inputs_cache: dict[tuple, Any] = field(default_factory=dict)  # one input set per variant within a group
+    # what judges a timed group's results together before they are stored (the runner's rerun intervals)
+    judge_group: Callable[[list[PointResult]], None] | None = None
 
 
 @dataclass

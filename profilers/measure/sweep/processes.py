@@ -36,7 +36,16 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from ...analysis.noise import hierarchical_median_ci, is_noisy, paired_ratio, rounds_index_of, seed_for, shared_rounds
+from ...analysis import rerun
+from ...analysis.noise import (
+    Ratio,
+    hierarchical_median_ci,
+    is_noisy,
+    paired_ratio,
+    rounds_index_of,
+    seed_for,
+    shared_rounds,
+)
 from ...analysis.roofline import roofline_pct
 from ...store import Store
 from ...store.exchange import export_run
@@ -71,11 +80,18 @@ def run_processes(
     root = str(Path(__file__).resolve().parents[2])  # the processes import this NormScope, wherever they start
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     docs = []
+    spread = float(getattr(spec, "spread_s", 0.0) or 0.0)
+    start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="normscope-processes-") as tmp:
         for k in range(n):
+            wait = start + k * spread - time.monotonic()  # --spread-s: process k starts k × S seconds in
+            if wait > 0:
+                say(f"process {k + 1} of {n} starts in {wait:.0f} s (processes {spread:g} s apart)")
+                time.sleep(wait)
             say(f"process {k + 1} of {n}")
             spec_path = Path(tmp) / f"spec{k}.json"
-            spec_path.write_text(json.dumps(spec.to_dict() | {"processes": 1, "seed": process_seed(spec.seed, k)}))
+            one = {"processes": 1, "spread_s": 0.0, "seed": process_seed(spec.seed, k)}
+            spec_path.write_text(json.dumps(spec.to_dict() | one))
             child_db = Path(tmp) / f"p{k}.db"
             cmd = [sys.executable, "-m", "profilers", "run", "--spec", str(spec_path), "--db", str(child_db)]
             proc = None
@@ -207,6 +223,15 @@ def _merge_point(ps: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, An
     out["error"] = None
     if busy and disturbed * BUSY_ROUNDS_MAX_DIV > len(rounds):  # the rule a single process applies
         out["status"], out["error"] = "unstable", extra["busy"]
+    # processes that met the machine in two states: each process's own interval against the gap between them
+    own = [rerun.within_sd_log(Ratio(p["p50_us"], *p["extra"]["p50_ci_us"], "rounds"), p.get("rounds") or 2) for p in ps
+           if (p.get("extra") or {}).get("p50_ci_us")]  # fmt: skip
+    # judged only where every process stored its own interval (older exports did not)
+    split = rerun.process_clusters([p["p50_us"] for p in ps], statistics.median(own)) if len(own) == n else None
+    if split:
+        extra["state_change"] = split
+        if out["status"] == "ok":
+            out["status"], out["error"] = "unstable", split
     return out
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from ...analysis import rerun
 from ...analysis.footprint import does_not_fit
+from ...analysis.noise import Ratio
 from ...catalog import Config
 from ...runs import Outcome, stored_run
 from ...sensors.host import Host
@@ -211,6 +213,8 @@ def _run(
         }
         idle_w = idle_warm if idle_warm is not None else idle_cold
         store.update_run(run_id, copy_gbps=ladder.top_gbps if ladder else None, idle_power_w=idle_w, extra=extra)
+        calibration, calibration_note = rerun.calibration_for(store, machine, provenance.versions())
+        extra["rerun"] = {"calibration": calibration["source"] if calibration else None, "note": calibration_note}
         ctx = Context(
             spec,
             device,
@@ -222,6 +226,7 @@ def _run(
             sampler=sensors.sampler,
             trace_dir=store.path.parent / "traces" / f"run{run_id}",
             ladder=ladder,
+            judge_group=lambda results: judge_group(results, calibration),
         )
         done = 0
         for group in groups_of(spec):
@@ -241,6 +246,28 @@ def _run(
         extra["pressure_end"] = cpu_pressure()
         store.update_run(run_id, extra=extra)
     return outcome
+
+
+def judge_group(results: list[PointResult], calibration: dict[str, Any] | None) -> None:
+    """A timed group against the machine's calibration, before it is stored: each candidate's rerun interval
+    (where a rerun's ratio is expected, its parts kept); a baseline beyond the calibrated range of its shape
+    says the machine changed state, and the group's points are then never ``ok``."""
+    changed = None
+    for res in results:
+        if res.p50_us is None:
+            continue
+        if res.ratio is not None and res.ratio == 1.0 and res.ratio_lo == 1.0 and calibration:
+            level = calibration["levels"].get(res.roofline_level or "")
+            changed = changed or rerun.state_changed(res.p50_us, level, f"{res.tokens}x{res.hidden}")
+    for res in results:
+        if res.ratio is not None and res.ratio_lo is not None and res.ratio_hi is not None and res.rounds:
+            interval = Ratio(res.ratio, res.ratio_lo, res.ratio_hi, "paired rounds")
+            between = rerun.between_for({"roofline_level": res.roofline_level}, calibration)
+            res.extra["rerun"] = rerun.rerun_interval(interval, between, res.rounds).to_dict()
+        if changed:
+            res.extra["state_change"] = changed
+            if res.status == "ok":
+                res.status, res.error = "unstable", changed
 
 
 def _close(store: Store, run_id: int, sensors: Sensors) -> None:

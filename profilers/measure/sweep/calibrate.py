@@ -1,0 +1,51 @@
+"""The dimensioning experiment of this machine: the calibration sweep in K fresh processes spread in time.
+
+Its one stored record (run kind ``calibration``) holds, per working-set level, the between-run spread of
+log ratios that later runs on this machine add to their intervals (``analysis/rerun.py``). The processes
+are the runs over processes' own (``processes.py``): each a fresh ``python -m profilers run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from ...analysis.rerun import calibrate
+from ...runs import Outcome, stored_run
+from ...spec import CalibrationSpec
+from ...store import Store
+from ..machine import provenance
+from .processes import ProcessFailed, run_processes
+from .runner import preflight
+
+ARTIFACT = "calibration"
+
+
+def run_calibration(spec: CalibrationSpec, store: Store, say: Callable[[str], None] | None = None) -> Outcome:
+    """Run the calibration and store it; refused (SpecError) before the store is touched."""
+    sweep = spec.sweep()
+    preflight(sweep)
+    per_run = len(sweep.points())
+    run_id = store.create_run(
+        spec, provenance.machine(spec.device), provenance.versions(), spec.runs * per_run, label=spec.label,
+        kind="calibration",
+    )  # fmt: skip
+
+    def progress(k: int, done: int) -> None:
+        with contextlib.suppress(sqlite3.Error):  # a busy store delays the bar, never the calibration
+            store.update_run(
+                run_id, extra={"progress": {"process": k + 1, "of": spec.runs, "points_done": k * per_run + done}}
+            )
+
+    with stored_run(store, outcome := Outcome(run_id), reraise=False):
+        try:
+            docs = run_processes(sweep, spec.runs, say=say or (lambda line: None), on_progress=progress)
+        except ProcessFailed as e:
+            outcome.status, outcome.error = "failed", str(e)
+        else:
+            when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            cal = calibrate(docs, f"calibration run {run_id} ({when})", spec.rounds)
+            store.put_artifact(run_id, ARTIFACT, cal)
+    return outcome

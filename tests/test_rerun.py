@@ -1,0 +1,142 @@
+"""Rerun intervals: planted variance components, the machine's calibration, and runs that use it."""
+
+import json
+import math
+import random
+import statistics
+
+import pytest
+from conftest import run_cli
+
+from profilers.analysis import rerun
+from profilers.analysis.noise import Ratio, paired_ratio
+from profilers.report import plots
+from profilers.spec import CalibrationSpec, SpecError
+from profilers.store import Store
+
+
+def _run(rng: random.Random, true: float, between_sd: float, round_sd: float, rounds: int = 7) -> Ratio:
+    """One run's paired ratio: a between-run effect shared by its rounds, round noise on each."""
+    b = rng.gauss(0, between_sd)
+    ref = [100.0 * math.exp(rng.gauss(0, round_sd / 2)) for _ in range(rounds)]
+    other = [r * true * math.exp(b + rng.gauss(0, round_sd)) for r in ref]
+    return paired_ratio(other, ref, seed=rng.randrange(1 << 30))
+
+
+def test_a_between_run_effect_widens_the_rerun_interval_and_not_the_runs():
+    r = Ratio(0.8, 0.78, 0.82, "paired rounds")
+    quiet = rerun.rerun_interval(r, rerun.Between(0.0, 10, "planted"), rounds=7)
+    moving = rerun.rerun_interval(r, rerun.Between(0.05, 10, "planted"), rounds=7)
+    assert (r.lo, r.hi) == (0.78, 0.82)  # the run's own interval is what it was
+    assert moving.lo < quiet.lo < r.value < quiet.hi < moving.hi
+    few = rerun.rerun_interval(r, rerun.Between(0.05, 3, "planted"), rounds=7)
+    assert few.lo < moving.lo and few.hi > moving.hi  # resting on 3 runs, the same sd is less certain
+
+
+def test_the_between_run_sd_is_recovered_from_planted_runs_and_the_rerun_interval_holds_95():
+    rng = random.Random(3)
+    planted_b, planted_e = 0.04, 0.02
+    estimates, held = [], 0
+    trials = 300
+    for _ in range(trials):
+        runs = [_run(rng, 0.8, planted_b, planted_e) for _ in range(8)]
+        b = rerun.between_from_runs([math.log(x.value) for x in runs], [rerun.within_sd_log(x, 7) for x in runs], "t")
+        estimates.append(b.sd_log)
+        first, second = _run(rng, 0.8, planted_b, planted_e), _run(rng, 0.8, planted_b, planted_e)
+        iv = rerun.rerun_interval(first, b, rounds=7)
+        held += iv.lo <= second.value <= iv.hi
+    assert statistics.median(estimates) == pytest.approx(planted_b, rel=0.25)
+    assert held / trials >= 0.93, held / trials
+
+
+def test_a_two_state_process_set_is_flagged_and_one_state_is_not():
+    assert rerun.process_clusters([100, 101, 99.5, 131, 130], within_sd_log=0.01)
+    assert "two groups (3 and 2)" in rerun.process_clusters([100, 101, 99.5, 131, 130], within_sd_log=0.01)
+    assert rerun.process_clusters([100, 101, 99.5, 102, 100.5], within_sd_log=0.01) is None
+    assert rerun.process_clusters([100, 101], within_sd_log=0.01) is None  # two cannot split into states
+
+
+def test_a_baseline_outside_the_calibrated_range_says_the_machine_changed_state():
+    level = {"baseline_p50_us": {"64x256": [10.0, 10.4, 10.2]}}
+    assert rerun.state_changed(10.3, level, "64x256") is None
+    why = rerun.state_changed(14.0, level, "64x256")
+    assert why and "changed state" in why and "10.0-10.4" in why
+    assert rerun.state_changed(14.0, level, "128x256") is None  # not a calibrated shape: nothing to say
+
+
+def test_a_decision_is_stated_only_when_the_rerun_interval_excludes_one():
+    r = Ratio(0.9, 0.88, 0.92, "paired rounds")
+    wide = rerun.rerun_interval(r, rerun.Between(0.08, 6, "planted"), 7)
+    narrow = rerun.rerun_interval(r, rerun.Between(0.005, 6, "planted"), 7)
+    assert "a rerun may not agree" in rerun.decision("RMSNorm", "LayerNorm", r, wide)
+    assert "faster than LayerNorm here" in rerun.decision("RMSNorm", "LayerNorm", r, narrow)
+    assert "no calibration" in rerun.decision("RMSNorm", "LayerNorm", r, None)
+
+
+def test_processes_for_a_target_follow_the_two_level_variance():
+    assert rerun.processes_for(5.0, 0.0, 0.01, 7) == 1  # quiet between runs: one process of 7 rounds is enough
+    more = rerun.processes_for(5.0, 0.03, 0.01, 7)
+    assert more is not None and more > rerun.processes_for(8.0, 0.03, 0.01, 7)
+    assert rerun.processes_for(0.5, 0.2, 0.1, 7) is None  # beyond 16 processes
+
+
+def test_bad_calibration_specs_are_one_line():
+    with pytest.raises(SpecError, match="3-16"):
+        CalibrationSpec(runs=2)
+    with pytest.raises(SpecError, match="--device cpu"):
+        CalibrationSpec(device="cuda")
+
+
+TINY = ["--runs", "3", "--spread-s", "0", "--rounds", "3", "--budget-ms", "3", "--shapes", "64x256"]
+
+
+def test_calibrate_then_a_run_states_its_rerun_intervals_and_the_report_shows_the_calibration(tmp_path):
+    db = tmp_path / "r.db"
+    p = run_cli("calibrate", *TINY, "--json", db=db)
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = json.loads(p.stdout)
+    assert doc["levels"] and all(lv["runs"] == 3 for lv in doc["levels"].values())
+    assert {r["variant"] + " " + r["impl"] for r in doc["ratios"]} == {
+        "layernorm eager",
+        "rmsnorm eager",
+        "rmsnorm native",
+    }
+    run = run_cli(
+        "run", "--shapes", "64x256", "--variants", "layernorm,rmsnorm", "--impls", "native", "--rounds", "3",
+        "--budget-ms", "3", "--warmup-ms", "1", db=db,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "rerun intervals: between-run spread from calibration run 1" in run.stderr
+    with Store(db) as s:
+        (kernels,) = s.list_runs(kind="kernels")
+        rms = next(p for p in s.points(kernels["id"]) if p["variant"] == "rmsnorm")
+        got = rms["extra"]["rerun"]
+        assert got["between_source"].startswith("calibration run 1") and got["lo"] <= rms["ratio_lo"]
+        assert got["hi"] >= rms["ratio_hi"]
+        frame = plots.points_frame(s.points([kernels["id"]]), {kernels["id"]: "run 2"})
+    _, table = plots.head_to_head(frame, ("layernorm", "native"), ("rmsnorm", "native"))
+    (row,) = table.to_dict("records")
+    assert "(calibrated)" in row["rerun"] and row["rerun_lo"] <= row["lo"] and row["rerun_hi"] >= row["hi"]
+    out = tmp_path / "report.html"
+    assert run_cli("report", "1", "2", "-o", str(out), db=db).returncode == 0
+    assert "Calibration of this machine (run 1)" in out.read_text()
+
+
+def test_a_run_without_calibration_says_how_to_get_one(tmp_path):
+    db = tmp_path / "r.db"
+    p = run_cli("run", "--shapes", "64x256", "--variants", "layernorm,rmsnorm", "--impls", "native",
+                "--rounds", "3", "--budget-ms", "3", "--warmup-ms", "1", db=db)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "this machine has no calibration: run `python -m profilers calibrate`" in p.stderr
+    with Store(db) as s:
+        rms = next(p for p in s.points(1) if p["variant"] == "rmsnorm")
+        assert rms["extra"]["rerun"]["between_sd_log"] is None  # N/A, never a 0 that looks like a measurement
+
+
+@pytest.mark.parametrize("rounds", [2, 3, 7, 30])
+def test_the_runs_own_error_is_read_back_at_any_number_of_rounds(rounds):
+    r = Ratio(1.1, 1.0, 1.2, "paired rounds")
+    w = rerun.within_sd_log(r, rounds)
+    assert 0 < w < math.log(1.2 / 1.0)
+    iv = rerun.rerun_interval(r, None, rounds)
+    assert iv.lo <= r.lo and iv.hi >= r.hi
