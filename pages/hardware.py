@@ -82,10 +82,10 @@ def calibration_panel() -> None:
 
     lab_live_panel("calibration", "calibrate", status, starting="Starting the calibration …")
     if doc:
-        st.success(note.capitalize() + ".", icon=":material/verified:")
+        st.success(note[:1].upper() + note[1:] + ".", icon=":material/verified:")
         st.dataframe(pd.DataFrame(level_rows(doc)), hide_index=True, width="stretch")
     else:
-        st.info(note.capitalize() + ".", icon=":material/info:")
+        st.info(note[:1].upper() + note[1:] + ".", icon=":material/info:")
 
 
 calibration_panel()
