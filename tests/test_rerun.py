@@ -57,11 +57,12 @@ def test_a_two_state_process_set_is_flagged_and_one_state_is_not():
 
 
 def test_a_baseline_outside_the_calibrated_range_says_the_machine_changed_state():
-    level = {"baseline_p50_us": {"64x256": [10.0, 10.4, 10.2]}}
-    assert rerun.state_changed(10.3, level, "64x256") is None
-    why = rerun.state_changed(14.0, level, "64x256")
+    key = rerun.shape_key(64, 256, "float32", "fwd")
+    level = {"baseline_p50_us": {key: [10.0, 10.4, 10.2]}}
+    assert rerun.state_changed(10.3, level, key) is None
+    why = rerun.state_changed(14.0, level, key)
     assert why and "changed state" in why and "10.0-10.4" in why
-    assert rerun.state_changed(14.0, level, "128x256") is None  # not a calibrated shape: nothing to say
+    assert rerun.state_changed(14.0, level, rerun.shape_key(64, 256, "bfloat16", "fwd")) is None  # not calibrated
 
 
 def test_a_decision_is_stated_only_when_the_rerun_interval_excludes_one():
@@ -140,3 +141,33 @@ def test_the_runs_own_error_is_read_back_at_any_number_of_rounds(rounds):
     assert 0 < w < math.log(1.2 / 1.0)
     iv = rerun.rerun_interval(r, None, rounds)
     assert iv.lo <= r.lo and iv.hi >= r.hi
+
+
+def _result(variant, p50, ratio, lo, hi, dtype="float32"):
+    from profilers.store.records import PointResult
+
+    r = PointResult(variant, "native", "cpu", dtype, 64, 256, "fwd", "ok", None)
+    r.p50_us, r.ratio, r.ratio_lo, r.ratio_hi, r.rounds, r.roofline_level = p50, ratio, lo, hi, 7, "L2"
+    return r
+
+
+def test_a_group_is_judged_against_the_calibration_only_where_it_was_measured_alike():
+    from profilers.measure.sweep.runner import judge_group
+
+    cal = {
+        "source": "planted",
+        "levels": {"L2": {"between_sd_log": 0.02, "runs": 6, "baseline_p50_us": {"64x256 float32 fwd": [10.0, 10.5]}}},
+    }
+    group = [_result("layernorm", 14.0, 1.0, 1.0, 1.0), _result("rmsnorm", 12.0, 0.86, 0.84, 0.88)]
+    judge_group(group, cal, same_method=True)
+    assert [r.status for r in group] == ["unstable", "unstable"] and "changed state" in group[1].error
+    assert "rerun" not in group[0].extra and group[1].extra["rerun"]["between_sd_log"] == 0.02
+    other = [_result("layernorm", 14.0, 1.0, 1.0, 1.0), _result("rmsnorm", 12.0, 0.86, 0.84, 0.88)]
+    judge_group(other, cal, same_method=False)  # e.g. another thread count: its time says nothing of the state
+    assert [r.status for r in other] == ["ok", "ok"] and other[1].extra["rerun"]["lo"] < 0.84
+    bf16 = [
+        _result("layernorm", 14.0, 1.0, 1.0, 1.0, "bfloat16"),
+        _result("rmsnorm", 12.0, 0.86, 0.84, 0.88, "bfloat16"),
+    ]
+    judge_group(bf16, cal, same_method=True)  # no calibrated bf16 time: nothing to say about the state
+    assert [r.status for r in bf16] == ["ok", "ok"]

@@ -146,7 +146,22 @@ def _group_key(p: Mapping[str, Any]) -> tuple:
     return (p["tokens"], p.get("hidden"), p["dtype"], p["mode"])
 
 
-def calibrate(docs: Sequence[Mapping[str, Any]], source: str, rounds: int) -> dict[str, Any]:
+# the sweep fields a run must share with the calibration for its baseline's time to be comparable
+METHOD_FIELDS = ("threads", "cpu_allocator", "cpu_pages", "cpu_placement", "cache_state", "cuda_graph")
+
+
+def method_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: spec.get(k) for k in METHOD_FIELDS}
+
+
+def shape_key(tokens: int, hidden: int | None, dtype: str, mode: str) -> str:
+    """How a calibrated baseline time is filed: shape, dtype and mode (a bf16 run is not held to fp32 times)."""
+    return f"{tokens}x{hidden} {dtype} {mode}"
+
+
+def calibrate(
+    docs: Sequence[Mapping[str, Any]], source: str, rounds: int, method: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Levels from the exports of K runs of one sweep (``CalibrationSpec.sweep``): per working-set level, the
     between-run sd of log ratios (each candidate against LayerNorm native, pooled over the level's candidates),
     the per-round sd they came with, the baseline's p50 per run (a later run outside that range met the machine
@@ -213,10 +228,10 @@ def calibrate(docs: Sequence[Mapping[str, Any]], source: str, rounds: int) -> di
             "runs": pool.runs,
             "round_sd_log": sd_round,
             "bytes": sorted(bytes_of_group[k] for k in groups),
-            "baseline_p50_us": {f"{k[0]}x{k[1]}": base_p50[k] for k in groups},
+            "baseline_p50_us": {shape_key(*k): base_p50[k] for k in groups},
             "processes_for": {str(h): processes_for(h, pool.sd_log, sd_round, rounds) for h in (2.0, 5.0, 8.0)},
         }
-    return {"source": source, "rounds": rounds, "levels": levels, "ratios": rows}
+    return {"source": source, "rounds": rounds, "method": dict(method or {}), "levels": levels, "ratios": rows}
 
 
 def processes_for(half_width_pct: float, between_sd_log: float, round_sd_log: float, rounds: int) -> int | None:

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from ...analysis import rerun
 from ...analysis.rerun import calibrate
 from ...runs import Outcome, stored_run
 from ...spec import CalibrationSpec
@@ -46,6 +47,6 @@ def run_calibration(spec: CalibrationSpec, store: Store, say: Callable[[str], No
             outcome.status, outcome.error = "failed", str(e)
         else:
             when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-            cal = calibrate(docs, f"calibration run {run_id} ({when})", spec.rounds)
+            cal = calibrate(docs, f"calibration run {run_id} ({when})", spec.rounds, rerun.method_of(sweep.to_dict()))
             store.put_artifact(run_id, ARTIFACT, cal)
     return outcome

@@ -215,6 +215,8 @@ def _run(
         store.update_run(run_id, copy_gbps=ladder.top_gbps if ladder else None, idle_power_w=idle_w, extra=extra)
         calibration, calibration_note = rerun.calibration_for(store, machine, provenance.versions())
         extra["rerun"] = {"calibration": calibration["source"] if calibration else None, "note": calibration_note}
+        # the baseline's time says something about the machine's state only when measured as the calibration was
+        same_method = bool(calibration) and calibration.get("method") == rerun.method_of(spec.to_dict())
         ctx = Context(
             spec,
             device,
@@ -226,7 +228,7 @@ def _run(
             sampler=sensors.sampler,
             trace_dir=store.path.parent / "traces" / f"run{run_id}",
             ladder=ladder,
-            judge_group=lambda results: judge_group(results, calibration),
+            judge_group=lambda results: judge_group(results, calibration, same_method),
         )
         done = 0
         for group in groups_of(spec):
@@ -248,19 +250,22 @@ def _run(
     return outcome
 
 
-def judge_group(results: list[PointResult], calibration: dict[str, Any] | None) -> None:
+def judge_group(results: list[PointResult], calibration: dict[str, Any] | None, same_method: bool = False) -> None:
     """A timed group against the machine's calibration, before it is stored: each candidate's rerun interval
-    (where a rerun's ratio is expected, its parts kept); a baseline beyond the calibrated range of its shape
-    says the machine changed state, and the group's points are then never ``ok``."""
+    (where a rerun's ratio is expected, its parts kept); a baseline beyond the calibrated range of its shape,
+    dtype and mode (measured as the calibration was) says the machine changed state, and the group's points
+    are then never ``ok``."""
     changed = None
     for res in results:
-        if res.p50_us is None:
+        is_baseline = res.ratio == res.ratio_lo == res.ratio_hi == 1.0
+        if res.p50_us is None or not is_baseline or not (calibration and same_method):
             continue
-        if res.ratio is not None and res.ratio == 1.0 and res.ratio_lo == 1.0 and calibration:
-            level = calibration["levels"].get(res.roofline_level or "")
-            changed = changed or rerun.state_changed(res.p50_us, level, f"{res.tokens}x{res.hidden}")
+        level = calibration["levels"].get(res.roofline_level or "")
+        key = rerun.shape_key(res.tokens, res.hidden, res.dtype, res.mode)
+        changed = changed or rerun.state_changed(res.p50_us, level, key)
     for res in results:
-        if res.ratio is not None and res.ratio_lo is not None and res.ratio_hi is not None and res.rounds:
+        timed_ratio = res.ratio is not None and res.ratio_lo is not None and res.ratio_hi is not None
+        if timed_ratio and res.rounds and not res.ratio == res.ratio_lo == res.ratio_hi == 1.0:
             interval = Ratio(res.ratio, res.ratio_lo, res.ratio_hi, "paired rounds")
             between = rerun.between_for({"roofline_level": res.roofline_level}, calibration)
             res.extra["rerun"] = rerun.rerun_interval(interval, between, res.rounds).to_dict()
