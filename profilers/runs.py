@@ -43,9 +43,10 @@ def sigterm_cancels() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def first_line(e: BaseException) -> str:
-    """An error as a run's one-line reason."""
-    return (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0]
+def first_line(exc: BaseException) -> str:
+    """An error as one line (a run's or a point's reason): its type and the first line of its text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from .noise import CI_LEVEL, Ratio, expanded_alpha
+from .noise import CI_LEVEL, Ratio, expanded_alpha, paired_ratio, seed_for, shared_rounds
 from .stats import Z95, t_quantile
 
 
@@ -166,8 +166,6 @@ def calibrate(
     between-run sd of log ratios (each candidate against LayerNorm native, pooled over the level's candidates),
     the per-round sd they came with, the baseline's p50 per run (a later run outside that range met the machine
     in another state), and the processes a target half-width needs at the calibrated rounds."""
-    from .noise import paired_ratio, seed_for, shared_rounds
-
     per: dict[tuple, dict[str, list]] = {}  # (group, variant, impl) → logs, sds, per-round log sds
     base_p50: dict[tuple, list[float]] = {}
     level_of_group: dict[tuple, str] = {}

@@ -71,10 +71,11 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     print(f"calibration run {outcome.run_id}: {spec.runs} runs, {spec.spread_s:g} s apart, {spec.rounds} rounds each")
-    print(f"{'level':<6} {'between-run sd':>15} {'per-round sd':>13}  processes for ±2% / ±5% / ±8%")
-    for name, lv in sorted(doc["levels"].items()):
-        counts = " / ".join(str(lv["processes_for"][k] or ">16") for k in ("2.0", "5.0", "8.0"))
-        print(f"{name:<6} {100 * lv['between_sd_log']:>14.2f}% {100 * lv['round_sd_log']:>12.2f}%  {counts}")
+    from ..report.calibration import level_rows
+
+    rows = level_rows(doc)  # the report's and the Hardware page's table
+    for row in rows:
+        print("  ".join(f"{k}: {v}" for k, v in row.items()))
     if not doc["levels"]:
         raise UsageError("the calibration measured no ratio: every point failed or was skipped (see `profilers runs`)")
     return 0

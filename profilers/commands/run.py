@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -204,7 +202,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
     from ..jobs import device_lock
     from ..measure.machine import provenance
-    from ..measure.sweep.processes import ProcessFailed, merge, run_processes
+    from ..measure.sweep.processes import ProcessFailed, merge, progress_recorder, run_processes
 
     n, per_process = spec.processes, len(spec.points())
     kept_none = "a run over processes keeps no points unless all of them completed"
@@ -214,11 +212,7 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
             spec, provenance.machine(spec.device), provenance.versions(), n * per_process, label=a.label
         )
 
-        def progress(k: int, done: int) -> None:
-            with contextlib.suppress(sqlite3.Error):  # a busy store delays the bar, never the run
-                store.update_run(
-                    run_id, extra={"progress": {"process": k + 1, "of": n, "points_done": k * per_process + done}}
-                )
+        progress = progress_recorder(store, run_id, n, per_process)
 
         cancelled = f"{CANCELLED_BY_USER} while its processes ran: {kept_none}"
         with stored_run(store, outcome := Outcome(run_id), cancelled=cancelled, failed=kept_none, reraise=False):

@@ -17,7 +17,10 @@ def level_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
         rows.append(
             {
                 "level": name,
-                "between-run sd": f"{100 * lv['between_sd_log']:.2f}%",
+                # the spread of the runs less what their own errors explain, clamped at 0: no more than they explain
+                "between-run sd": f"{100 * lv['between_sd_log']:.2f}%"
+                if lv["between_sd_log"] > 0
+                else "none beyond the runs' own error",
                 "per-round sd": f"{100 * lv['round_sd_log']:.2f}%",
                 "runs": str(lv["runs"]),
                 "processes for ±2% / ±5% / ±8%": " / ".join(str(need.get(k) or ">16") for k in ("2.0", "5.0", "8.0")),

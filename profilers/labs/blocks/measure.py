@@ -40,7 +40,8 @@ from ...measure.models.blocks import (
 )
 from ...measure.models.stack import StackConfig, build_stack, make_optimizer, train_step
 from ...measure.subjects.gate import Errors, Verdict, classify, errors_vs_reference
-from ...measure.sweep.point import Context, first_line, measure_energy, release, sync
+from ...measure.sweep.point import Context, measure_energy, release, sync
+from ...runs import first_line
 from ...store.records import PointResult
 from .spec import STEP_MODE, BlockPoint, BlockSweepSpec
 

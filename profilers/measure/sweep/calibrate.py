@@ -7,8 +7,6 @@ are the runs over processes' own (``processes.py``): each a fresh ``python -m pr
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -18,7 +16,7 @@ from ...runs import Outcome, stored_run
 from ...spec import CalibrationSpec
 from ...store import Store
 from ..machine import provenance
-from .processes import ProcessFailed, run_processes
+from .processes import ProcessFailed, progress_recorder, run_processes
 from .runner import preflight
 
 ARTIFACT = "calibration"
@@ -34,11 +32,7 @@ def run_calibration(spec: CalibrationSpec, store: Store, say: Callable[[str], No
         kind="calibration",
     )  # fmt: skip
 
-    def progress(k: int, done: int) -> None:
-        with contextlib.suppress(sqlite3.Error):  # a busy store delays the bar, never the calibration
-            store.update_run(
-                run_id, extra={"progress": {"process": k + 1, "of": spec.runs, "points_done": k * per_run + done}}
-            )
+    progress = progress_recorder(store, run_id, spec.runs, per_run)
 
     with stored_run(store, outcome := Outcome(run_id), reraise=False):
         try:

@@ -21,6 +21,7 @@ import torch
 
 from ...analysis.roofline import Ladder, bytes_moved, cache_level, gbps, roofline_pct
 from ...catalog import DTYPES, Config, reduced_elements, unsupported_reason
+from ...runs import first_line
 from ...sensors.sampler import Sampler
 from ...spec import Point, SweepSpec
 from ...store.records import PointResult
@@ -71,11 +72,6 @@ class Prepared:
         """Timed calls of a compiled point must not recompile; if one does, it fails the point."""
         with compiling.steady_state() if self.compiled else contextlib.nullcontext():
             yield
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def failure(p: Point, ctx: Context, exc: BaseException) -> PointResult:

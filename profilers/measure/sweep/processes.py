@@ -22,6 +22,7 @@ Nothing here imports torch: the processes run the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -114,6 +115,19 @@ def run_processes(
             with Store(child_db) as s:
                 docs.append(export_run(s, 1))
     return docs
+
+
+def progress_recorder(store: Store, run_id: int, n: int, per_process: int) -> Callable[[int, int], None]:
+    """``on_progress`` for ``run_processes`` that writes the processes' progress on the run the user follows
+    (the dashboard's Run page reads it); a busy store delays the bar, never the run."""
+
+    def record(k: int, done: int) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            store.update_run(
+                run_id, extra={"progress": {"process": k + 1, "of": n, "points_done": k * per_process + done}}
+            )
+
+    return record
 
 
 def _points_in(db: Path) -> int | None:
