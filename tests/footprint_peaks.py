@@ -1,14 +1,20 @@
 """Resident-set peaks of sweep points, each in a forked child of this fresh process (run by test_footprint).
 
 A fresh interpreter set to one thread before any op: a child forked from a process whose OpenMP pool ever had
-more threads (as pytest's has, after other tests) can hang in that pool. Reads the points as JSON on stdin,
-writes one JSON object per point on stdout.
+more threads (as pytest's has, after other tests) can hang in that pool. The compiler compiles in-process for the
+same reason: a child forked after its worker pool started waits forever on workers it does not have. Reads the
+points as JSON on stdin, writes one JSON object per point on stdout; a child that has not answered in
+CHILD_TIMEOUT_S is killed and reported, so a hang fails in minutes with its point named.
 """
 
 import json
 import os
 import resource
+import select
+import signal
 import sys
+
+os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # before torch is imported: no compile worker pool to fork
 
 import torch
 
@@ -46,7 +52,16 @@ def start_child(p: Point) -> tuple[int, int]:
     return pid, r
 
 
+CHILD_TIMEOUT_S = 240.0
+
+
 def collect(pid: int, r: int) -> dict:
+    ready, _, _ = select.select([r], [], [], CHILD_TIMEOUT_S)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+        raise SystemExit(f"a child gave no answer in {CHILD_TIMEOUT_S:.0f} s: killed")
     data = os.read(r, 4096)
     os.close(r)
     os.waitpid(pid, 0)
@@ -63,7 +78,11 @@ def main() -> None:
         batch = points[i : i + at_once]
         children = [start_child(Point(**d)) for d in batch]
         for d, (pid, r) in zip(batch, children):
-            print(json.dumps({**collect(pid, r), "point": d}), flush=True)
+            try:
+                got = collect(pid, r)
+            except SystemExit as e:
+                raise SystemExit(f"{e} ({Point(**d).describe()})") from None
+            print(json.dumps({**got, "point": d}), flush=True)
 
 
 if __name__ == "__main__":
