@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format gpu-check corpus clean
+.PHONY: install run test lint format gpu-check device-wheels corpus clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ corpus: install
 
 gpu-check:
 	bash scripts/gpu_check.sh
+
+# wheels the device machine (Python 3.12, no registry) lacks, carried there in .whl/ by the GPU scripts' callers
+device-wheels: install
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	    --platform manylinux2014_x86_64 -d .whl "SQLAlchemy>=2.1,<2.2"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

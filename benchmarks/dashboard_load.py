@@ -78,9 +78,8 @@ def fill(db: Path) -> None:
                         timing_method="cpu_blocks",
                     )
                 )
-            with s.con:
-                for seq, p in enumerate(rows):
-                    s.add_point(rid, seq, p)
+            for seq, p in enumerate(rows):
+                s.add_point(rid, seq, p)
             s.finish_run(rid, "completed")
 
 

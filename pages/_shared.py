@@ -11,7 +11,7 @@ import streamlit as st
 from profilers import jobs
 from profilers.report.labels import na
 from profilers.spec import SpecError, SweepSpec, default_cpu_spec
-from profilers.store import Store, StoreError, default_db_path, reference
+from profilers.store import Store, StoreError, default_db_path, locate, reference
 
 
 def _route_through_app() -> None:
@@ -38,8 +38,19 @@ def _route_through_app() -> None:
 _route_through_app()
 
 
-def db_path() -> Path:
+def db_path() -> str:
+    """The store's address (a file path or a database URL: never shown, it may hold a password)."""
     return default_db_path()
+
+
+def store_name() -> str:
+    """The store as a page may show it: the path, or the URL with its password masked."""
+    return locate(db_path()).display
+
+
+def local_dir() -> Path:
+    """This machine's folder beside the store (profiles, job files)."""
+    return locate(db_path()).local_dir
 
 
 def open_store() -> Store:
@@ -69,7 +80,7 @@ def devices() -> list[str]:
 
 def sidebar() -> None:
     with st.sidebar:
-        st.caption(f"Store: `{db_path()}`")
+        st.caption(f"Store: `{store_name()}`")
         st.caption("Devices: " + " · ".join(devices()))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pages._shared import db_path, lab_live_panel, open_store, run_label, start_lab_job
+from pages._shared import db_path, lab_live_panel, local_dir, open_store, run_label, start_lab_job
 from profilers.labs.drift import plots as plots_drift
 from profilers.labs.drift.analysis import COMPONENT_HELP, calibration_spread
 from profilers.labs.drift.spec import DEFAULT_LEVELS, DEMO_SETS, DriftSpec, parse_args, parse_levels
@@ -76,7 +76,7 @@ with st.expander("Start", expanded=not runs, icon=":material/add_circle:"):
         p1, p2 = st.columns(2)
         model = p1.text_input("Model", "demo", key="p-model")
         args = p1.text_input("Arguments (KEY=VALUE, comma separated)", "", key="p-args")
-        out = p2.text_input("Profile file to write", str(db_path().parent / "drift-profile.json"), key="p-out")
+        out = p2.text_input("Profile file to write", str(local_dir() / "drift-profile.json"), key="p-out")
         p_alpha = p2.number_input("False-alarm rate α", 0.01, 0.25, 0.05, step=0.01, format="%.2f", key="p-alpha")
         try:
             profile_spec = DriftSpec(
@@ -97,7 +97,7 @@ with st.expander("Start", expanded=not runs, icon=":material/add_circle:"):
             "data. With the demo model try `set=code`, `set=prose` or `set=corrupt, level=0.1`."
         )
         c1, c2 = st.columns(2)
-        prof = c1.text_input("Profile file", str(db_path().parent / "drift-profile.json"), key="c-prof")
+        prof = c1.text_input("Profile file", str(local_dir() / "drift-profile.json"), key="c-prof")
         c_model = c1.text_input("Model", "demo", key="c-model")
         c_args = c2.text_input("Arguments (KEY=VALUE, comma separated)", "set=code", key="c-args")
         check_spec = None

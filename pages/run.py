@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages._shared import db_path, devices, gpu_metrics, open_store, quick_sweep_button, start_sweep
+from pages._shared import db_path, devices, gpu_metrics, open_store, quick_sweep_button, start_sweep, store_name
 from profilers import jobs, registry
 from profilers.analysis.footprint import LIMIT_ENV, cap_available, shape_fit
 from profilers.catalog import IMPLS as IMPLS_INFO
@@ -371,4 +371,4 @@ if spec is not None:
             "Visits taken while the machine was busy are re-measured, then flagged."
         )
 
-st.caption(f"Workers write to `{db_path()}`; the server never measures in its own process.")
+st.caption(f"Workers write to `{store_name()}`; the server never measures in its own process.")

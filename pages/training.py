@@ -78,7 +78,10 @@ with st.expander("New training grid", expanded=False):
         if st.button("Start", type="primary", key="train-start", disabled=not have_corpus):
             busy = jobs.device_busy(db_path(), spec.device)
             if busy:
-                st.warning(f"Something is already measuring on {spec.device} (pid {busy}). Wait for it or cancel it.")
+                st.warning(
+                    f"Something is already measuring on {spec.device} (pid {busy['pid']}, "
+                    f"{busy.get('purpose') or 'a sweep'}). Wait for it or cancel it."
+                )
             else:
                 job = jobs.start(spec, db_path(), command=("training", "run"))
                 st.session_state["train_job_pid"] = job.pid

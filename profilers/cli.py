@@ -13,12 +13,12 @@ import sys
 from typing import NoReturn
 
 from . import registry
-from .commands import corpus, machine, runs
+from .commands import corpus, machine, runs, store
 from .commands.base import EXIT_USAGE, PROG, UsageError
 from .spec import SpecError
 from .store import StoreError
 
-CORE_COMMANDS = (runs, machine, corpus)
+CORE_COMMANDS = (runs, machine, corpus, store)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .spec import SpecError, SweepSpec
-from .store import Store
+from .store import Store, locate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,11 +76,23 @@ def status_path(spec_path: Path) -> Path:
     return spec_path.with_suffix(".status.json")
 
 
-def argv(spec_path: Path, db: Path, command: tuple[str, ...] = ("run",)) -> list[str]:
-    return [sys.executable, "-m", "profilers", *command, "--spec", str(spec_path), "--db", str(db)]
+def argv(spec_path: Path, db: str | Path, command: tuple[str, ...] = ("run",)) -> list[str]:
+    """The worker's command line. A database URL is not on it (another user's ``ps`` would show its
+    password): the worker finds it in ``$NORMSCOPE_DB`` (``worker_env``)."""
+    where = locate(db)
+    base = [sys.executable, "-m", "profilers", *command, "--spec", str(spec_path)]
+    return [*base, "--db", where.target] if where.is_file else base
 
 
-def start(spec: Any, db: Path, command: tuple[str, ...] = ("run",)) -> Job:
+def worker_env(db: str | Path) -> dict[str, str]:
+    where = locate(db)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if not where.is_file:
+        env["NORMSCOPE_DB"] = where.target
+    return env
+
+
+def start(spec: Any, db: str | Path, command: tuple[str, ...] = ("run",)) -> Job:
     """Start ``python -m profilers COMMAND --spec FILE`` for ``spec`` (a SweepSpec or a lab's spec: anything
     with ``to_dict()``); returns at once. The worker refuses a busy device itself.
 
@@ -88,7 +100,7 @@ def start(spec: Any, db: Path, command: tuple[str, ...] = ("run",)) -> Job:
     line; a death by a signal (the kernel's OOM killer, a kill, a crash) is written on the run as its
     reason, and whatever the worker left running in its session is killed so no lock stays held.
     """
-    jobs_dir = db.parent / "jobs"
+    jobs_dir = locate(db).local_dir / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     spec_path = jobs_dir / f"spec-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"
@@ -102,7 +114,7 @@ def start(spec: Any, db: Path, command: tuple[str, ...] = ("run",)) -> Job:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=worker_env(db),
         )
     job = Job(proc.pid, spec_path, log_path)
     threading.Thread(target=_watch, args=(proc, job, db), name=f"watch-{proc.pid}", daemon=True).start()
@@ -152,7 +164,7 @@ def _oom_line(pid: int, kernel_log: str | None) -> str | None:
     return None
 
 
-def _watch(proc: subprocess.Popen, job: Job, db: Path) -> None:
+def _watch(proc: subprocess.Popen, job: Job, db: str | Path) -> None:
     rc = proc.wait()
     reason = exit_reason(rc, proc.pid)
     record: dict[str, Any] = {"pid": proc.pid, "returncode": rc, "finished_at": time.time(), "reason": reason}
@@ -180,12 +192,12 @@ def ending_of(spec_path: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def recent_endings(db: Path, within_s: float = 3600.0) -> list[dict[str, Any]]:
+def recent_endings(db: str | Path, within_s: float = 3600.0) -> list[dict[str, Any]]:
     """Workers started from this store that were refused or killed in the last ``within_s``, newest first,
     not yet dismissed; each with its spec file, so a page can show the one line after a reload."""
     out = []
     now = time.time()
-    for path in sorted((db.parent / "jobs").glob("*.status.json"), reverse=True):
+    for path in sorted((locate(db).local_dir / "jobs").glob("*.status.json"), reverse=True):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -249,8 +261,8 @@ def visible_devices(nvml: Any = None) -> list[str]:
 
 def run_of(store: Store, pid: int) -> dict[str, Any] | None:
     """The run a worker created, found by its pid (newest first)."""
-    row = store.con.execute("SELECT id FROM runs WHERE pid=? ORDER BY id DESC LIMIT 1", (pid,)).fetchone()
-    return store.get_run(int(row["id"])) if row else None
+    run_id = store.run_of_pid(pid)
+    return store.get_run(run_id) if run_id is not None else None
 
 
 def active_runs(store: Store) -> list[dict[str, Any]]:
@@ -279,51 +291,38 @@ def log_tail(log_path: Path, lines: int = 5) -> str:
 
 
 # -- one sweep per device ------------------------------------------------------------------
-def lock_path(db_path: Path, device: str) -> Path:
-    return db_path.parent / f".normscope-{device.replace(':', '')}.lock"
-
-
 @contextlib.contextmanager
-def device_lock(db_path: Path, device: str) -> Iterator[None]:
-    """One sweep per device at a time: two sweeps on one device would time each other.
+def device_lock(store: Store, device: str, purpose: str = "another sweep") -> Iterator[None]:
+    """One sweep per device at a time, across every process and machine sharing ``store``: two sweeps on one
+    device would time each other. A lease in the store (``store/leases.py``), renewed while the block runs;
+    a killed sweep's lease is taken over at once on its own host and lapses after its lifetime elsewhere.
+    A busy device is a SpecError (the CLI's refusal, exit 2) naming the holder."""
+    from .store import leases
 
-    An exclusive flock held for the life of the process; the kernel releases it
-    when the process dies, so a killed sweep never leaves the device locked.
-    """
-    import fcntl
-
-    path = lock_path(db_path, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise SpecError(
-            f"device {device} is busy: another sweep (pid {holder}) is measuring on it; wait for it or cancel it"
-        ) from None
+        with leases.held(store, device, purpose):
+            yield
+    except leases.DeviceBusy as e:
+        raise SpecError(str(e)) from None
+
+
+def device_busy(db: str | Path, device: str) -> dict[str, Any] | None:
+    """The live lease on ``device`` of this host in the store ``db`` (pid, host, purpose), or None when free
+    (a lease of a process that is gone counts as free)."""
+    import socket
+
+    from .store import StoreError, leases
+
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+        with Store(db, readonly=True) as store:
+            rows = leases.holders(store, device, socket.gethostname())
+    except StoreError:
+        return None  # no store yet: nothing holds anything
+    live = [r for r in rows if _alive_pid(r["pid"], r["pid_started"])]
+    return live[0] if live else None
 
 
-def device_busy(db_path: Path, device: str) -> int | None:
-    """The pid holding ``device``'s lock, or None when it is free."""
-    import fcntl
+def _alive_pid(pid: int | None, started: float | None) -> bool:
+    from .store.db import _alive
 
-    path = lock_path(db_path, device)
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else -1
-    finally:
-        os.close(fd)
-    return None
+    return _alive(pid, started)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .store import Store
+from .store import Store, StoreError
 
 CANCELLED_BY_USER = "cancelled by the user"
 
@@ -89,7 +89,13 @@ def stored_run(
         outcome.status, outcome.error = "cancelled", cancelled
     except Exception as e:
         outcome.status, outcome.error = "failed", first_line(e) + (f"; {failed}" if failed else "")
-        store.finish_run(outcome.run_id, outcome.status, outcome.error)
+        try:
+            store.finish_run(outcome.run_id, outcome.status, outcome.error)
+        except StoreError as gone:  # the store itself went away: say so, and what it still holds
+            raise StoreError(
+                f"{first_line(gone)}; run {outcome.run_id} stopped: the points committed before are kept, and the "
+                "run is marked interrupted when the store is next opened on this host"
+            ) from None
         if reraise:
             raise
         return

@@ -1,7 +1,15 @@
-# Sourced by the GPU scripts: repository root, $OUT, $PY, unbuffered Python. Installs nothing.
+# Sourced by the GPU scripts: repository root, $OUT, $PY, unbuffered Python. Installs nothing from a network:
+# what the device machine lacks (SQLAlchemy, the store's SQL layer) comes as wheels carried in .whl/
+# (`make device-wheels` here), unpacked into a scratch folder put on PYTHONPATH.
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 OUT="${OUT:-./out}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"  # absolute: steps run from other folders
 PY="$(command -v "${PYTHON:-python3}")" || { echo "no python: set PYTHON" >&2; exit 1; }
 export PYTHONUNBUFFERED=1
+if ! "$PY" -c "import sqlalchemy" 2>/dev/null; then
+    ls .whl/*.whl >/dev/null 2>&1 || { echo "SQLAlchemy is missing: run \`make device-wheels\` and carry .whl" >&2; exit 1; }
+    SITE="${TMPDIR:-/tmp}/normscope-site"
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" .whl/*.whl || exit 1
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi

@@ -82,3 +82,35 @@ def measure_one(p, ctx):
 
     (result,) = measure_group([p], ctx)
     return result
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the session (``tests/pg.py``); skipped where the server is not
+    installed, an error instead when NORMSCOPE_REQUIRE_POSTGRES=1 (as in CI)."""
+    import pg
+
+    why = pg.unavailable()
+    if why:
+        if os.environ.get("NORMSCOPE_REQUIRE_POSTGRES") == "1":
+            raise RuntimeError(f"NORMSCOPE_REQUIRE_POSTGRES=1 but {why}")
+        pytest.skip(why)
+    cluster = pg.Cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    """The URL of a new, empty database of the session's cluster (no NormScope tables yet)."""
+    return pg_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path) -> str:
+    """A store of either back end, created and at the current schema: a file path or a database URL."""
+    from profilers.store import Store
+
+    where = str(tmp_path / "s.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    Store(where, migrate=True).close()
+    return where

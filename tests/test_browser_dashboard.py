@@ -86,7 +86,11 @@ def test_oom_guard_skips_what_does_not_fit_and_a_killed_worker_says_why(tmp_path
 
 def test_a_refused_sweep_shows_one_line_that_survives_a_reload(tmp_path, browser):
     db = tmp_path / "results.db"
-    with serve(db, env={"NORMSCOPE_REFERENCE_DIR": str(tmp_path / "none")}) as base, jobs.device_lock(db, "cpu"):
+    with (
+        serve(db, env={"NORMSCOPE_REFERENCE_DIR": str(tmp_path / "none")}) as base,
+        Store(db) as holder,
+        jobs.device_lock(holder, "cpu"),
+    ):
         page = _open(browser, base, "Run a sweep")
         _custom_sweep(page, "64x256", "10")
         page.get_by_role("button", name="Start", exact=True).click()

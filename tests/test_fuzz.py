@@ -54,8 +54,7 @@ def export_doc(tmp_path_factory) -> dict:
 
 
 def _counts(store: Store) -> tuple[int, int, int]:
-    c = store.con
-    return tuple(c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("runs", "points", "artifacts"))
+    return tuple(store.query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"] for t in ("runs", "points", "artifacts"))
 
 
 def _one_line(e: Exception) -> None:

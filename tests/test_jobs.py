@@ -38,7 +38,7 @@ def test_worker_runs_apart_holds_the_device_and_cancels_cleanly(tmp_path):
     job = jobs.start(LONG, db)
     run = _wait(db, job.pid, 2)
     assert run["status"] == "running" and run["pid"] == job.pid
-    assert device_busy(db, "cpu") == job.pid  # a second sweep on cpu would be refused
+    assert device_busy(db, "cpu")["pid"] == job.pid  # a second sweep on cpu would be refused
     with Store(db) as s:
         assert [r["id"] for r in jobs.active_runs(s)] == [run["id"]]
     assert jobs.cancel(run)

@@ -171,8 +171,7 @@ def test_empty_store_explains_and_offers_quick_sweep(name, tmp_path, monkeypatch
 def test_interrupted_run_is_shown_as_such(one_run, monkeypatch):
     db = one_run
     with Store(db) as s:
-        s.con.execute("UPDATE runs SET status='running', pid=?, pid_started=1.0", (2**22 + 7,))
-        s.con.commit()
+        s.execute("UPDATE runs SET status='running', pid=:pid, pid_started=1.0", pid=2**22 + 7)
     at = page("pages/runs.py", db, monkeypatch)
     assert any("interrupted" in w.value for w in at.warning)
 

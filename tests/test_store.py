@@ -56,7 +56,7 @@ def _run(store: Store, n_points: int = 2, status: str = "completed") -> int:
 def test_schema_version_and_wal(tmp_path):
     with Store(tmp_path / "s.db") as s:
         assert s.schema_version == SCHEMA_VERSION
-        assert s.con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
 
 
 def test_points_round_trip_with_units_and_none(tmp_path):
@@ -82,8 +82,7 @@ def test_running_run_of_dead_process_is_marked_interrupted(tmp_path):
         rid = s.create_run(SPEC, {}, {}, 3)
         s.add_point(rid, 0, _point())
         # pretend a process that no longer exists owned it
-        s.con.execute("UPDATE runs SET pid=?, pid_started=? WHERE id=?", (2**22 + 12345, 1.0, rid))
-        s.con.commit()
+        s.execute("UPDATE runs SET pid=:pid, pid_started=1.0 WHERE id=:id", pid=2**22 + 12345, id=rid)
     with Store(path) as s:
         run = s.get_run(rid)
         assert run["status"] == "interrupted" and run["points_done"] == 1
@@ -177,10 +176,11 @@ def test_import_rejects_malformed_files_and_changes_nothing(tmp_path, mutate, me
     doc = _valid_doc(tmp_path)
     mutate(doc)
     with Store(tmp_path / "target.db") as s:
-        before = s.con.execute("SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM points)").fetchone()
+        counts = "SELECT (SELECT COUNT(*) FROM runs) AS r, (SELECT COUNT(*) FROM points) AS p"
+        before = tuple(s.query(counts)[0].values())
         with pytest.raises(StoreError, match=message):
             import_run(s, doc)
-        after = s.con.execute("SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM points)").fetchone()
+        after = tuple(s.query(counts)[0].values())
         assert tuple(before) == tuple(after) == (0, 0)
 
 
@@ -199,12 +199,18 @@ def test_delete_and_label(tmp_path):
 
 
 def test_v1_store_is_migrated_keeping_its_points(tmp_path):
+    from sqlalchemy import create_engine
+
     from profilers.store import schema as store_mod
+    from profilers.store.backend import SQLITE
 
     path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as c:
+        store_mod._v1(c, SQLITE)
+        c.exec_driver_sql("PRAGMA user_version=1")
+    engine.dispose()
     con = sqlite3.connect(path)
-    store_mod._v1(con)
-    con.execute("PRAGMA user_version=1")
     con.execute(
         "INSERT INTO runs (uid, status, created_at, spec_json, machine_json, versions_json) VALUES (?,?,?,?,?,?)",
         ("u1", "completed", "2026-01-01T00:00:00+00:00", SPEC.to_json(), "{}", "{}"),
@@ -219,7 +225,7 @@ def test_v1_store_is_migrated_keeping_its_points(tmp_path):
         assert s.schema_version == SCHEMA_VERSION
         (p,) = s.points(1)
         assert p["p50_us"] == 2.5 and p["energy_mj_per_call"] is None and p["kernels_per_call"] is None
-        cols = {r[1] for r in s.con.execute("PRAGMA table_info(points)")}
+        cols = {r["name"] for r in s.query("PRAGMA table_info(points)")}
         from profilers.store.schema import POINT_COLUMNS
 
         assert set(POINT_COLUMNS) <= cols

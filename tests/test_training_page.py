@@ -78,4 +78,4 @@ def test_start_runs_the_grid_in_a_worker_not_in_the_page(tmp_path, monkeypatch):
     at.button(key="train-start").click().run()
     ((spec, db, command),) = started
     assert command == ("training", "run") and isinstance(spec, TrainingSpec) and spec.preset == "quick"
-    assert db == tmp_path / "empty.db"
+    assert db == str(tmp_path / "empty.db")

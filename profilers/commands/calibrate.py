@@ -60,7 +60,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"calibrate: {line}", file=sys.stderr, flush=True)
 
-    with Store(a.db) as store, device_lock(store.path, spec.device):
+    with Store(a.db) as store, device_lock(store, spec.device):
         outcome = run_calibration(spec, store, say)
         doc = store.artifact(outcome.run_id, ARTIFACT) if outcome.status == "completed" else None
     if doc is None:

@@ -192,10 +192,10 @@ def cmd_run(a: argparse.Namespace) -> int:
             sys.stderr.write(("\r\033[K" if tty else "") + line + "\n")
         sys.stderr.flush()
 
-    with Store(a.db) as store, device_lock(store.path, spec.device):
+    with Store(a.db) as store, device_lock(store, spec.device):
         outcome = run_sweep(spec, store, progress=progress, label=a.label)
         run = store.get_run(outcome.run_id)
-    _report_run(a, spec, store.path, run, "", [_point_json(r) for r in outcome.results])
+    _report_run(a, spec, store.where, run, "", [_point_json(r) for r in outcome.results])
     return outcome.exit_code
 
 
@@ -206,7 +206,7 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
 
     n, per_process = spec.processes, len(spec.points())
     kept_none = "a run over processes keeps no points unless all of them completed"
-    with Store(a.db) as store, device_lock(store.path, spec.device):  # the processes use scratch stores
+    with Store(a.db) as store, device_lock(store, spec.device):  # the processes use scratch stores
         # the run the user follows (dashboard, Runs): running with the processes' progress, filled at the end
         run_id = store.create_run(
             spec, provenance.machine(spec.device), provenance.versions(), n * per_process, label=a.label
@@ -236,7 +236,7 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
             return outcome.exit_code
         stored = store.get_run(run_id)
         stored_points = store.points(run_id)
-        path = store.path
+        path = store.where
     _report_run(a, spec, path, stored, f" over {n} processes", [_stored_point_json(p) for p in stored_points])
     return 0
 

@@ -1,10 +1,12 @@
-"""SQLite store: runs with provenance, points committed one by one (reads and writes).
+"""The store: runs with provenance, points committed one by one (reads and writes), on SQLite or PostgreSQL.
 
-Crash safety comes from SQLite itself (WAL journal, one commit per point): a
-process killed mid-sweep leaves every finished point readable. A run whose
-process died while "running" is marked "interrupted" the next time a store is
-opened on the same host. Older stores are migrated (``schema.py``), newer ones
-refused; moving runs between machines is ``exchange.py``.
+Crash safety comes from the database (one transaction per point; SQLite in WAL mode): a process killed
+mid-sweep leaves every finished point readable. A run whose process died while "running" is marked
+"interrupted" the next time a store is opened on the same host. A SQLite file is created and migrated when
+opened; a PostgreSQL database is shared, so it is created and upgraded only by ``migrate`` (``profilers store
+migrate URL``), and a store of a newer schema is refused either way. The SQL is written once for both back
+ends (SQLAlchemy Core text with named parameters); what differs lives in ``backend.Dialect``. Moving runs
+between machines is ``exchange.py``; between stores, ``copy.py``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ import json
 import math
 import os
 import socket
-import sqlite3
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import registry
-from .records import PointResult
-from .schema import MIGRATIONS, POINT_COLUMNS, RUN_STATUSES, SCHEMA_VERSION
+from sqlalchemy import Connection, bindparam, exc, text
 
-DEFAULT_DB = Path(__file__).resolve().parent.parent.parent / "data" / "results.db"
+from .. import registry
+from .backend import DEFAULT_DB, SQLITE, Location, StoreError, explain, locate, open_engine
+from .records import PointResult
+from .schema import MIGRATIONS, POINT_COLUMNS, RUN_RECORD_VERSION, RUN_STATUSES, SCHEMA_VERSION
+
+__all__ = ["DEFAULT_DB", "Store", "StoreError", "default_db_path", "now_iso"]
 
 
 class RunSpec(Protocol):
@@ -35,17 +40,14 @@ class RunSpec(Protocol):
     def to_json(self) -> str: ...
 
 
-class StoreError(ValueError):
-    """A store or file problem the user can fix; the message names the fix."""
-
-
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def default_db_path() -> Path:
-    env = os.environ.get("NORMSCOPE_DB")
-    return Path(env) if env else DEFAULT_DB
+def default_db_path() -> str:
+    """The store a command or page uses when none is named: ``$NORMSCOPE_DB`` (a path or a URL) or the file
+    data/results.db."""
+    return os.environ.get("NORMSCOPE_DB") or str(DEFAULT_DB)
 
 
 def _process_start(pid: int) -> float | None:
@@ -71,79 +73,197 @@ def _alive(pid: int | None, started: float | None) -> bool:
 
 
 class Store:
-    """One SQLite file. Every write commits before returning."""
+    """One store (a SQLite file or a PostgreSQL database). Every write commits before returning.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, readonly: bool = False) -> None:
-        self.path = Path(path) if path is not None else default_db_path()
+    ``where`` is any of: a file path, a ``postgresql://`` URL, a ``Location``, or None for the default.
+    ``migrate`` lets a database be created or upgraded on opening (a file always may be).
+    """
+
+    def __init__(
+        self,
+        where: str | os.PathLike[str] | Location | None = None,
+        readonly: bool = False,
+        migrate: bool = False,
+    ) -> None:
+        self.location = locate(where)
         self.readonly = readonly
-        if readonly:
-            if not self.path.exists():
-                raise StoreError(f"no store at {self.path}: run a sweep first or pass --db PATH")
-            uri = f"file:{self.path}?mode=ro"
-            self.con = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
-        else:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.con = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-            except (OSError, sqlite3.Error) as e:
-                raise StoreError(f"cannot open store {self.path}: {e}; pass --db PATH to a writable file") from None
-        self.con.row_factory = sqlite3.Row
-        try:
-            self.con.execute("PRAGMA foreign_keys=ON")
+        self.dialect = self.location.dialect
+        loc = self.location
+        if loc.is_file:
+            path = Path(loc.target)
+            if readonly and not path.exists():
+                raise StoreError(f"no store at {path}: run a sweep first or pass --db PATH")
             if not readonly:
-                self.con.execute("PRAGMA journal_mode=WAL")
-                self.con.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StoreError(f"cannot open store {path}: {e}; pass --db PATH to a writable file") from None
+        self.engine = open_engine(loc, readonly)
+        try:
+            with self._read() as c:
+                current = self._version(c)
+            self._check_version(current, creating=loc.is_file or migrate)
+            if current < SCHEMA_VERSION and not readonly:
+                self.migrate()
             if not readonly:
                 self.mark_interrupted()
-        except sqlite3.DatabaseError as e:
-            self.con.close()
-            raise StoreError(f"{self.path} is not a NormScope store ({e}): pass --db PATH to another file") from None
+        except exc.DBAPIError as e:
+            self.engine.dispose()
+            if loc.is_file and "unable to open" in str(e.orig):
+                raise StoreError(
+                    f"cannot open store {loc.display}: {e.orig}; pass --db PATH to a writable file"
+                ) from None
+            raise StoreError(explain(e, loc)) from None
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     # -- lifecycle -------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        """The store as messages and pages name it (a path, or a URL without its password)."""
+        return self.location.display
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or None for a database."""
+        return self.location.path
+
+    @property
+    def local_dir(self) -> Path:
+        """This machine's folder for the store's side files (traces, job files)."""
+        return self.location.local_dir
+
     def close(self) -> None:
-        self.con.close()
+        self.engine.dispose()
 
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reads: its transaction ends (rolled back) when the block does."""
+        try:
+            with self.engine.connect() as c:
+                yield c
+        except exc.OperationalError as e:
+            raise StoreError(explain(e, self.location)) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back on an error."""
+        if self.readonly:
+            raise StoreError(f"store {self.where} is open read-only: this view cannot change it")
+        try:
+            with self.engine.connect() as c:
+                c.execution_options(writing=True)
+                with c.begin():
+                    yield c
+        except exc.OperationalError as e:
+            raise StoreError(explain(e, self.location)) from None
+
+    def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        """Rows of one read-only SQL statement with named parameters (``:name``), as dicts."""
+        with self._read() as c:
+            return [dict(r) for r in c.execute(text(sql), params).mappings()]
+
+    def execute(self, sql: str, **params: Any) -> int:
+        """One writing SQL statement with named parameters, in its own transaction; the rows it changed."""
+        with self._write() as c:
+            return int(c.execute(text(sql), params).rowcount)
 
     @property
     def schema_version(self) -> int:
-        return int(self.con.execute("PRAGMA user_version").fetchone()[0])
+        with self._read() as c:
+            return self._version(c)
 
-    def _migrate(self) -> None:
-        current = self.schema_version
+    def _version(self, c: Connection) -> int:
+        if self.dialect is SQLITE:
+            return int(c.exec_driver_sql("PRAGMA user_version").scalar_one())
+        if c.exec_driver_sql("SELECT to_regclass('normscope_schema')").scalar_one() is None:
+            return 0
+        return int(c.exec_driver_sql("SELECT version FROM normscope_schema").scalar_one())
+
+    def _set_version(self, c: Connection, version: int) -> None:
+        if self.dialect is SQLITE:
+            c.exec_driver_sql(f"PRAGMA user_version={int(version)}")
+        else:
+            c.exec_driver_sql("UPDATE normscope_schema SET version=%(v)s", {"v": version})
+
+    def _check_version(self, current: int, creating: bool) -> None:
+        where = self.where
         if current > SCHEMA_VERSION:
             raise StoreError(
-                f"store {self.path} has schema v{current}, newer than NormScope's v{SCHEMA_VERSION}: upgrade NormScope"
+                f"store {where} has schema v{current}, newer than NormScope's v{SCHEMA_VERSION}: upgrade NormScope"
             )
-        if current == SCHEMA_VERSION:
+        if current == SCHEMA_VERSION or (self.readonly and current >= RUN_RECORD_VERSION):
             return
         if self.readonly:
-            raise StoreError(f"store {self.path} has schema v{current} and needs migrating: open it writable once")
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            with self.con:
-                MIGRATIONS[version](self.con)
-                self.con.execute(f"PRAGMA user_version={version}")
+            raise StoreError(
+                f"store {where} has schema v{current} and needs upgrading to v{SCHEMA_VERSION}: run "
+                "`python -m profilers store migrate` on it once"
+            )
+        if not creating:
+            what = "has no NormScope tables" if current == 0 else f"has schema v{current}"
+            raise StoreError(
+                f"database {where} {what}: run `python -m profilers store migrate URL` once to "
+                + ("create them" if current == 0 else f"upgrade it to v{SCHEMA_VERSION}")
+            )
+
+    def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the schema to this NormScope's; returns (from, to). Each version is one
+        transaction; on PostgreSQL an advisory lock keeps two migrating clients from racing."""
+        with self._write() as c:
+            if self.dialect is not SQLITE:
+                c.exec_driver_sql("SELECT pg_advisory_xact_lock(7726771)")
+                c.exec_driver_sql("CREATE TABLE IF NOT EXISTS normscope_schema (version INTEGER NOT NULL)")
+                if c.exec_driver_sql("SELECT COUNT(*) FROM normscope_schema").scalar_one() == 0:
+                    c.exec_driver_sql("INSERT INTO normscope_schema (version) VALUES (0)")
+            start = self._version(c)
+        if start > SCHEMA_VERSION:
+            self._check_version(start, creating=True)
+        for version in range(start + 1, SCHEMA_VERSION + 1):
+            with self._write() as c:
+                if self.dialect is not SQLITE:
+                    c.exec_driver_sql("SELECT pg_advisory_xact_lock(7726771)")
+                    if self._version(c) >= version:  # another client got there first
+                        continue
+                MIGRATIONS[version](c, self.dialect)
+                self._set_version(c, version)
+        return start, SCHEMA_VERSION
 
     def mark_interrupted(self) -> list[int]:
         """Runs left 'running' by a dead process on this host become 'interrupted'."""
         host = socket.gethostname()
-        dead = [
-            r["id"]
-            for r in self.con.execute("SELECT id, host, pid, pid_started FROM runs WHERE status='running'")
-            if r["host"] == host and not _alive(r["pid"], r["pid_started"])
-        ]
+        rows = self.query("SELECT id, host, pid, pid_started FROM runs WHERE status='running' AND host=:h", h=host)
+        dead = [r["id"] for r in rows if not _alive(r["pid"], r["pid_started"])]
         if dead:
-            with self.con:
-                self.con.executemany(
-                    "UPDATE runs SET status='interrupted', finished_at=?, error=? WHERE id=?",
-                    [(now_iso(), "the measuring process ended without finishing the run", i) for i in dead],
+            with self._write() as c:
+                c.execute(
+                    text(
+                        "UPDATE runs SET status='interrupted', finished_at=:t, error=:e "
+                        "WHERE id=:id AND status='running'"
+                    ),
+                    [
+                        {"t": now_iso(), "e": "the measuring process ended without finishing the run", "id": i}
+                        for i in dead
+                    ],
                 )
         return dead
+
+    def run_of_pid(self, pid: int) -> int | None:
+        """The newest run created by process ``pid`` on this host, or None."""
+        rows = self.query(
+            "SELECT id FROM runs WHERE pid=:pid AND host=:h ORDER BY id DESC LIMIT 1", pid=pid, h=socket.gethostname()
+        )
+        return int(rows[0]["id"]) if rows else None
+
+    def run_id_of_uid(self, uid: str) -> int | None:
+        rows = self.query("SELECT id FROM runs WHERE uid=:uid", uid=uid)
+        return int(rows[0]["id"]) if rows else None
 
     # -- writing ---------------------------------------------------------------------
     def create_run(
@@ -160,26 +280,22 @@ class Store:
         if kind not in registry.kinds():
             raise ValueError(f"unknown run kind {kind!r}")
         pid = os.getpid()
-        with self.con:
-            cur = self.con.execute(
-                """INSERT INTO runs (uid, status, label, created_at, spec_json, machine_json, versions_json,
-                   points_planned, host, pid, pid_started, kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (
-                    uuid.uuid4().hex,
-                    "running",
-                    label if label is not None else getattr(spec, "label", None),
-                    now_iso(),
-                    spec.to_json(),
-                    json.dumps(machine, sort_keys=True),
-                    json.dumps(versions, sort_keys=True),
-                    points_planned,
-                    socket.gethostname(),
-                    pid,
-                    _process_start(pid),
-                    kind,
-                ),
-            )
-        return int(cur.lastrowid)
+        cols = {
+            "uid": uuid.uuid4().hex,
+            "status": "running",
+            "label": label if label is not None else getattr(spec, "label", None),
+            "created_at": now_iso(),
+            "spec_json": spec.to_json(),
+            "machine_json": json.dumps(machine, sort_keys=True),
+            "versions_json": json.dumps(versions, sort_keys=True),
+            "points_planned": points_planned,
+            "host": socket.gethostname(),
+            "pid": pid,
+            "pid_started": _process_start(pid),
+            "kind": kind,
+        }
+        with self._write() as c:
+            return _insert_returning_id(c, "runs", cols)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         allowed = {"copy_gbps", "idle_power_w", "label", "error", "series", "sensors", "extra", "points_planned"}
@@ -189,33 +305,15 @@ class Store:
         for key in ("series", "sensors", "extra"):
             if key in fields:
                 fields[f"{key}_json"] = json.dumps(fields.pop(key), sort_keys=True)
-        sets = ", ".join(f"{k}=?" for k in fields)
-        with self.con:
-            self.con.execute(f"UPDATE runs SET {sets} WHERE id=?", (*fields.values(), run_id))
+        sets = ", ".join(f"{k}=:{k}" for k in fields)
+        with self._write() as c:
+            c.execute(text(f"UPDATE runs SET {sets} WHERE id=:run_id"), {**fields, "run_id": run_id})
 
     def add_point(self, run_id: int, seq: int, result: PointResult) -> None:
         d = result.to_dict()
         d["seq"] = seq
-        with self.con:
-            self._insert_points(run_id, [d])
-
-    def _insert_points(self, run_id: int, points: Iterable[dict[str, Any]]) -> None:
-        """The one INSERT of points (the caller holds the transaction); non-finite floats become NULL."""
-        cols = list(POINT_COLUMNS)
-        self.con.executemany(
-            f"INSERT INTO points (run_id, seq, {', '.join(cols)}, extra_json, created_at) "
-            f"VALUES (?, ?, {', '.join('?' * len(cols))}, ?, ?)",
-            [
-                (
-                    run_id,
-                    p["seq"],
-                    *[_clean(p.get(c)) for c in cols],
-                    json.dumps(p.get("extra") or {}, sort_keys=True),
-                    now_iso(),
-                )
-                for p in points
-            ],
-        )
+        with self._write() as c:
+            _insert_points(c, run_id, [d])
 
     def insert_imported(
         self,
@@ -235,17 +333,12 @@ class Store:
             "source": source,
             "kind": run.get("kind") or "kernels",
         }
-        with self.con:
-            cur = self.con.execute(
-                f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", tuple(cols.values())
+        with self._write() as c:
+            run_id = _insert_returning_id(c, "runs", cols)
+            _insert_points(c, run_id, points)
+            _insert_artifacts(
+                c, run_id, [(name, json.dumps(doc, sort_keys=True)) for name, doc in (artifacts or {}).items()]
             )
-            run_id = int(cur.lastrowid)
-            self._insert_points(run_id, points)
-            for name, doc in (artifacts or {}).items():
-                self.con.execute(
-                    "INSERT INTO artifacts (run_id, name, json, created_at) VALUES (?,?,?,?)",
-                    (run_id, name, json.dumps(doc, sort_keys=True), now_iso()),
-                )
         return run_id
 
     def fill_run(self, run_id: int, run: dict[str, Any], points: list[dict[str, Any]]) -> None:
@@ -256,96 +349,98 @@ class Store:
             "status": "completed",
             "finished_at": run.get("finished_at") or now_iso(),
         }
-        with self.con:
-            self.con.execute(
-                f"UPDATE runs SET {', '.join(f'{k}=?' for k in cols)} WHERE id=? AND status='running'",
-                (*cols.values(), run_id),
+        with self._write() as c:
+            res = c.execute(
+                text(f"UPDATE runs SET {', '.join(f'{k}=:{k}' for k in cols)} WHERE id=:run_id AND status='running'"),
+                {**cols, "run_id": run_id},
             )
-            if self.con.execute("SELECT changes()").fetchone()[0] != 1:
+            if res.rowcount != 1:
                 raise StoreError(f"run {run_id} is not running any more: its results were not written")
-            self._insert_points(run_id, points)
+            _insert_points(c, run_id, points)
 
     # -- artifacts: a lab's results as named JSON documents on its run ----------------------
     def put_artifact(self, run_id: int, name: str, doc: Any) -> None:
         """Store (or replace) one named JSON document on a run; committed before returning."""
-        text = json.dumps(doc, sort_keys=True, allow_nan=False)
-        with self.con:
-            self.con.execute(
-                "INSERT INTO artifacts (run_id, name, json, created_at) VALUES (?,?,?,?) "
-                "ON CONFLICT(run_id, name) DO UPDATE SET json=excluded.json, created_at=excluded.created_at",
-                (run_id, name, text, now_iso()),
+        body = json.dumps(doc, sort_keys=True, allow_nan=False)
+        with self._write() as c:
+            c.execute(
+                text(
+                    "INSERT INTO artifacts (run_id, name, json, created_at) VALUES (:r, :n, :j, :t) "
+                    "ON CONFLICT(run_id, name) DO UPDATE SET json=excluded.json, created_at=excluded.created_at"
+                ),
+                {"r": run_id, "n": name, "j": body, "t": now_iso()},
             )
 
     def artifact(self, run_id: int, name: str) -> Any:
         """One named document, or None when the run has none by that name."""
-        row = self.con.execute("SELECT json FROM artifacts WHERE run_id=? AND name=?", (run_id, name)).fetchone()
-        return json.loads(row["json"]) if row else None
+        rows = self.query("SELECT json FROM artifacts WHERE run_id=:r AND name=:n", r=run_id, n=name)
+        return json.loads(rows[0]["json"]) if rows else None
 
     def artifacts(self, run_id: int, prefix: str = "") -> dict[str, Any]:
         """Every document of a run whose name starts with ``prefix``, by name, in insertion order."""
-        rows = self.con.execute(
-            "SELECT name, json FROM artifacts WHERE run_id=? AND substr(name, 1, ?)=? ORDER BY id",
-            (run_id, len(prefix), prefix),
-        )
-        return {r["name"]: json.loads(r["json"]) for r in rows}
+        rows = self.query("SELECT name, json FROM artifacts WHERE run_id=:r ORDER BY id", r=run_id)
+        return {r["name"]: json.loads(r["json"]) for r in rows if r["name"].startswith(prefix)}
 
     def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         if status not in RUN_STATUSES:
             raise ValueError(status)
-        with self.con:
-            self.con.execute(
-                "UPDATE runs SET status=?, finished_at=?, error=COALESCE(?, error) WHERE id=?",
-                (status, now_iso(), error, run_id),
+        with self._write() as c:
+            c.execute(
+                text("UPDATE runs SET status=:s, finished_at=:t, error=COALESCE(:e, error) WHERE id=:id"),
+                {"s": status, "t": now_iso(), "e": error, "id": run_id},
             )
 
     def set_label(self, run_id: int, label: str | None) -> None:
         self.get_run(run_id)
-        with self.con:
-            self.con.execute("UPDATE runs SET label=? WHERE id=?", (label, run_id))
+        with self._write() as c:
+            c.execute(text("UPDATE runs SET label=:l WHERE id=:id"), {"l": label, "id": run_id})
 
     def delete_run(self, run_id: int) -> None:
         self.get_run(run_id)
-        with self.con:
-            self.con.execute("DELETE FROM points WHERE run_id=?", (run_id,))
-            self.con.execute("DELETE FROM artifacts WHERE run_id=?", (run_id,))
-            self.con.execute("DELETE FROM runs WHERE id=?", (run_id,))
+        with self._write() as c:
+            for table, key in (("points", "run_id"), ("artifacts", "run_id"), ("runs", "id")):
+                c.execute(text(f"DELETE FROM {table} WHERE {key}=:id"), {"id": run_id})
 
     # -- reading ---------------------------------------------------------------------
-    def _runs_with_counts(self, columns: str, where: str = "", params: tuple = ()) -> list[sqlite3.Row]:
+    def _runs_with_counts(self, columns: str, where: str = "", **params: Any) -> list[dict[str, Any]]:
         """Runs with their point counts by status: the one query behind the run list and a single run."""
-        return self.con.execute(
-            f"""SELECT {columns}, COUNT(p.id) AS points_done, SUM(p.status='ok') AS points_ok,
-                      SUM(p.status IN ('imprecise', 'unstable')) AS points_flagged,
-                      SUM(p.status='failed') AS points_failed, SUM(p.status='skipped') AS points_skipped
+        return self.query(
+            f"""SELECT {columns}, COUNT(p.id) AS points_done,
+                      SUM(CASE WHEN p.status='ok' THEN 1 ELSE 0 END) AS points_ok,
+                      SUM(CASE WHEN p.status IN ('imprecise', 'unstable') THEN 1 ELSE 0 END) AS points_flagged,
+                      SUM(CASE WHEN p.status='failed' THEN 1 ELSE 0 END) AS points_failed,
+                      SUM(CASE WHEN p.status='skipped' THEN 1 ELSE 0 END) AS points_skipped
                FROM runs r LEFT JOIN points p ON p.run_id = r.id {where} GROUP BY r.id ORDER BY r.id DESC""",
-            params,
-        ).fetchall()
+            **params,
+        )
 
     def list_runs(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Every run (of one kind, when given), newest first, without the possibly large telemetry series."""
         cols = ", ".join("r." + c for c in _RUN_LIST_COLUMNS)
         if kind is None:
             return [_run_dict(r) for r in self._runs_with_counts(cols)]
-        return [_run_dict(r) for r in self._runs_with_counts(cols, "WHERE r.kind=?", (kind,))]
+        return [_run_dict(r) for r in self._runs_with_counts(cols, "WHERE r.kind=:kind", kind=kind)]
 
     def get_run(self, run_id: int) -> dict[str, Any]:
-        rows = self._runs_with_counts("r.*", "WHERE r.id=?", (run_id,))
-        row = rows[0] if rows else None
-        if row is None:
-            raise StoreError(f"no run {run_id} in {self.path}: list runs with `python -m profilers runs`")
-        return _run_dict(row)
+        rows = self._runs_with_counts("r.*", "WHERE r.id=:id", id=run_id)
+        if not rows:
+            raise StoreError(f"no run {run_id} in {self.where}: list runs with `python -m profilers runs`")
+        return _run_dict(rows[0])
 
     def points(self, run_ids: int | Iterable[int]) -> list[dict[str, Any]]:
         ids = [run_ids] if isinstance(run_ids, int) else list(run_ids)
         if not ids:
             return []
-        q = f"SELECT * FROM points WHERE run_id IN ({','.join('?' * len(ids))}) ORDER BY run_id, seq"
-        return [_point_dict(r) for r in self.con.execute(q, ids)]
+        q = text("SELECT * FROM points WHERE run_id IN :ids ORDER BY run_id, seq").bindparams(
+            bindparam("ids", expanding=True)
+        )
+        with self._read() as c:
+            return [_point_dict(r) for r in c.execute(q, {"ids": ids}).mappings()]
 
     def traced_run_ids(self) -> list[int]:
         """Runs holding at least one point with a kernel breakdown, newest first."""
-        q = "SELECT DISTINCT run_id FROM points WHERE kernels_per_call IS NOT NULL ORDER BY run_id DESC"
-        return [int(r[0]) for r in self.con.execute(q)]
+        rows = self.query("SELECT DISTINCT run_id FROM points WHERE kernels_per_call IS NOT NULL ORDER BY run_id DESC")
+        return [int(r["run_id"]) for r in rows]
 
     def points_table(self, run_ids: Iterable[int], with_extra: bool = False) -> Any:
         """Points of several runs as a pandas DataFrame: the fast path for charts and CSV/Parquet.
@@ -358,11 +453,47 @@ class Store:
         names = ["id", "run_id", "seq", *POINT_COLUMNS] + (["extra_json"] if with_extra else [])
         if not ids:
             return pd.DataFrame(columns=names)
-        cols = ", ".join(names)
-        q = f"SELECT {cols} FROM points WHERE run_id IN ({','.join('?' * len(ids))}) ORDER BY run_id, seq"
-        df = pd.read_sql_query(q, self.con, params=ids)
+        q = text(f"SELECT {', '.join(names)} FROM points WHERE run_id IN :ids ORDER BY run_id, seq").bindparams(
+            bindparam("ids", expanding=True)
+        )
+        with self._read() as c:
+            rows = c.execute(q, {"ids": ids}).all()
+        df = pd.DataFrame.from_records([tuple(r) for r in rows], columns=names, coerce_float=True)
         df["noisy"] = df["noisy"].map({1: True, 0: False, None: None}).astype(object)
         return df
+
+
+def _insert_returning_id(c: Connection, table: str, cols: Mapping[str, Any]) -> int:
+    names = list(cols)
+    q = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)}) RETURNING id"
+    return int(c.execute(text(q), dict(cols)).scalar_one())
+
+
+def _insert_points(c: Connection, run_id: int, points: Iterable[dict[str, Any]]) -> None:
+    """The one INSERT of points (the caller holds the transaction); non-finite floats become NULL."""
+    cols = list(POINT_COLUMNS)
+    rows = [
+        {
+            "run_id": run_id,
+            "seq": p["seq"],
+            **{col: _clean(p.get(col)) for col in cols},
+            "extra_json": json.dumps(p.get("extra") or {}, sort_keys=True),
+            "created_at": now_iso(),
+        }
+        for p in points
+    ]
+    if not rows:
+        return
+    names = ["run_id", "seq", *cols, "extra_json", "created_at"]
+    c.execute(text(f"INSERT INTO points ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})"), rows)
+
+
+def _insert_artifacts(c: Connection, run_id: int, docs: list[tuple[str, str]]) -> None:
+    if docs:
+        c.execute(
+            text("INSERT INTO artifacts (run_id, name, json, created_at) VALUES (:r, :n, :j, :t)"),
+            [{"r": run_id, "n": name, "j": body, "t": now_iso()} for name, body in docs],
+        )
 
 
 # the run list leaves out the (possibly large) telemetry series
@@ -391,6 +522,9 @@ _RUN_LIST_COLUMNS = (
 
 
 def _clean(v: Any) -> Any:
+    """A value as both back ends store it: non-finite floats as NULL, booleans as 0/1."""
+    if isinstance(v, bool):
+        return int(v)
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
@@ -416,7 +550,7 @@ def _measured_columns(run: dict[str, Any], points_planned: int) -> dict[str, Any
     }
 
 
-def _run_dict(r: sqlite3.Row) -> dict[str, Any]:
+def _run_dict(r: Mapping[str, Any]) -> dict[str, Any]:
     d = dict(r)
     d["spec"] = json.loads(d.pop("spec_json"))
     d["machine"] = json.loads(d.pop("machine_json"))
@@ -429,7 +563,7 @@ def _run_dict(r: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
-def _point_dict(r: sqlite3.Row) -> dict[str, Any]:
+def _point_dict(r: Mapping[str, Any]) -> dict[str, Any]:
     d = dict(r)
     d["extra"] = json.loads(d.pop("extra_json") or "{}")
     if d.get("noisy") is not None:

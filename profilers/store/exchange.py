@@ -18,7 +18,7 @@ from .. import registry
 from ..catalog import POINT_STATUSES, STEP_MODE
 from ..spec import DTYPES, IMPLS, MAX_HIDDEN, MAX_TOKENS, MODES, TIMING_METHODS, VARIANTS, SpecError
 from .db import Store, StoreError, now_iso
-from .schema import POINT_COLUMNS, REQUIRED_POINT, RUN_STATUSES, SCHEMA_VERSION
+from .schema import POINT_COLUMNS, REQUIRED_POINT, RUN_RECORD_VERSION, RUN_STATUSES, SCHEMA_VERSION
 
 EXPORT_FORMAT = "normscope-run"
 EXPORT_RUN_FIELDS = (
@@ -48,7 +48,7 @@ def export_run(store: Store, run_id: int) -> dict[str, Any]:
     points = [{k: p[k] for k in ("seq", *POINT_COLUMNS, "extra")} for p in store.points(run_id)]
     return {
         "format": EXPORT_FORMAT,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": RUN_RECORD_VERSION,
         "exported_at": now_iso(),
         "run": exported,
         "points": points,
@@ -59,9 +59,9 @@ def export_run(store: Store, run_id: int) -> dict[str, Any]:
 def import_run(store: Store, doc: Any, source: str = "import") -> int:
     """Validate an exported run field by field, then insert it in one transaction."""
     run, points = validate_export(doc)
-    existing = store.con.execute("SELECT id FROM runs WHERE uid=?", (run["uid"],)).fetchone()
-    if existing:
-        raise StoreError(f"run {run['uid']} is already in this store as run {existing['id']}")
+    existing = store.run_id_of_uid(run["uid"])
+    if existing is not None:
+        raise StoreError(f"run {run['uid']} is already in this store as run {existing}")
     return store.insert_imported(run, points, source, doc.get("artifacts") or {})
 
 

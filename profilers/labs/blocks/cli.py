@@ -106,12 +106,12 @@ def cmd_blocks_run(a: argparse.Namespace) -> int:
         sys.stderr.write(("\r\033[K" if tty else "") + line + ("" if tty and res is None else "\n"))
         sys.stderr.flush()
 
-    with Store(a.db) as store, device_lock(store.path, spec.device):
+    with Store(a.db) as store, device_lock(store, spec.device):
         outcome = run_sweep(spec, store, progress=progress, label=a.label, kind=BLOCKS)
         run = store.get_run(outcome.run_id)
     print(
         f"run {outcome.run_id} {outcome.status}: {run['points_ok']} ok, {run['points_flagged']} imprecise or "
-        f"unstable, {run['points_failed']} failed, {run['points_skipped']} skipped; store {store.path}",
+        f"unstable, {run['points_failed']} failed, {run['points_skipped']} skipped; store {store.where}",
         file=sys.stderr,
     )
     if a.json:

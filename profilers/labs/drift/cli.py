@@ -163,10 +163,10 @@ def cmd_profile(a: argparse.Namespace) -> int:
             store.put_artifact(run_id, "drift/profile", profile)
             atomic_write(out, lambda p: p.write_text(text, encoding="utf-8"))
     if outcome.status != "completed":
-        return _ended(outcome, store.path)
+        return _ended(outcome, store.where)
     _say(
         f"wrote {out}: {len(profile['layers'])} norm layers, thresholds calibrated on {len(cal)} held-out windows "
-        f"to a {spec.alpha:g} false-alarm rate; run {run_id} in {store.path}"
+        f"to a {spec.alpha:g} false-alarm rate; run {run_id} in {store.where}"
     )
     if a.json:
         json.dump(
@@ -218,8 +218,8 @@ def cmd_check(a: argparse.Namespace) -> int:
             store.put_artifact(run_id, "drift/profile", profile)
             store.put_artifact(run_id, "drift/check", summary)
     if outcome.status != "completed":
-        return _ended(outcome, store.path)
-    _say(f"run {run_id} in {store.path}")
+        return _ended(outcome, store.where)
+    _say(f"run {run_id} in {store.where}")
     if a.json:
         json.dump({"run_id": run_id, **summary}, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -261,8 +261,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
                 store.put_artifact(run_id, "drift/profile", doc.pop("profile"))
                 store.put_artifact(run_id, "drift/demo", doc)
     if doc is None:
-        return _ended(outcome, store.path)
-    _say(f"run {run_id} {outcome.status}; store {store.path}")
+        return _ended(outcome, store.where)
+    _say(f"run {run_id} {outcome.status}; store {store.where}")
     if a.json:
         json.dump({"run_id": run_id, **doc}, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -123,7 +123,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     print(
         f"run {outcome.run_id} {outcome.status}"
         + (f": {outcome.error}" if outcome.error else "")
-        + f"; store {store.path}",
+        + f"; store {store.where}",
         file=sys.stderr,
     )
     _print(doc, a.json)

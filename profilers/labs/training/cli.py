@@ -126,7 +126,7 @@ def cmd_training_run(a: argparse.Namespace) -> int:
     from .measure import preflight, resumable, run_grid
 
     prepared = preflight(spec)  # device and corpus: refused before the store is touched
-    with Store(a.db) as store, device_lock(store.path, spec.device):
+    with Store(a.db) as store, device_lock(store, spec.device):
         resume = a.resume
         if resume is None and not a.fresh:
             stopped = resumable(store, spec)
@@ -140,7 +140,7 @@ def cmd_training_run(a: argparse.Namespace) -> int:
         print(
             f"run {outcome.run_id} {outcome.status}: {outcome.cells_done} of {outcome.cells_total} cells"
             + (f" ({outcome.carried} carried over from run {resume})" if outcome.carried else "")
-            + f"; store {store.path}",
+            + f"; store {store.where}",
             file=sys.stderr,
         )
         if a.json:

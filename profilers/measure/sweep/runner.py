@@ -226,7 +226,7 @@ def _run(
             meter=meter,
             idle_power_w=idle_w,
             sampler=sensors.sampler,
-            trace_dir=store.path.parent / "traces" / f"run{run_id}",
+            trace_dir=store.local_dir / "traces" / f"run{run_id}",
             ladder=ladder,
             judge_group=lambda results: judge_group(results, calibration, same_method),
         )
