@@ -1,15 +1,18 @@
-"""Time the Results page on a store of 50,000 points (goal: ≤ 2 s per render).
+"""Time the Results page on a large store (goal: ≤ 2 s per render), SQLite or PostgreSQL.
 
 The store is filled with synthetic points (labelled "synthetic load test", never
-shown as measurements elsewhere): 50 runs × 1,000 points. Renders are timed
-server-side through Streamlit's AppTest, for the page's default (newest run) and
-for ten runs selected at once (10,000 points).
+shown as measurements elsewhere): RUNS runs × 1,000 points, one transaction per
+run. Renders are timed server-side through Streamlit's AppTest, for the page's
+default (newest run) and for ten runs selected at once (10,000 points).
 
-    .venv/bin/python benchmarks/dashboard_load.py
+    .venv/bin/python benchmarks/dashboard_load.py                      # SQLite, 50 runs
+    .venv/bin/python benchmarks/dashboard_load.py --pg --runs 1000     # a throwaway PostgreSQL cluster
+    .venv/bin/python benchmarks/dashboard_load.py --db postgresql://…  # an empty database of yours
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import statistics
@@ -27,10 +30,10 @@ from profilers.spec import SweepSpec  # noqa: E402
 from profilers.store import Store  # noqa: E402
 from profilers.store.records import PointResult  # noqa: E402
 
-RUNS, PER_RUN = 50, 1000
+PER_RUN = 1000
 
 
-def fill(db: Path) -> None:
+def fill(db: str, runs: int) -> None:
     rng = random.Random(0)
     variants = ("layernorm", "rmsnorm", "dyt", "groupnorm", "batchnorm")
     impls = ("eager", "native", "compiled", "liger")
@@ -44,11 +47,8 @@ def fill(db: Path) -> None:
         device="cpu",
         label="synthetic load test",
     )
-    with Store(db) as s:
-        for r in range(RUNS):
-            rid = s.create_run(
-                spec, {"cpu_model": "synthetic"}, {"torch": "synthetic"}, PER_RUN, label=f"synthetic load test {r}"
-            )
+    with Store(db, migrate=True) as s:
+        for r in range(runs):
             rows = []
             for seq in range(PER_RUN):
                 v, i = variants[seq % 5], impls[(seq // 5) % 4]
@@ -78,9 +78,17 @@ def fill(db: Path) -> None:
                         timing_method="cpu_blocks",
                     )
                 )
-            for seq, p in enumerate(rows):
-                s.add_point(rid, seq, p)
-            s.finish_run(rid, "completed")
+            run = {
+                "uid": f"synthetic-{r:05d}",
+                "status": "completed",
+                "label": f"synthetic load test {r}",
+                "created_at": f"2026-01-01T00:{r // 60 % 60:02d}:{r % 60:02d}+00:00",
+                "spec": spec.to_dict(),
+                "machine": {"cpu_model": "synthetic"},
+                "versions": {"torch": "synthetic"},
+                "points_planned": PER_RUN,
+            }
+            s.insert_imported(run, [{**p.to_dict(), "seq": seq} for seq, p in enumerate(rows)], source="local")
 
 
 def render(select: list[int] | None) -> float:
@@ -98,17 +106,41 @@ def render(select: list[int] | None) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=50, help="runs of 1,000 points each (default 50)")
+    ap.add_argument("--db", help="an empty store to fill: a file path or a postgresql:// URL (default: a temp file)")
+    ap.add_argument("--pg", action="store_true", help="fill a throwaway PostgreSQL cluster (Debian's server)")
+    a = ap.parse_args()
+    cluster = None
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "results.db"
+        if a.pg:
+            sys.path.insert(0, str(ROOT / "tests"))
+            import pg
+
+            cluster = pg.Cluster()
+            db = cluster.create_database("load")
+        else:
+            db = a.db or str(Path(tmp) / "results.db")
+        try:
+            _measure(db, a.runs)
+        finally:
+            if cluster is not None:
+                cluster.close()
+
+
+def _measure(db: str, runs: int) -> None:
+    t0 = time.perf_counter()
+    fill(db, runs)
+    with Store(db) as s:
+        print(f"filled {runs * PER_RUN:,} points in {time.perf_counter() - t0:.1f} s into {s.where}")
         t0 = time.perf_counter()
-        fill(db)
-        print(f"filled {RUNS * PER_RUN:,} points in {time.perf_counter() - t0:.1f} s")
-        os.environ["NORMSCOPE_DB"] = str(db)
-        with Store(db) as s:
-            newest = [r["id"] for r in s.list_runs()][:10]
-        render(None)  # warm imports and caches
-        default = [render(None) for _ in range(5)]
-        ten = [render(newest) for _ in range(3)]
+        listed = s.list_runs()
+        print(f"list_runs over {len(listed)} runs: {time.perf_counter() - t0:.2f} s")
+        newest = [r["id"] for r in listed][:10]
+    os.environ["NORMSCOPE_DB"] = db
+    render(None)  # warm imports and caches
+    default = [render(None) for _ in range(5)]
+    ten = [render(newest) for _ in range(3)]
     print(
         f"Results page, default selection (1,000 points): median {statistics.median(default):.2f} s "
         f"(min {min(default):.2f}, max {max(default):.2f}) over {len(default)} renders"

@@ -64,7 +64,8 @@ def open_store() -> Store:
         st.error(str(e))
         st.stop()
         raise
-    if not st.session_state.get("reference_synced"):
+    st.session_state["store_writable"] = store.can_write
+    if store.can_write and not st.session_state.get("reference_synced"):
         st.session_state["reference_synced"] = True
         _, problems = reference.sync(store)
         for problem in problems:
@@ -80,6 +81,8 @@ def devices() -> list[str]:
 
 def sidebar() -> None:
     with st.sidebar:
+        if not may_write():
+            st.caption(":material/lock: read-only")
         st.caption(f"Store: `{store_name()}`")
         st.caption("Devices: " + " · ".join(devices()))
 
@@ -94,11 +97,42 @@ def run_label(r: dict[str, Any]) -> str:
     return text + (f" · {r['label']}" if r.get("label") else "")
 
 
+READ_ONLY = (
+    "This store is read-only here (a viewer's database role, or a file this server may not write): runs can be "
+    "viewed, compared, exported and reported; starting, cancelling, importing, relabelling and deleting runs "
+    "need a role that may write."
+)
+
+
+def may_write() -> bool:
+    """Whether this dashboard may change the store (as the last ``open_store`` found it)."""
+    if "store_writable" not in st.session_state:
+        open_store().close()
+    return bool(st.session_state["store_writable"])
+
+
+def refuse_if_read_only() -> bool:
+    """True (after an ``st.error``) when the store is read-only: the caller does not start or change anything."""
+    if may_write():
+        return False
+    st.error("Not started: " + READ_ONLY)
+    return True
+
+
+def start_job(spec: Any, command: tuple[str, ...] = ("run",)) -> jobs.Job | None:
+    """A worker for ``spec``, or None (said) when the store is read-only here."""
+    if refuse_if_read_only():
+        return None
+    return jobs.start(spec, db_path(), command=command)
+
+
 def start_sweep(spec: SweepSpec) -> int | None:
     """Start a worker for ``spec``; returns its pid. The worker is the one judge of whether the sweep can run
     (device busy, nothing fits): a refusal is recorded with the job and shown on the Run page, also after a
     reload, until dismissed."""
-    job = jobs.start(spec, db_path())
+    job = start_job(spec)
+    if job is None:
+        return None
     st.session_state["last_job_pid"] = job.pid
     st.session_state["last_job_log"] = str(job.log_path)
     st.session_state["last_job_spec"] = str(job.spec_path)
@@ -154,7 +188,7 @@ def quick_sweep_button(key: str) -> None:
         f"{', '.join(f'{t}×{h}' for t, h in spec.shapes)} in fp32: {len(spec.points())} points, "
         f"about {jobs.estimate_seconds(spec):.0f} s."
     )
-    if st.button("Run the quick CPU sweep", key=key, type="primary"):
+    if st.button("Run the quick CPU sweep", key=key, type="primary", disabled=not may_write()):
         try:
             if start_sweep(spec):
                 st.switch_page("pages/run.py")
@@ -165,7 +199,9 @@ def quick_sweep_button(key: str) -> None:
 def start_lab_job(spec: Any, command: tuple[str, ...], key: str) -> None:
     """Start a lab's worker (``python -m profilers COMMAND``) and remember it in this browser session under
     ``key`` so ``lab_live_panel`` can show its start-up log; then rerun to show the panel."""
-    job = jobs.start(spec, db_path(), command=command)
+    job = start_job(spec, command)
+    if job is None:
+        return
     st.session_state[f"{key}_pid"] = job.pid
     st.session_state[f"{key}_log"] = str(job.log_path)
     st.success(f"Started worker {job.pid}; progress shows above. Closing this tab does not stop it.")
@@ -191,7 +227,9 @@ def lab_live_panel(
     for run in active:
         with st.container(border=True):
             status(run)
-            if st.button("Cancel", key=f"cancel-{key}-{run['id']}", icon=":material/stop_circle:"):
+            if st.button(
+                "Cancel", key=f"cancel-{key}-{run['id']}", icon=":material/stop_circle:", disabled=not may_write()
+            ):
                 jobs.cancel(run)
                 st.toast(f"Cancelling run {run['id']}.")
     if started and started["status"] != "running" and st.session_state.get(f"{key}_seen") != started["id"]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._shared import db_path, devices, open_store, run_label
-from profilers import jobs
+from pages._shared import devices, open_store, run_label, start_job
 from profilers.catalog import BLOCK_FAMILIES, PLACEMENTS
 from profilers.labs.blocks import analysis as blocks
 from profilers.labs.blocks.spec import BLOCK_IMPLS, BLOCK_NORMS, STEP_MODE, BlockSweepSpec, default_block_spec
@@ -157,7 +156,8 @@ if spec is not None:
     n = len(spec.points())
     st.markdown(f"**{n} points** ({len(spec.tokens)} token count(s) × {len(spec.dtypes)} dtype(s) × modes).")
     if st.button("Start the block sweep", type="primary"):
-        job = jobs.start(spec, db_path(), command=("blocks", "run"))
-        st.session_state["last_job_pid"] = job.pid
-        st.session_state["last_job_spec"] = str(job.spec_path)
-        st.success(f"Started worker {job.pid}: follow it on the Run page; results appear here when it ends.")
+        job = start_job(spec, ("blocks", "run"))
+        if job is not None:
+            st.session_state["last_job_pid"] = job.pid
+            st.session_state["last_job_spec"] = str(job.spec_path)
+            st.success(f"Started worker {job.pid}: follow it on the Run page; results appear here when it ends.")

@@ -7,7 +7,16 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages._shared import db_path, devices, gpu_metrics, open_store, quick_sweep_button, start_sweep, store_name
+from pages._shared import (
+    db_path,
+    devices,
+    gpu_metrics,
+    may_write,
+    open_store,
+    quick_sweep_button,
+    start_sweep,
+    store_name,
+)
 from profilers import jobs, registry
 from profilers.analysis.footprint import LIMIT_ENV, cap_available, shape_fit
 from profilers.catalog import IMPLS as IMPLS_INFO
@@ -140,7 +149,7 @@ def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> Non
                 f"last: {p['variant']} {p['impl']} {p['dtype']} {p['tokens']:,}×{p['hidden']:,} {p['mode']} → "
                 + (f"p50 {p['p50_us']:,.1f} µs" if p["p50_us"] is not None else f"{p['status']}: {p['error']}")
             )
-        if st.button("Cancel", key=f"cancel-{run['id']}", icon=":material/stop_circle:"):
+        if st.button("Cancel", key=f"cancel-{run['id']}", icon=":material/stop_circle:", disabled=not may_write()):
             jobs.cancel(run)
             st.toast(
                 f"Cancelling run {run['id']}; "

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages._shared import open_store, run_label, runs_or_welcome
+from pages._shared import READ_ONLY, may_write, open_store, run_label, runs_or_welcome
 from profilers.analysis.method import cpu_memory_lines
 from profilers.report.labels import na
 from profilers.store import StoreError, reference
@@ -16,8 +16,10 @@ from profilers.store.exchange import export_run, import_run
 st.title("Runs")
 
 with st.expander("Import a run exported on another machine"):
-    up = st.file_uploader("Run export (.json from `python -m profilers export`)", type=["json"])
-    if up is not None and st.button("Import", key="do-import"):
+    up = st.file_uploader(
+        "Run export (.json from `python -m profilers export`)", type=["json"], disabled=not may_write()
+    )
+    if up is not None and st.button("Import", key="do-import", disabled=not may_write()):
         try:
             doc = json.loads(up.getvalue().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -67,8 +69,10 @@ run = by_id[rid]
 if run["status"] in ("interrupted", "cancelled", "failed"):
     st.warning(f"Run {rid} is {run['status']}: {run['error'] or 'no reason recorded'}. Its finished points are kept.")
 
-protected = reference.is_reference(run)
-if protected:
+protected = reference.is_reference(run) or not may_write()
+if not may_write():
+    st.info(READ_ONLY, icon=":material/lock:")
+elif protected:
     st.info(
         f"Run {rid} is a reference run shipped with NormScope ({run['source'][len(reference.PREFIX) :]}): "
         "read-only, it cannot be relabelled or deleted.",

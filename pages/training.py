@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import db_path, devices, open_store, run_label
+from pages._shared import db_path, devices, may_write, open_store, run_label, start_job
 from profilers import corpus, jobs
 from profilers.catalog import PLACEMENTS
 from profilers.labs.training import analysis as analysis
@@ -42,7 +42,9 @@ def live() -> None:
                 elif prog.get("cell"):
                     workers = run["spec"].get("workers", 1)
                     st.caption(f"last finished: {prog['cell']} ({workers} runs train side by side)")
-                if st.button("Cancel", key=f"cancel-train-{run['id']}", icon=":material/stop_circle:"):
+                if st.button(
+                    "Cancel", key=f"cancel-train-{run['id']}", icon=":material/stop_circle:", disabled=not may_write()
+                ):
                     jobs.cancel(run)
                     st.toast(f"Cancelling run {run['id']}; finished cells are kept and the grid can resume.")
 
@@ -83,7 +85,9 @@ with st.expander("New training grid", expanded=False):
                     f"{busy.get('purpose') or 'a sweep'}). Wait for it or cancel it."
                 )
             else:
-                job = jobs.start(spec, db_path(), command=("training", "run"))
+                job = start_job(spec, ("training", "run"))
+                if job is None:
+                    st.stop()
                 st.session_state["train_job_pid"] = job.pid
                 st.success(
                     f"Started worker {job.pid}. A grid stopped earlier with the same settings resumes where it "

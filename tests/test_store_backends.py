@@ -278,3 +278,55 @@ def test_pages_read_a_postgresql_store_and_never_show_its_password(name, tmp_pat
     first.run()
     side = " ".join(c.value for c in first.sidebar.caption)
     assert "Store: `postgresql://normscope:***@/" in side and "pw-" not in side
+
+
+@pytest.fixture
+def viewer_url(pg_cluster, pg_url) -> tuple[str, str]:
+    """(writer URL, viewer URL): a migrated database holding one run, and a role that may only read it."""
+    from sqlalchemy import make_url
+
+    db = make_url(pg_url).database
+    with Store(pg_url, migrate=True) as s:
+        _run(s)
+    pg_cluster.sql("postgres", "DO $$ BEGIN CREATE ROLE viewer LOGIN PASSWORD 'view-only-pw'; "
+                   "EXCEPTION WHEN duplicate_object THEN NULL; END $$")  # fmt: skip
+    pg_cluster.sql(db, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO viewer")
+    return pg_url, pg_cluster.url(db, password="view-only-pw", user="viewer")
+
+
+def test_a_viewer_role_reads_everything_and_changes_nothing(viewer_url, tmp_path):
+    writer, viewer = viewer_url
+    with Store(viewer) as s:
+        assert not s.can_write and len(s.list_runs()) == 1
+    with Store(writer) as s:
+        assert s.can_write
+    assert run_cli("runs", db=viewer).returncode == 0
+    rep = run_cli("report", "1", "-o", str(tmp_path / "r.html"), db=viewer)
+    assert rep.returncode == 0, rep.stderr
+    for args in (
+        ("run", "--shapes", "8x64", "--variants", "rmsnorm", "--impls", "native"),
+        ("import", str(tmp_path / "nothing.json")),
+    ):
+        if args[0] == "import":
+            assert run_cli("export", "1", "-o", args[1], db=viewer).returncode == 0
+        p = run_cli(*args, db=viewer)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "refused a write" in p.stderr or "already in this store" in p.stderr, p.stderr
+        assert "view-only-pw" not in p.stderr
+    p = run_cli("store", "copy", str(tmp_path / "none.db"), viewer)
+    assert p.returncode == 2
+    with Store(writer) as s:
+        assert len(s.list_runs()) == 1 and s.query("SELECT COUNT(*) AS n FROM leases")[0]["n"] == 0
+
+
+def test_a_viewers_pages_cannot_start_cancel_import_or_delete(viewer_url, tmp_path, monkeypatch):
+    from test_pages import page
+
+    _, viewer = viewer_url
+    at = page("pages/runs.py", viewer, monkeypatch, references=tmp_path / "none")
+    assert any("read-only here" in i.value for i in at.info)
+    assert at.button(key="delete-1").disabled and at.checkbox(key="confirm-1").disabled
+    run_page = page("pages/run.py", viewer, monkeypatch, references=tmp_path / "none")
+    start = next(b for b in run_page.button if b.label == "Start")
+    start.click().run()
+    assert any("Not started: This store is read-only here" in e.value for e in run_page.error)

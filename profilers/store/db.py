@@ -87,6 +87,7 @@ class Store:
     ) -> None:
         self.location = locate(where)
         self.readonly = readonly
+        self._can_write: bool | None = None
         self.dialect = self.location.dialect
         loc = self.location
         if loc.is_file:
@@ -105,7 +106,7 @@ class Store:
             self._check_version(current, creating=loc.is_file or migrate)
             if current < SCHEMA_VERSION and not readonly:
                 self.migrate()
-            if not readonly:
+            if self.can_write:
                 self.mark_interrupted()
         except exc.DBAPIError as e:
             self.engine.dispose()
@@ -128,6 +129,24 @@ class Store:
     def path(self) -> Path | None:
         """The SQLite file, or None for a database."""
         return self.location.path
+
+    @property
+    def can_write(self) -> bool:
+        """Whether this store may be changed by this process: opened writable, and the file writable or the
+        database role allowed to insert (a viewer's read-only role is not). Asked once per Store."""
+        if self._can_write is None:
+            if self.readonly:
+                self._can_write = False
+            elif self.location.is_file:
+                self._can_write = os.access(self.location.target, os.W_OK)
+            else:
+                with self._read() as c:
+                    ro = c.exec_driver_sql("SHOW transaction_read_only").scalar_one() == "on"
+                    may = c.exec_driver_sql(
+                        "SELECT has_table_privilege('runs', 'INSERT') AND has_table_privilege('points', 'INSERT')"
+                    ).scalar_one()
+                self._can_write = bool(may) and not ro
+        return self._can_write
 
     @property
     def local_dir(self) -> Path:
@@ -164,6 +183,10 @@ class Store:
                     yield c
         except exc.OperationalError as e:
             raise StoreError(explain(e, self.location)) from None
+        except exc.DBAPIError as e:
+            if getattr(e.orig, "sqlstate", None) in _REFUSED_WRITE:
+                raise StoreError(explain(e, self.location)) from None
+            raise
 
     def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         """Rows of one read-only SQL statement with named parameters (``:name``), as dicts."""
@@ -495,6 +518,9 @@ def _insert_artifacts(c: Connection, run_id: int, docs: list[tuple[str, str]]) -
             [{"r": run_id, "n": name, "j": body, "t": now_iso()} for name, body in docs],
         )
 
+
+# PostgreSQL's insufficient_privilege and read_only_sql_transaction: a viewer's role, not a fault
+_REFUSED_WRITE = ("42501", "25006")
 
 # the run list leaves out the (possibly large) telemetry series
 _RUN_LIST_COLUMNS = (
