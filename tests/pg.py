@@ -95,6 +95,16 @@ class Cluster:
         with psycopg.connect(self.url(database), autocommit=True) as con:
             con.execute(statement)
 
+    def viewer(self, database: str, password: str = "view-only-pw") -> str:
+        """The URL of a role that may only read ``database``'s tables (created once per cluster)."""
+        self.sql(
+            "postgres",
+            f"DO $$ BEGIN CREATE ROLE viewer LOGIN PASSWORD '{password}'; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        self.sql(database, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO viewer")
+        return self.url(database, password=password, user="viewer")
+
     def close(self) -> None:
         try:
             self.stop("immediate")

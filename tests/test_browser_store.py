@@ -18,10 +18,7 @@ def test_the_dashboard_on_postgresql_as_writer_and_viewer(browser, pg_cluster, p
     p = run_cli(*sweep("8x64,64x256", "rmsnorm,layernorm", "native,eager"), db=pg_url)
     assert p.returncode == 0, p.stderr
     db = make_url(pg_url).database
-    pg_cluster.sql("postgres", "DO $$ BEGIN CREATE ROLE viewer LOGIN PASSWORD 'view-only-pw'; "
-                   "EXCEPTION WHEN duplicate_object THEN NULL; END $$")  # fmt: skip
-    pg_cluster.sql(db, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO viewer")
-    viewer = pg_cluster.url(db, password="view-only-pw", user="viewer")
+    viewer = pg_cluster.viewer(db)
     env = {"NORMSCOPE_REFERENCE_DIR": str(tmp_path / "none")}
     for who, url in (("writer", pg_url), ("viewer", viewer)):
         with serve(url, env=env) as base:

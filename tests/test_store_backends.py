@@ -288,10 +288,7 @@ def viewer_url(pg_cluster, pg_url) -> tuple[str, str]:
     db = make_url(pg_url).database
     with Store(pg_url, migrate=True) as s:
         _run(s)
-    pg_cluster.sql("postgres", "DO $$ BEGIN CREATE ROLE viewer LOGIN PASSWORD 'view-only-pw'; "
-                   "EXCEPTION WHEN duplicate_object THEN NULL; END $$")  # fmt: skip
-    pg_cluster.sql(db, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO viewer")
-    return pg_url, pg_cluster.url(db, password="view-only-pw", user="viewer")
+    return pg_url, pg_cluster.viewer(db)
 
 
 def test_a_viewer_role_reads_everything_and_changes_nothing(viewer_url, tmp_path):

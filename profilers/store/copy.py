@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from .backend import SQLITE
-from .db import Store, StoreError
+from .db import Store, StoreError, _insert_returning_id
 
 
 @dataclass
@@ -81,17 +81,7 @@ def copy_runs(src: Store, dst: Store) -> CopyReport:
             row = dict(run)
             if taken:
                 row.pop("id")
-                names = list(row)
-                new = int(
-                    c.execute(
-                        text(
-                            f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)}) "
-                            "RETURNING id"
-                        ),
-                        row,
-                    ).scalar_one()
-                )
-                report.renumbered[old] = new
+                new = report.renumbered[old] = _insert_returning_id(c, "runs", row)
             else:
                 _insert(c, "runs", row)
                 new = old

@@ -50,7 +50,7 @@ def default_db_path() -> str:
     return os.environ.get("NORMSCOPE_DB") or str(DEFAULT_DB)
 
 
-def _process_start(pid: int) -> float | None:
+def process_start(pid: int) -> float | None:
     """Start time of a live process; None when it is gone (or a zombie awaiting its parent)."""
     try:
         import psutil
@@ -63,10 +63,11 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
-def _alive(pid: int | None, started: float | None) -> bool:
+def process_alive(pid: int | None, started: float | None) -> bool:
+    """Whether process ``pid`` of this host still runs (and is the one that started at ``started``)."""
     if not pid:
         return False
-    actual = _process_start(pid)
+    actual = process_start(pid)
     if actual is None:
         return False
     return started is None or abs(actual - started) < 1.0
@@ -110,10 +111,6 @@ class Store:
                 self.mark_interrupted()
         except exc.DBAPIError as e:
             self.engine.dispose()
-            if loc.is_file and "unable to open" in str(e.orig):
-                raise StoreError(
-                    f"cannot open store {loc.display}: {e.orig}; pass --db PATH to a writable file"
-                ) from None
             raise StoreError(explain(e, loc)) from None
         except BaseException:
             self.engine.dispose()
@@ -124,11 +121,6 @@ class Store:
     def where(self) -> str:
         """The store as messages and pages name it (a path, or a URL without its password)."""
         return self.location.display
-
-    @property
-    def path(self) -> Path | None:
-        """The SQLite file, or None for a database."""
-        return self.location.path
 
     @property
     def can_write(self) -> bool:
@@ -262,7 +254,7 @@ class Store:
         """Runs left 'running' by a dead process on this host become 'interrupted'."""
         host = socket.gethostname()
         rows = self.query("SELECT id, host, pid, pid_started FROM runs WHERE status='running' AND host=:h", h=host)
-        dead = [r["id"] for r in rows if not _alive(r["pid"], r["pid_started"])]
+        dead = [r["id"] for r in rows if not process_alive(r["pid"], r["pid_started"])]
         if dead:
             with self._write() as c:
                 c.execute(
@@ -314,7 +306,7 @@ class Store:
             "points_planned": points_planned,
             "host": socket.gethostname(),
             "pid": pid,
-            "pid_started": _process_start(pid),
+            "pid_started": process_start(pid),
             "kind": kind,
         }
         with self._write() as c:

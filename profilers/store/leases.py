@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from .backend import SQLITE, StoreError
-from .db import Store, _alive, _process_start
+from .db import Store, process_alive, process_start
 
 DEFAULT_TTL_S = 60.0
 
@@ -50,7 +50,6 @@ class Lease:
     device: Device
     holder: str
     ttl_s: float
-    lost: bool = False
 
 
 def ttl_s() -> float:
@@ -136,7 +135,7 @@ def acquire(store: Store, device: str | Device, purpose: str = "a sweep", ttl: f
         for row in rows:
             if not _conflicts(dict(row), dev):
                 continue
-            if row["host"] == dev.host and not _alive(row["pid"], row["pid_started"]):
+            if row["host"] == dev.host and not process_alive(row["pid"], row["pid_started"]):
                 c.execute(text("DELETE FROM leases WHERE device=:d"), {"d": row["device"]})
                 continue
             raise DeviceBusy(_busy_message(dict(row), dev))
@@ -155,7 +154,7 @@ def acquire(store: Store, device: str | Device, purpose: str = "a sweep", ttl: f
                 "n": dev.name,
                 "holder": lease.holder,
                 "pid": pid,
-                "ps": _process_start(pid),
+                "ps": process_start(pid),
                 "purpose": purpose,
                 "ttl": life,
             },
@@ -181,8 +180,7 @@ def renew(store: Store, lease: Lease) -> bool:
         d=lease.device.key,
         h=lease.holder,
     )
-    lease.lost = changed != 1
-    return not lease.lost
+    return changed == 1
 
 
 def release(store: Store, lease: Lease) -> None:
@@ -190,10 +188,18 @@ def release(store: Store, lease: Lease) -> None:
 
 
 def holders(store: Store, name: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
-    """Live leases (not lapsed), of one device name and host when given; each with its seconds left."""
+    """Live leases, of one device name and host when given; each with its seconds left. A lease that lapsed,
+    or whose holder on this host is gone, holds nothing (``acquire`` takes it over)."""
     now = store.dialect.epoch
+    here = socket.gethostname()
     rows = store.query(f"SELECT *, expires_at - {now} AS seconds_left FROM leases WHERE expires_at >= {now}")
-    return [r for r in rows if (name is None or r["name"] == name) and (host is None or r["host"] == host)]
+    return [
+        r
+        for r in rows
+        if (name is None or r["name"] == name)
+        and (host is None or r["host"] == host)
+        and (r["host"] != here or process_alive(r["pid"], r["pid_started"]))
+    ]
 
 
 @contextlib.contextmanager
