@@ -300,6 +300,7 @@ class SweepSpec(JsonSpec):
     processes: int = 1  # CPU: the sweep in this many fresh processes, one after the other, merged into one run
     spread_s: float = 0.0  # with processes: start them this many seconds apart, so one run meets several states
     baseline: str | None = None  # "variant impl"; None: layernorm native when measured, else the first
+    ray: str | None = None  # a Ray cluster to spread the groups over: auto, local or an address; None: this machine
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -393,10 +394,22 @@ class SweepSpec(JsonSpec):
                 "--save-traces with --processes: each process writes its traces to a scratch folder that is removed; "
                 "drop one of the two"
             )
+        self._check_ray()
         if self.baseline is not None:
             parts = self.baseline.split() if isinstance(self.baseline, str) else []
             if len(parts) != 2 or parts[0] not in VARIANTS or parts[1] not in IMPLS:
                 raise SpecError(f"baseline must be 'VARIANT IMPL', e.g. 'layernorm native', got {self.baseline!r}")
+
+    def _check_ray(self) -> None:
+        r = self.ray
+        if r is None:
+            return
+        if not isinstance(r, str) or not r.strip() or len(r) > 200 or any(c.isspace() for c in r):
+            raise SpecError(f"--ray takes auto, local or a cluster address (host:port, ray://host:port), got {r!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise SpecError(f"with --ray give --device cpu or cuda, not {self.device}: Ray assigns each worker its GPU")
+        if self.processes > 1:
+            raise SpecError("--processes with --ray: a cluster sweep runs each group once per device; drop one")
 
     @property
     def device_type(self) -> str:

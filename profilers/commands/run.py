@@ -102,6 +102,12 @@ def register(sub: Any) -> None:
         help="CPU, with --processes: start the processes this many seconds apart, so the run samples the "
         "machine's states (its intervals then include what differs between moments, not only processes)",
     )
+    r.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="spread the sweep's groups over a Ray cluster: auto (the cluster this host joined), local (start one "
+        "here) or its address; one run per device, each group on one device (give a store every node reaches)",
+    )
     r.add_argument("--label", help="a label stored with the run")
     r.add_argument("--db", help="store path (default data/results.db or $NORMSCOPE_DB)")
     r.add_argument("--json", action="store_true", help="print the run as JSON on stdout")
@@ -163,7 +169,7 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
     for flag, key in (("ci_target_pct", "ci_target_pct"), ("baseline", "baseline"), ("cache", "cache_state")):
         if getattr(a, flag) is not None:
             kw[key] = getattr(a, flag)
-    for flag in ("flush", "cuda_launch", "cpu_allocator", "cpu_pages", "cpu_placement", "processes", "spread_s"):
+    for flag in ("flush", "cuda_launch", "cpu_allocator", "cpu_pages", "cpu_placement", "processes", "spread_s", "ray"):
         if getattr(a, flag) is not None:
             kw[flag] = getattr(a, flag)
     return SweepSpec.from_dict(kw)
@@ -171,6 +177,8 @@ def spec_from_args(a: argparse.Namespace) -> SweepSpec:
 
 def cmd_run(a: argparse.Namespace) -> int:
     spec = spec_from_args(a)  # validated before torch is even imported
+    if spec.ray:
+        return _run_on_cluster(spec, a)
     if spec.device == "cpu":
         hugepages.request(spec.cpu_pages)  # read by torch at its first allocation: before the import
 
@@ -239,6 +247,52 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
         path = store.where
     _report_run(a, spec, path, stored, f" over {n} processes", [_stored_point_json(p) for p in stored_points])
     return 0
+
+
+def _run_on_cluster(spec: SweepSpec, a: argparse.Namespace) -> int:
+    """The sweep over a Ray cluster: one run per device (``measure/sweep/fleet.py``); a line per run at the end."""
+    from ..measure.sweep.fleet import run_fleet
+
+    with Store(a.db) as store:  # refuse a store that cannot be written before the cluster is joined
+        where = store.where
+        if not store.can_write:
+            raise StoreError(f"{where}: this role may only read the store: a sweep needs a role that may write")
+    outcome = run_fleet(spec, a.db, label=a.label)
+    with Store(a.db, readonly=True) as store:
+        runs = [store.get_run(r) for r in outcome.run_ids]
+    for run in runs:
+        node = ((run.get("extra") or {}).get("fleet") or {}).get("node", "?")
+        print(
+            f"run {run['id']} {run['status']} on {node} ({run['machine'].get('hostname') or run['host']}): "
+            f"{run['points_ok']} ok, {run['points_flagged']} imprecise or unstable, {run['points_failed']} failed, "
+            f"{run['points_skipped']} skipped" + (f"; {run['error']}" if run.get("error") else ""),
+            file=sys.stderr,
+        )
+    for r in outcome.retried:
+        print(f"group {r['group'] + 1} retried on another device: {r['reason']}", file=sys.stderr)
+    for r in outcome.lost:
+        print(f"group {r['group'] + 1} {r['reason']}", file=sys.stderr)
+    print(
+        f"cluster sweep {outcome.status} (fleet {outcome.uid[:8]}, {len(runs)} device run(s)); store {where}"
+        + (f": {outcome.error}" if outcome.error else ""),
+        file=sys.stderr,
+    )
+    if a.json:
+        doc = {
+            "fleet": outcome.uid,
+            "status": outcome.status,
+            "error": outcome.error,
+            "db": str(where),
+            "spec": spec.to_dict(),
+            "runs": [
+                {"run_id": r["id"], "status": r["status"], "fleet": (r.get("extra") or {}).get("fleet")} for r in runs
+            ],
+            "retried": outcome.retried,
+            "lost": outcome.lost,
+        }
+        json.dump(doc, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    return outcome.exit_code
 
 
 def _report_run(

@@ -325,10 +325,13 @@ class Store:
             c.execute(text(f"UPDATE runs SET {sets} WHERE id=:run_id"), {**fields, "run_id": run_id})
 
     def add_point(self, run_id: int, seq: int, result: PointResult) -> None:
-        d = result.to_dict()
-        d["seq"] = seq
+        self.add_points(run_id, [(seq, result)])
+
+    def add_points(self, run_id: int, results: Iterable[tuple[int, PointResult]]) -> None:
+        """Points with their sequence numbers in one transaction: all of them are stored, or none."""
+        docs = [{**r.to_dict(), "seq": seq} for seq, r in results]
         with self._write() as c:
-            _insert_points(c, run_id, [d])
+            _insert_points(c, run_id, docs)
 
     def insert_imported(
         self,
@@ -417,15 +420,24 @@ class Store:
                 c.execute(text(f"DELETE FROM {table} WHERE {key}=:id"), {"id": run_id})
 
     # -- reading ---------------------------------------------------------------------
-    def _runs_with_counts(self, columns: str, where: str = "", **params: Any) -> list[dict[str, Any]]:
-        """Runs with their point counts by status: the one query behind the run list and a single run."""
+    def _runs_with_counts(
+        self, columns: str, where: str = "", points_where: str = "", **params: Any
+    ) -> list[dict[str, Any]]:
+        """Runs with their point counts by status: the one query behind the run list and a single run. The
+        points are counted per run before the join (``points_where`` narrows them), so the database groups
+        one narrow table instead of every point joined to its run's wide row."""
         return self.query(
-            f"""SELECT {columns}, COUNT(p.id) AS points_done,
-                      SUM(CASE WHEN p.status='ok' THEN 1 ELSE 0 END) AS points_ok,
-                      SUM(CASE WHEN p.status IN ('imprecise', 'unstable') THEN 1 ELSE 0 END) AS points_flagged,
-                      SUM(CASE WHEN p.status='failed' THEN 1 ELSE 0 END) AS points_failed,
-                      SUM(CASE WHEN p.status='skipped' THEN 1 ELSE 0 END) AS points_skipped
-               FROM runs r LEFT JOIN points p ON p.run_id = r.id {where} GROUP BY r.id ORDER BY r.id DESC""",
+            f"""SELECT {columns}, COALESCE(n.done, 0) AS points_done, COALESCE(n.ok, 0) AS points_ok,
+                      COALESCE(n.flagged, 0) AS points_flagged, COALESCE(n.failed, 0) AS points_failed,
+                      COALESCE(n.skipped, 0) AS points_skipped
+               FROM runs r LEFT JOIN (
+                   SELECT run_id, COUNT(*) AS done,
+                          SUM(CASE WHEN status='ok' THEN 1 ELSE 0 END) AS ok,
+                          SUM(CASE WHEN status IN ('imprecise', 'unstable') THEN 1 ELSE 0 END) AS flagged,
+                          SUM(CASE WHEN status='failed' THEN 1 ELSE 0 END) AS failed,
+                          SUM(CASE WHEN status='skipped' THEN 1 ELSE 0 END) AS skipped
+                   FROM points {points_where} GROUP BY run_id
+               ) n ON n.run_id = r.id {where} ORDER BY r.id DESC""",
             **params,
         )
 
@@ -437,7 +449,7 @@ class Store:
         return [_run_dict(r) for r in self._runs_with_counts(cols, "WHERE r.kind=:kind", kind=kind)]
 
     def get_run(self, run_id: int) -> dict[str, Any]:
-        rows = self._runs_with_counts("r.*", "WHERE r.id=:id", id=run_id)
+        rows = self._runs_with_counts("r.*", "WHERE r.id=:id", "WHERE run_id=:id", id=run_id)
         if not rows:
             raise StoreError(f"no run {run_id} in {self.where}: list runs with `python -m profilers runs`")
         return _run_dict(rows[0])
@@ -576,7 +588,7 @@ def _run_dict(r: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("series", "sensors", "extra"):
         raw = d.pop(f"{key}_json", None)
         d[key] = json.loads(raw) if raw else None
-    for k in ("points_ok", "points_flagged", "points_failed", "points_skipped"):
+    for k in ("points_done", "points_ok", "points_flagged", "points_failed", "points_skipped"):
         d[k] = int(d.get(k) or 0)
     return d
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -203,11 +204,20 @@ def holders(store: Store, name: str | None = None, host: str | None = None) -> l
 
 
 @contextlib.contextmanager
-def held(store: Store, device: str, purpose: str = "a sweep") -> Iterator[Lease]:
-    """Hold the device's lease for the block, renewed every quarter of its lifetime. A lease lost meanwhile
-    (it lapsed while the store was unreachable and another process took it) stops this process as a cancel
-    would: two sweeps must never time one device."""
-    lease = acquire(store, device, purpose)
+def held(store: Store, device: str, purpose: str = "a sweep", wait_s: float = 0.0) -> Iterator[Lease]:
+    """Hold the device's lease for the block, renewed every quarter of its lifetime; a busy device is waited
+    for up to ``wait_s`` (0: refused at once). A lease lost meanwhile (it lapsed while the store was
+    unreachable and another process took it) stops this process as a cancel would: two sweeps must never
+    time one device."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lease = acquire(store, device, purpose)
+            break
+        except DeviceBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
     stop = threading.Event()
 
     def beat() -> None:

@@ -166,26 +166,89 @@ def _run(
     probe: object | None,
     kind: Kind,
 ) -> SweepOutcome:
-    allocator = set_cpu_allocator(spec.cpu_allocator) if device.type == "cpu" else None
-    compile_setting = compiling.configure(device.type)
-    sensors = Sensors.open(spec, device)
-    machine = provenance.machine(spec.device, nvml=sensors.nvml)
-    machine["cpu_allocator"] = allocator
-    if device.type == "cpu":
-        machine["cpu_pages"] = hugepages.state(spec.cpu_pages)
-        machine["cpu_placement"] = placement.recorded(spec.cpu_placement, kernels=kind is KERNELS)
-    machine["cpu_method"] = provenance.cpu_method()
-    machine["threads"] = threads
-    machine["compile"] = compile_setting
-    the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
-    machine["timing_method"] = the_timer.method  # what timed the points (cold CUDA: queued only with a spin kernel)
     points = spec.points()
-    run_kind = "kernels" if kind is KERNELS else "blocks"
-    run_id = store.create_run(spec, machine, provenance.versions(), len(points), label=label, kind=run_kind)
-    outcome = SweepOutcome(run_id)
-    cfg = Config(eps=spec.eps, groups=spec.groups)
+    session = Session.create(spec, store, device, threads, timer, label, kind, len(points))
+    outcome = SweepOutcome(session.run_id)
     with stored_run(store, outcome), contextlib.ExitStack() as closing:
-        closing.callback(_close, store, run_id, sensors)
+        closing.callback(session.close)
+        session.prepare(probe)
+        done = 0
+        for group in groups_of(spec):
+            seqs = {p: seq for seq, p in group}
+
+            def commit(p: Any, res: PointResult | None, seqs: dict[Any, int] = seqs) -> None:
+                """Each point is committed as soon as it is resolved (skipped and failed ones at once)."""
+                nonlocal done
+                if res is not None:
+                    store.add_point(session.run_id, seqs[p], res)
+                    outcome.results.append(res)
+                    done += 1
+                if progress:
+                    progress(done, len(points), p, res)
+
+            session.measure(group, commit)
+    return outcome
+
+
+@dataclass
+class Session:
+    """One device's run: its record, its sensors, what every point is judged against (idle power, the copy
+    ladder, the machine's calibration) and the context its groups are timed in. A local sweep opens one and
+    times every group in it; a sweep over a cluster (``fleet.py``) opens one per device and hands it the
+    groups the scheduler gives that device."""
+
+    spec: Any
+    store: Store
+    device: torch.device
+    kind: Kind
+    run_id: int
+    sensors: Sensors
+    timer: Timer
+    machine: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+    ctx: Context | None = None
+    probe: Any = None
+
+    @classmethod
+    def create(
+        cls,
+        spec: Any,
+        store: Store,
+        device: torch.device,
+        threads: int,
+        timer: Timer | None,
+        label: str | None,
+        kind: Kind,
+        planned: int,
+        fleet: dict[str, Any] | None = None,
+    ) -> Session:
+        """The run's record (status running) with the machine as measured now; ``fleet`` is stored with it."""
+        allocator = set_cpu_allocator(spec.cpu_allocator) if device.type == "cpu" else None
+        compile_setting = compiling.configure(device.type)
+        sensors = Sensors.open(spec, device)
+        machine = provenance.machine(str(device) if fleet else spec.device, nvml=sensors.nvml)
+        machine["cpu_allocator"] = allocator
+        if device.type == "cpu":
+            machine["cpu_pages"] = hugepages.state(spec.cpu_pages)
+            machine["cpu_placement"] = placement.recorded(spec.cpu_placement, kernels=kind is KERNELS)
+        machine["cpu_method"] = provenance.cpu_method()
+        machine["threads"] = threads
+        machine["compile"] = compile_setting
+        the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
+        machine["timing_method"] = the_timer.method  # what timed the points (cold CUDA: queued only with a spin kernel)
+        run_kind = "kernels" if kind is KERNELS else "blocks"
+        try:
+            run_id = store.create_run(spec, machine, provenance.versions(), planned, label=label, kind=run_kind)
+        except BaseException:
+            sensors.close()
+            raise
+        extra = {"fleet": fleet} if fleet else {}
+        return cls(spec, store, device, kind, run_id, sensors, the_timer, machine, extra)
+
+    def prepare(self, probe: object | None = None) -> None:
+        """Measure what the points are judged against, before any of them: idle power cold, the copy ladder,
+        idle power warm; and read the machine's calibration."""
+        spec, store, device, run_id, sensors = self.spec, self.store, self.device, self.run_id, self.sensors
         meter = None
         idle_cold = idle_warm = None
         if spec.energy:
@@ -195,33 +258,37 @@ def _run(
         store.update_run(run_id, idle_power_w=idle_cold, sensors=sensors.describe(meter))
         caches = cpu_cache_sizes() if device.type == "cpu" else gpu_cache_sizes(device)
         # blocks are judged by time and component shares, not against copy bandwidth: no ladder
-        ladder = measure_ladder(device, the_timer, caches, available_bytes(device)[0]) if kind is KERNELS else None
+        kernels = self.kind is KERNELS
+        ladder = measure_ladder(device, self.timer, caches, available_bytes(device)[0]) if kernels else None
         if meter is not None:
             idle_warm = energy.idle_power(meter, seconds=1.0)  # right after load: what dynamic energy uses
-        the_probe = probe or (CpuProbe() if device.type == "cpu" else GpuProbe(sensors.gpu))
-        extra = {
-            "ladder": ladder.to_dict() if ladder else None,
-            "idle_power_cold_w": idle_cold,
-            "idle_power_warm_w": idle_warm,
-            "pressure_start": cpu_pressure(),
-            "disturbance": {
-                "probe": getattr(the_probe, "reason", None) or type(the_probe).__name__,
-                "runq_wait_max": RUNQ_WAIT_MAX,
-                "others_cores_max": OTHERS_CORES_MAX,
-                "steal_max": STEAL_MAX,
-            },
-        }
+        self.probe = probe or (CpuProbe() if device.type == "cpu" else GpuProbe(sensors.gpu))
+        extra = self.extra
+        extra.update(
+            {
+                "ladder": ladder.to_dict() if ladder else None,
+                "idle_power_cold_w": idle_cold,
+                "idle_power_warm_w": idle_warm,
+                "pressure_start": cpu_pressure(),
+                "disturbance": {
+                    "probe": getattr(self.probe, "reason", None) or type(self.probe).__name__,
+                    "runq_wait_max": RUNQ_WAIT_MAX,
+                    "others_cores_max": OTHERS_CORES_MAX,
+                    "steal_max": STEAL_MAX,
+                },
+            }
+        )
         idle_w = idle_warm if idle_warm is not None else idle_cold
         store.update_run(run_id, copy_gbps=ladder.top_gbps if ladder else None, idle_power_w=idle_w, extra=extra)
-        calibration, calibration_note = rerun.calibration_for(store, machine, provenance.versions())
+        calibration, calibration_note = rerun.calibration_for(store, self.machine, provenance.versions())
         extra["rerun"] = {"calibration": calibration["source"] if calibration else None, "note": calibration_note}
         # the baseline's time says something about the machine's state only when measured as the calibration was
         same_method = bool(calibration) and calibration.get("method") == rerun.method_of(spec.to_dict())
-        ctx = Context(
+        self.ctx = Context(
             spec,
             device,
-            cfg,
-            the_timer,
+            Config(eps=spec.eps, groups=spec.groups),
+            self.timer,
             ladder.top_gbps if ladder else None,
             meter=meter,
             idle_power_w=idle_w,
@@ -230,24 +297,22 @@ def _run(
             ladder=ladder,
             judge_group=lambda results: judge_group(results, calibration, same_method),
         )
-        done = 0
-        for group in groups_of(spec):
-            seqs = {p: seq for seq, p in group}
 
-            def commit(p: Any, res: PointResult | None, seqs: dict[Any, int] = seqs) -> None:
-                """Each point is committed as soon as it is resolved (skipped and failed ones at once)."""
-                nonlocal done
-                if res is not None:
-                    store.add_point(run_id, seqs[p], res)
-                    outcome.results.append(res)
-                    done += 1
-                if progress:
-                    progress(done, len(points), p, res)
+    def measure(self, group: list[tuple[int, Any]], announce: Any = None) -> list[PointResult]:
+        """Time one group (its points with their sequence numbers) in interleaved rounds; ``announce(p, res)``
+        hears each point start (res None) and resolve."""
+        if self.ctx is None:
+            raise RuntimeError("Session.prepare() comes before measure()")
+        return measure_group([p for _, p in group], self.ctx, self.probe, announce=announce, kind=self.kind)
 
-            measure_group([p for _, p in group], ctx, the_probe, announce=commit, kind=kind)
-        extra["pressure_end"] = cpu_pressure()
-        store.update_run(run_id, extra=extra)
-    return outcome
+    def close(self) -> None:
+        """However the run ends: the sensors stop, their series and the run's closing fields are stored."""
+        self.extra["pressure_end"] = cpu_pressure()
+        try:
+            if self.ctx is not None:
+                self.store.update_run(self.run_id, extra=self.extra)
+        finally:
+            _close(self.store, self.run_id, self.sensors)
 
 
 def judge_group(results: list[PointResult], calibration: dict[str, Any] | None, same_method: bool = False) -> None:

@@ -1,0 +1,174 @@
+"""A sweep over a Ray cluster: a real local cluster of three CPU-only nodes on 127.0.0.1, the CLI as a user runs
+it, checked against the same sweep run locally; a worker killed mid-group (retried once, then failed with the
+reason, never stored twice); a cancel that stops every worker."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+ray = pytest.importorskip("ray")
+
+SWEEP = ["--variants", "rmsnorm,layernorm", "--impls", "native,liger", "--warmup-ms", "2", "--rounds", "2"]
+TIMED = {"ok", "imprecise", "unstable"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Three CPU-only nodes on this host (one CPU each), shut down after the module."""
+    from ray.cluster_utils import Cluster
+
+    small = 100 * 2**20  # a small object store: a container's /dev/shm may be 64 MiB (Ray then uses /tmp)
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": small},
+    )
+    for _ in range(2):
+        c.add_node(num_cpus=1, object_store_memory=small)
+    c.wait_for_nodes(timeout=120)
+    yield c
+    c.shutdown()
+
+
+def identity(p: dict) -> tuple:
+    """What must agree between a cluster sweep and a local one: the point, and whether it was timed."""
+    status = "timed" if p["status"] in TIMED else p["status"]
+    return (p["seq"], p["variant"], p["impl"], p["tokens"], p["hidden"], p["dtype"], p["mode"], status)
+
+
+def fleet_runs(where: str) -> tuple[list[dict], list[dict]]:
+    from profilers.store import Store
+
+    with Store(where, readonly=True) as s:
+        runs = [s.get_run(r["id"]) for r in s.list_runs() if (r.get("extra") or {}).get("fleet")]
+        return runs, s.points([r["id"] for r in runs])
+
+
+def test_cluster_sweep_stores_one_run_per_device_with_the_local_sweeps_points(cluster, pg_url, tmp_path):
+    shapes = ["--shapes", "64x64,128x64,256x64", "--budget-ms", "5"]
+    from profilers.store import Store
+
+    Store(pg_url, migrate=True).close()
+    p = run_cli("run", *SWEEP, *shapes, "--ray", cluster.address, "--json", db=pg_url, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads(p.stdout)
+    assert doc["status"] == "completed" and doc["retried"] == [] and doc["lost"] == []
+    runs, points = fleet_runs(pg_url)
+    assert len(runs) == 3 and {r["status"] for r in runs} == {"completed"}
+    fleets = [r["extra"]["fleet"] for r in runs]
+    assert len({f["uid"] for f in fleets}) == 1 and sorted(f["slot"] for f in fleets) == [0, 1, 2]
+    assert len({f["node_id"] for f in fleets}) == 3  # every node of the cluster measured
+    with Store(pg_url, readonly=True) as s:
+        record = s.artifact(runs[0]["id"], "fleet")
+    assert sorted(g for d in record["devices"] for g in d["groups"]) == [0, 1, 2]
+    assert {d["run_id"] for d in record["devices"]} == {r["id"] for r in runs}
+    # each group on one device: a ratio never pairs points of two devices
+    for shape in ((64, 64), (128, 64), (256, 64)):
+        assert len({q["run_id"] for q in points if (q["tokens"], q["hidden"]) == shape}) == 1
+
+    local = tmp_path / "local.db"
+    p = run_cli("run", *SWEEP, *shapes, db=local, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with Store(local, readonly=True) as s:
+        here = s.points(1)
+    assert sorted(map(identity, points)) == sorted(map(identity, here))
+    assert Counter(q["status"] for q in points)["skipped"] == 6  # liger is CUDA only, skipped with its reason
+    assert all("cuda" in q["error"] for q in points if q["status"] == "skipped")
+
+
+def _lease_holder(db: Path, like: str) -> tuple[int, str] | None:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5) as con:
+            row = con.execute("SELECT pid, purpose FROM leases WHERE purpose LIKE ?", (like,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return (int(row[0]), row[1]) if row else None
+
+
+def _kill_holder(db: Path, like: str, proc: subprocess.Popen, timeout: float = 240) -> str:
+    """SIGKILL the worker that holds a lease whose purpose matches ``like``; its purpose back."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        got = _lease_holder(db, like)
+        if got:
+            os.kill(got[0], signal.SIGKILL)
+            return got[1]
+        time.sleep(0.05)
+    raise AssertionError(f"no worker held a lease like {like!r} (sweep exit {proc.poll()})")
+
+
+def _start(db: Path, address: str, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "NORMSCOPE_DB"}
+    cmd = [sys.executable, "-m", "profilers", "run", *SWEEP, "--ray", address, "--db", str(db), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_worker_s_group_is_retried_once_then_failed_with_the_reason_never_stored_twice(cluster, tmp_path):
+    db = tmp_path / "fleet.db"
+    shapes = "64x64,128x64,256x64,512x64"
+    proc = _start(db, cluster.address, "--shapes", shapes, "--budget-ms", "60")
+    first = _kill_holder(db, "%group%", proc)  # a worker timing a group: killed
+    group = first.split("group ")[1].split(" of")[0]
+    second = _kill_holder(db, f"%group {group} of%(retry 1)%", proc)  # the same group on another device: killed
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert f"group {group} retried on another device: the worker process died" in err
+    assert f"group {group} not measured: its worker was lost 2 time(s)" in err
+    assert "(retry 1)" in second
+
+    runs, points = fleet_runs(str(db))
+    assert sorted(r["status"] for r in runs) == ["completed", "interrupted", "interrupted"]
+    assert all("its worker was lost" in r["error"] for r in runs if r["status"] == "interrupted")
+    seqs = [q["seq"] for q in points]
+    assert sorted(seqs) == list(range(16))  # every point once: nothing lost, nothing twice
+    lost = [q for q in points if q["tokens"] == [64, 128, 256, 512][int(group) - 1]]
+    assert len(lost) == 4 and {q["status"] for q in lost} == {"failed"}
+    assert all("its worker was lost 2 time(s)" in q["error"] for q in lost)
+    others = [q for q in points if q not in lost]
+    assert {q["status"] for q in others} <= TIMED | {"skipped"}
+    from profilers.store import Store
+
+    with Store(db, readonly=True) as s:
+        record = s.artifact(runs[0]["id"], "fleet")
+        assert s.query("SELECT * FROM leases") == []  # the dead workers' leases are gone
+    assert [r["group"] + 1 for r in record["retried"]] == [int(group)]
+    assert [r["group"] + 1 for r in record["lost"]] == [int(group)]
+
+
+def test_a_cancel_stops_every_worker_and_ends_every_run_cancelled(cluster, tmp_path):
+    db = tmp_path / "fleet.db"
+    proc = _start(db, cluster.address, "--shapes", "64x64,128x64,256x64", "--budget-ms", "60")
+    deadline = time.monotonic() + 240
+    while _lease_holder(db, "%group%") is None:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # what the dashboard's Cancel sends
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    runs, _ = fleet_runs(str(db))
+    assert runs and {r["status"] for r in runs} == {"cancelled"}
+    pids = [r["pid"] for r in runs]
+    time.sleep(1.0)
+    for pid in pids:  # the workers are gone with the sweep
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_cluster_flags_refused_in_one_line(tmp_path):
+    db = tmp_path / "x.db"
+    p = run_cli("run", "--ray", "auto", "--processes", "2", db=db)
+    assert p.returncode == 2 and "--processes with --ray" in p.stderr
+    p = run_cli("run", "--ray", "auto", "--device", "cuda:1", db=db)
+    assert p.returncode == 2 and "give --device cpu or cuda" in p.stderr
+    p = run_cli("run", "--ray", "127.0.0.1:1", "--shapes", "64x64", db=db, timeout=120)
+    assert p.returncode == 2 and "cannot join a Ray cluster at 127.0.0.1:1" in p.stderr, p.stderr[-2000:]
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not db.exists() or run_cli("runs", db=db).stdout.count("\n") <= 1
