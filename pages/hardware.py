@@ -63,6 +63,43 @@ if info["gpus"]:
 else:
     st.caption(f"No GPU visible to NVML: {info['nvml']['reason'] or 'none found'}")
 
+st.subheader("Ray cluster")
+st.caption(
+    "A sweep started on the Run page with “Ray cluster” spreads its groups over these devices: each GPU, or "
+    "each node's CPUs. Listing the nodes joins the cluster from a separate process, never this server."
+)
+k1, k2 = st.columns([3, 1], vertical_alignment="bottom")
+address = k1.text_input("Cluster address", "auto", help="auto: the cluster this host joined; or the head's HOST:PORT")
+if k2.button("List its nodes", icon=":material/lan:", key="cluster-nodes"):
+    try:
+        st.session_state["cluster_nodes"] = jobs.probe_cluster(address.strip() or "auto")
+    except jobs.ProbeError as e:
+        st.session_state.pop("cluster_nodes", None)
+        st.error(str(e))
+found = st.session_state.get("cluster_nodes")
+if found:
+    rows = found["nodes"]
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "node": r["node"],
+                    "id": r["node_id"],
+                    "alive": "yes" if r["alive"] else "no",
+                    "CPUs": r["cpus"],
+                    "GPUs": r["gpus"],
+                    "GPU kind": r["gpu_kind"] or "N/A — Ray reports none",
+                    "memory": na(r["memory_gib"], "{:.1f} GiB"),
+                }
+                for r in rows
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    cpu, gpu = sum(r["cpu_sweep_devices"] for r in rows), sum(r["cuda_sweep_devices"] for r in rows)
+    st.caption(f"At {found['address']}: a CPU sweep gets {cpu} device(s) (one per node), a CUDA sweep {gpu}.")
+
 st.subheader("How far reruns move here")
 st.caption(
     "A run's 95% interval covers its own moment; a rerun meets the machine in another state. The calibration "

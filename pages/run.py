@@ -127,8 +127,15 @@ def _progress_card(run: dict, last: list[dict], cells: int | None = None) -> Non
     elapsed = max(0.0, time.time() - started)
     eta = elapsed / done * (planned - done) if done else None
     device = run["spec"].get("device", "cpu")
+    fleet = jobs.fleet_of(run)
     with st.container(border=True):
-        st.markdown(f"**Run {run['id']}** ({lab.noun}) on `{device}` — {run['label'] or 'no label'}")
+        where = f"`{device}` of node {fleet['node']}" if fleet else f"`{device}`"
+        st.markdown(f"**Run {run['id']}** ({lab.noun}) on {where} — {run['label'] or 'no label'}")
+        if fleet:
+            st.caption(
+                f"device {fleet['slot'] + 1} of {fleet['devices']} of cluster sweep {fleet['uid'][:8]} (driven from "
+                f"{fleet['driver']}): counted over the groups given to this device so far; Cancel stops every device"
+            )
         if spread:
             st.caption(
                 f"process {spread['process']} of {spread['of']}, one after the other: its points are stored when "
@@ -203,7 +210,25 @@ live()
 st.subheader("New sweep")
 left, right = st.columns(2)
 with left:
-    device = st.selectbox("Device", devices())
+    where = st.radio(
+        "Where",
+        ["this machine", "Ray cluster"],
+        horizontal=True,
+        help="Ray cluster: the sweep's groups spread over the cluster's devices (each GPU, or each node's CPUs), "
+        "one group per device at a time; one run per device, all in this store (which every node must reach: "
+        "PostgreSQL for nodes on several hosts).",
+    )
+    cluster = None
+    if where == "Ray cluster":
+        cluster = st.text_input(
+            "Cluster address",
+            "auto",
+            help="auto: the cluster this host joined (`ray start --address …`); local: start one here; or the "
+            "head's HOST:PORT",
+        ).strip()
+        device = st.selectbox("Device on every node", ["cpu", "cuda"])
+    else:
+        device = st.selectbox("Device", devices())
     defaults = default_spec(device)
     source = st.radio("Shapes from", ["model preset", "custom shapes"], horizontal=True)
     if source == "model preset":
@@ -242,7 +267,7 @@ with right:
         help="Candidates of one shape are timed in interleaved rounds; rounds are added (up to twice as many), "
         "for the candidates whose ratio's 95% interval is still wider than this, until every one is this narrow.",
     )
-    if device == "cpu":
+    if device == "cpu" and cluster is None:
         a1, a2, a3 = st.columns(3)
         allocator = a1.radio(
             "CPU allocator",
@@ -267,6 +292,8 @@ with right:
             "stored when every process has finished.",
         )
         cache = "warm"
+    elif device == "cpu":
+        allocator, cpu_pages, processes, cache = "reuse", "huge", 1, "warm"
     else:
         allocator, cpu_pages, processes = "reuse", "huge", 1
         cache = st.radio(
@@ -300,6 +327,8 @@ try:
         if not parts:
             raise SpecError("no shapes: write TOKENSxHIDDEN, e.g. 4096x768")
         shapes = [parse_shape(s) for s in parts]
+    if cluster == "":
+        raise SpecError("no cluster address: give auto, local or the head's HOST:PORT")
     rounds, target = ROUND_PRESETS[accuracy]
     spec = SweepSpec(
         variants=tuple(variants),
@@ -323,6 +352,7 @@ try:
         save_traces=save_traces,
         label=label or None,
         preset=preset,
+        ray=cluster,
     )
 except SpecError as e:
     st.error(str(e))
@@ -355,8 +385,14 @@ if spec is not None:
     n = len(spec.points())
     est = jobs.estimate_seconds(spec)
     all_too_big = len(too_big) == len(fit)
+    groups = len({(p.tokens, p.hidden, p.dtype, p.mode) for p in spec.points()})
     st.markdown(
-        f"**{n} points**, about **{_duration(est)}** on this machine."
+        (
+            f"**{n} points** in {groups} group(s), about **{_duration(est)}** on one device, less as the groups "
+            "spread over the cluster's devices."
+            if spec.ray
+            else f"**{n} points**, about **{_duration(est)}** on this machine."
+        )
         + (f" {len(too_big)} shape(s) do not fit and will be skipped." if too_big and not all_too_big else "")
     )
     confirmed = True
@@ -374,7 +410,7 @@ if spec is not None:
         if pid:
             st.success(f"Started worker {pid}. Progress shows above; closing this tab does not stop it.")
             st.rerun()
-    if device == "cpu":
+    if device == "cpu" and not spec.ray:
         st.info(
             "This sweep measures the CPU this dashboard runs on: the browser and the server compete with it. "
             "Visits taken while the machine was busy are re-measured, then flagged."

@@ -13,12 +13,12 @@ import sys
 from typing import NoReturn
 
 from . import registry
-from .commands import corpus, machine, runs, store
+from .commands import cluster, corpus, machine, runs, store
 from .commands.base import EXIT_USAGE, PROG, UsageError
 from .spec import SpecError
 from .store import StoreError
 
-CORE_COMMANDS = (runs, machine, corpus, store)
+CORE_COMMANDS = (runs, machine, corpus, store, cluster)
 
 
 class _Parser(argparse.ArgumentParser):

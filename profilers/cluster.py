@@ -86,7 +86,8 @@ class Slot:
 
     @property
     def name(self) -> str:
-        return f"{self.node_ip} {self.kind}{self.index}" if self.kind == "cuda" else f"{self.node_ip} cpu"
+        """How progress lines name it: its place, node and kind (one host may run several nodes)."""
+        return f"device {self.index + 1} ({self.node_ip}/{self.node_id[:6]} {self.kind})"
 
 
 def slots(ray: Any, device_type: str) -> list[Slot]:
@@ -110,3 +111,36 @@ def slots(ray: Any, device_type: str) -> list[Slot]:
         what = "GPU" if device_type == "cuda" else "node with a CPU"
         raise SpecError(f"the Ray cluster has no live {what}: add one (`ray start --address …`) or run without --ray")
     return out
+
+
+def nodes(ray: Any) -> list[dict[str, Any]]:
+    """The cluster's nodes as a table: address, whether alive, CPUs, GPUs (with their kind where Ray knows it),
+    memory, and the devices a CPU and a CUDA sweep would get there."""
+    out = []
+    for node in sorted(ray.nodes(), key=lambda n: (n["NodeManagerAddress"], n["NodeID"])):
+        res = node.get("Resources") or {}
+        kinds = sorted(k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:"))
+        alive = bool(node.get("Alive"))
+        out.append(
+            {
+                "node": node["NodeManagerAddress"],
+                "node_id": node["NodeID"][:12],
+                "alive": alive,
+                "cpus": int(res.get("CPU", 0)),
+                "gpus": int(res.get("GPU", 0)),
+                "gpu_kind": ", ".join(kinds) or None,
+                "memory_gib": round(res["memory"] / 2**30, 1) if res.get("memory") else None,
+                "cpu_sweep_devices": 1 if alive and res.get("CPU", 0) >= 1 else 0,
+                "cuda_sweep_devices": int(res.get("GPU", 0)) if alive else 0,
+            }
+        )
+    return out
+
+
+def describe(address: str) -> list[dict[str, Any]]:
+    """Join the cluster at ``address`` just long enough to list its nodes."""
+    ray = connect(address)
+    try:
+        return nodes(ray)
+    finally:
+        ray.shutdown()

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -222,9 +223,20 @@ class ProbeError(RuntimeError):
 
 def probe_environment(timeout_s: float = 120) -> dict[str, Any]:
     """What `python -m profilers env --json` reports, asked of a subprocess so this process never loads torch."""
+    return _probe(["env", "--json"], timeout_s)
+
+
+def probe_cluster(address: str, timeout_s: float = 90) -> dict[str, Any]:
+    """What `python -m profilers cluster ADDRESS --json` reports: the Ray cluster's nodes, asked of a
+    subprocess so this process never joins a cluster."""
+    return _probe(["cluster", address, "--json"], timeout_s)
+
+
+def _probe(args: list[str], timeout_s: float) -> dict[str, Any]:
+    what = f"`python -m profilers {' '.join(a for a in args if a != '--json')}`"
     try:
         p = subprocess.run(
-            [sys.executable, "-m", "profilers", "env", "--json"],
+            [sys.executable, "-m", "profilers", *args],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -232,10 +244,10 @@ def probe_environment(timeout_s: float = 120) -> dict[str, Any]:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise ProbeError(f"`python -m profilers env` did not answer within {timeout_s:.0f} s") from None
+        raise ProbeError(f"{what} did not answer within {timeout_s:.0f} s") from None
     if p.returncode != 0:
-        last = (p.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ProbeError(f"`python -m profilers env` failed (exit {p.returncode}): {last}")
+        last = (p.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("normscope: error: ")
+        raise ProbeError(f"{what} failed (exit {p.returncode}): {last}")
     return json.loads(p.stdout)
 
 
@@ -260,9 +272,29 @@ def visible_devices(nvml: Any = None) -> list[str]:
 
 
 def run_of(store: Store, pid: int) -> dict[str, Any] | None:
-    """The run a worker created, found by its pid (newest first)."""
+    """The run a worker created, found by its pid (newest first); for a worker that drove a sweep over a
+    cluster, the newest of the runs its devices created."""
     run_id = store.run_of_pid(pid)
+    if run_id is None:
+        runs = fleet_runs_of(store, pid)
+        run_id = runs[0]["id"] if runs else None
     return store.get_run(run_id) if run_id is not None else None
+
+
+def fleet_of(run: dict[str, Any]) -> dict[str, Any] | None:
+    """A run's part in a sweep over a cluster (``measure/sweep/fleet.py``), or None for a local run."""
+    fleet = (run.get("extra") or {}).get("fleet")
+    return fleet if isinstance(fleet, dict) else None
+
+
+def fleet_runs_of(store: Store, driver_pid: int) -> list[dict[str, Any]]:
+    """The runs of the cluster sweep driven by ``driver_pid`` on this host, newest first."""
+    here = socket.gethostname()
+    return [
+        r
+        for r in store.list_runs("kernels")
+        if (f := fleet_of(r)) and f.get("driver_pid") == driver_pid and f.get("driver") == here
+    ]
 
 
 def active_runs(store: Store) -> list[dict[str, Any]]:
@@ -272,10 +304,17 @@ def active_runs(store: Store) -> list[dict[str, Any]]:
 
 
 def cancel(run: dict[str, Any]) -> bool:
-    """Ask a run's worker to stop; True when the signal was delivered."""
+    """Ask a run's worker to stop; True when the signal was delivered. A run of a sweep over a cluster is
+    stopped through its driver, which stops every device's worker (a device's worker stopped alone would
+    have its group retried elsewhere); a driver on another host cannot be reached from here."""
     pid = run.get("pid")
     if not pid or run.get("status") != "running":
         return False
+    fleet = fleet_of(run)
+    if fleet:
+        if fleet.get("driver") != socket.gethostname() or not fleet.get("driver_pid"):
+            return False
+        pid = fleet["driver_pid"]
     try:
         os.kill(int(pid), signal.SIGTERM)
     except ProcessLookupError:

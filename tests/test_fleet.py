@@ -118,7 +118,7 @@ def test_a_killed_worker_s_group_is_retried_once_then_failed_with_the_reason_nev
     first = _kill_holder(db, "%group%", proc)  # a worker timing a group: killed
     group = first.split("group ")[1].split(" of")[0]
     second = _kill_holder(db, f"%group {group} of%(retry 1)%", proc)  # the same group on another device: killed
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     assert f"group {group} retried on another device: the worker process died" in err
     assert f"group {group} not measured: its worker was lost 2 time(s)" in err
@@ -143,15 +143,21 @@ def test_a_killed_worker_s_group_is_retried_once_then_failed_with_the_reason_nev
     assert [r["group"] + 1 for r in record["lost"]] == [int(group)]
 
 
-def test_a_cancel_stops_every_worker_and_ends_every_run_cancelled(cluster, tmp_path):
+def test_a_cancel_of_one_device_s_run_stops_every_worker_and_ends_every_run_cancelled(cluster, tmp_path):
+    from profilers import jobs
+    from profilers.store import Store
+
     db = tmp_path / "fleet.db"
     proc = _start(db, cluster.address, "--shapes", "64x64,128x64,256x64", "--budget-ms", "60")
     deadline = time.monotonic() + 240
     while _lease_holder(db, "%group%") is None:
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else ""
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)  # what the dashboard's Cancel sends
-    out, err = proc.communicate(timeout=120)
+    with Store(db, readonly=True) as s:
+        one = jobs.run_of(s, proc.pid)  # the Run page follows its worker (the driver) to its devices' runs
+    assert one is not None and jobs.fleet_of(one)["driver_pid"] == proc.pid
+    assert jobs.cancel(one)  # the dashboard's Cancel on one device's run: the driver is signalled, not the device
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     runs, _ = fleet_runs(str(db))
     assert runs and {r["status"] for r in runs} == {"cancelled"}
@@ -160,6 +166,50 @@ def test_a_cancel_stops_every_worker_and_ends_every_run_cancelled(cluster, tmp_p
     for pid in pids:  # the workers are gone with the sweep
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_the_dashboard_lists_the_cluster_and_starts_a_sweep_on_it(cluster, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from profilers import jobs
+    from profilers.store import Store
+
+    db = tmp_path / "dash.db"
+    monkeypatch.setenv("NORMSCOPE_DB", str(db))
+    monkeypatch.setenv("NORMSCOPE_REFERENCE_DIR", str(tmp_path / "none"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/hardware.py").run()
+    box = next(t for t in at.text_input if t.label == "Cluster address")
+    box.set_value(cluster.address).run()
+    at.button(key="cluster-nodes").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    table = next(d.value for d in at.dataframe if "GPU kind" in d.value.columns)
+    assert len(table) == 3 and set(table["alive"]) == {"yes"} and list(table["CPUs"]) == [1, 1, 1]
+    assert any("a CPU sweep gets 3 device(s)" in c.value for c in at.caption)
+
+    at.switch_page("pages/run.py").run()
+    next(r for r in at.radio if r.label == "Where").set_value("Ray cluster").run()
+    next(t for t in at.text_input if t.label == "Cluster address").set_value(cluster.address).run()
+    next(r for r in at.radio if r.label == "Shapes from").set_value("custom shapes").run()
+    next(t for t in at.text_input if t.label.startswith("Shapes")).set_value("64x64,128x64").run()
+    next(m for m in at.multiselect if m.label == "Variants").set_value(["rmsnorm", "layernorm"]).run()
+    next(m for m in at.multiselect if m.label == "Implementations").set_value(["native"]).run()
+    next(n for n in at.number_input if n.label.startswith("Budget")).set_value(5).run()
+    assert any("2 group(s)" in m.value and "on one device" in m.value for m in at.markdown)
+    assert not any(n.label == "Processes" for n in at.number_input)  # one process per device on a cluster
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    pid = at.session_state["last_job_pid"]
+    deadline = time.monotonic() + 240
+    while True:
+        with Store(db, readonly=True) as s:
+            runs = jobs.fleet_runs_of(s, pid)
+        if runs and all(r["status"] != "running" for r in runs) and len(runs) == 3:
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.5)
+    assert {r["status"] for r in runs} == {"completed"}
+    assert sum(r["points_done"] for r in runs) == 4
 
 
 def test_cluster_flags_refused_in_one_line(tmp_path):

@@ -211,6 +211,19 @@ def test_run_page_follows_a_run_over_processes_by_their_progress(one_run, monkey
     assert any("process 2 of 3" in c.value for c in at.caption)
 
 
+def test_run_page_shows_a_cluster_sweep_s_device_with_its_node_and_place(one_run, monkeypatch):
+    """A device's run of a sweep over a Ray cluster says its node, its place among the devices and the driver."""
+    import socket
+
+    with Store(one_run) as s:
+        run_id = _live_run(s, '{"device": "cpu", "ray": "auto"}', 6, "fleet")
+        fleet = {"uid": "abcdef0123", "node": "10.0.0.7", "slot": 1, "devices": 3, "driver": socket.gethostname()}
+        s.update_run(run_id, extra={"fleet": {**fleet, "driver_pid": 1}})
+    at = page("pages/run.py", one_run, monkeypatch)
+    assert any("of node 10.0.0.7" in m.value for m in at.markdown)
+    assert any("device 2 of 3 of cluster sweep abcdef01" in c.value for c in at.caption)
+
+
 def test_results_offers_csv_and_parquet_downloads(seeded, monkeypatch):
     at = page("pages/results.py", seeded, monkeypatch)
     labels = [b.label for b in at.get("download_button")]
