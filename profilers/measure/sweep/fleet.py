@@ -114,9 +114,11 @@ class DeviceWorker:
         self.store.update_run(run_id, points_planned=self.planned)
         retry = f" (retry {attempt})" if attempt else ""
         with self._lease(f"a cluster sweep: run {run_id}, group {index + 1} of {of}{retry}"):
+            start = time.perf_counter()
             results = self.session.measure(group)
+            measure_s = time.perf_counter() - start
         self.store.add_points(run_id, [(seq, res) for (seq, _), res in zip(group, results, strict=True)])
-        return {"run_id": run_id, "statuses": [r.status for r in results]}
+        return {"run_id": run_id, "statuses": [r.status for r in results], "measure_s": measure_s}
 
     def finish(self, status: str, error: str | None = None) -> None:
         try:
@@ -149,6 +151,7 @@ class FleetOutcome:
     devices: list[Device] = field(default_factory=list)
     retried: list[dict[str, Any]] = field(default_factory=list)
     lost: list[dict[str, Any]] = field(default_factory=list)
+    timing: list[dict[str, Any]] = field(default_factory=list)  # per group: its measuring, and the whole round trip
 
     @property
     def run_ids(self) -> list[int]:
@@ -236,10 +239,9 @@ def _schedule(ray: Any, groups: list[list[tuple[int, Any]]], outcome: FleetOutco
     """Hand the groups out, one per free device; a group whose worker died goes once to another device."""
     queue: deque[int] = deque(range(len(groups)))
     tried: dict[int, list[Device]] = {}
-    running: dict[Any, tuple[Device, int]] = {}
-    done = 0
+    running: dict[Any, tuple[Device, int, float]] = {}
     while queue or running:
-        free = [d for d in outcome.devices if d.alive and d not in [dv for dv, _ in running.values()]]
+        free = [d for d in outcome.devices if d.alive and d not in [dv for dv, _, _ in running.values()]]
         for gi in list(queue):
             if not free:
                 break
@@ -251,16 +253,17 @@ def _schedule(ray: Any, groups: list[list[tuple[int, Any]]], outcome: FleetOutco
             queue.remove(gi)
             tried.setdefault(gi, []).append(d)
             ref = d.actor.measure.remote(gi, len(groups), groups[gi], len(tried[gi]) - 1)
-            running[ref] = (d, gi)
+            running[ref] = (d, gi, time.perf_counter())
         if not running:  # groups left, and no live device that has not tried them
             for gi in queue:
                 _lose(store, outcome, groups[gi], gi, tried.get(gi, []), "no other device was left to measure it")
             break
         ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
         for ref in ready:
-            d, gi = running.pop(ref)
+            d, gi, sent = running.pop(ref)
             try:
                 got = ray.get(ref)
+                trip = time.perf_counter() - sent
             except Exception as e:
                 reason = _why(e)
                 d.alive, d.reason = _alive(ray, d), reason
@@ -272,7 +275,7 @@ def _schedule(ray: Any, groups: list[list[tuple[int, Any]]], outcome: FleetOutco
                     _lose(store, outcome, groups[gi], gi, tried[gi], reason)
                 continue
             d.groups.append(gi)
-            done += 1
+            outcome.timing.append({"group": gi, "slot": d.slot.index, "measure_s": got["measure_s"], "trip_s": trip})
             counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(got["statuses"]).items()))
             say(f"group {gi + 1} of {len(groups)} done on {d.slot.name} (run {got['run_id']}): {counts}")
 
@@ -359,6 +362,7 @@ def fleet_record(outcome: FleetOutcome, groups: int) -> dict[str, Any]:
         ],
         "retried": outcome.retried,
         "lost": outcome.lost,
+        "timing": outcome.timing,
     }
 
 
