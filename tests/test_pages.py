@@ -151,8 +151,8 @@ def test_runs_page_relabels_and_deletes_with_confirmation(one_run, monkeypatch):
 
 def test_run_page_rejects_bad_shapes_with_st_error(tmp_path, monkeypatch):
     at = page("pages/run.py", tmp_path / "empty.db", monkeypatch)
-    at.radio[0].set_value("custom shapes").run()
-    at.text_input[0].set_value("0x768").run()
+    next(r for r in at.radio if r.label == "Shapes from").set_value("custom shapes").run()
+    next(t for t in at.text_input if t.label.startswith("Shapes")).set_value("0x768").run()
     assert any("must be positive" in e.value for e in at.error)
     assert not any(b.label == "Start" for b in at.button)
 
