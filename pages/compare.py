@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 import streamlit as st
 
@@ -37,6 +39,17 @@ def _common(a: list[dict], b: list[dict]) -> int:
     return sum(1 for p in b if p.get("p50_us") and tuple(p[k] for k in compare.KEY) in keys)
 
 
+def _run_label(r: dict) -> str:
+    """A run as the pickers name it: with its machine, so runs of several machines in one store are told apart."""
+    return f"{run_label(r)} · {compare.machine_label(r)}"
+
+
+def _sweep_label(uid: str, members: list[dict]) -> str:
+    started = min(r["created_at"] for r in members)[:16].replace("T", " ")
+    hosts = sorted({(r.get("machine") or {}).get("hostname") or "?" for r in members})
+    return f"cluster sweep {uid[:8]} · {len(members)} device(s) on {', '.join(hosts)} · {started}"
+
+
 st.title("Compare runs")
 st.caption(
     f"Points match on variant, implementation, dtype, shape and mode. On the same machine, measured the same way, "
@@ -50,23 +63,58 @@ with open_store() as store:
     if len(runs) < 2:
         st.info("Comparing needs two runs: measure another, or import one on the Runs page.")
         st.stop()
+    # which machines: every one in the store by default, a few of them, or the devices of one cluster sweep
+    machines = sorted({compare.machine_label(r) for r in runs})
+    sweeps = compare.fleets(runs)
+    left, right = st.columns(2)
+    picked = left.multiselect(
+        "Machines",
+        machines,
+        placeholder=f"every machine ({len(machines)})",
+        help="Only runs measured on these machines (host and device) are offered below.",
+    )
+    sweep = None
+    if sweeps:
+        sweep = right.selectbox(
+            "Devices of a cluster sweep",
+            [None, *sweeps],
+            format_func=lambda u: "none: pick runs below" if u is None else _sweep_label(u, sweeps[u]),
+            help="A sweep over a Ray cluster stores one run per device: its first device is the baseline, "
+            "every other device is compared with it.",
+        )
+    if sweep is not None:
+        runs = sweeps[sweep]
+    elif picked:
+        runs = [r for r in runs if compare.machine_label(r) in picked]
+    if len(runs) < 2:
+        st.info("Comparing needs two runs: these machines hold fewer; pick more machines.")
+        st.stop()
+    scope = hashlib.sha1(repr((sweep, sorted(picked))).encode()).hexdigest()[:8]  # new choices, new defaults
     by_id = {r["id"]: r for r in runs}
     ids = list(by_id)
     points = {r["id"]: store.points(r["id"]) for r in runs[:40]}  # the newest 40 runs are candidates
     newest = runs[0]
-    # default: the newest run against the latest earlier run it shares the most points with
-    earlier = [r for r in runs[1:] if r["id"] in points]
-    scored = sorted(earlier, key=lambda r: (_common(points[r["id"]], points[newest["id"]]), r["id"]), reverse=True)
-    default_base = scored[0]["id"] if scored else runs[1]["id"]
+    if sweep is not None:  # the cluster sweep's first device against every other
+        default_base, default_others = ids[0], ids[1:]
+    else:  # the newest run against the latest earlier run it shares the most points with
+        earlier = [r for r in runs[1:] if r["id"] in points]
+        scored = sorted(earlier, key=lambda r: (_common(points[r["id"]], points[newest["id"]]), r["id"]), reverse=True)
+        default_base = scored[0]["id"] if scored else runs[1]["id"]
+        default_others = [newest["id"]] if newest["id"] != default_base else []
     base_id = st.selectbox(
-        "Baseline run", ids, index=ids.index(default_base), format_func=lambda i: run_label(by_id[i])
+        "Baseline run",
+        ids,
+        index=ids.index(default_base),
+        format_func=lambda i: _run_label(by_id[i]),
+        key=f"compare-base-{scope}",
     )
     candidates = [i for i in ids if i != base_id]
     others = st.multiselect(
         "Compared with",
         candidates,
-        default=[newest["id"]] if newest["id"] != base_id else candidates[:1],
-        format_func=lambda i: run_label(by_id[i]),
+        default=[i for i in default_others if i in candidates] or candidates[:1],
+        format_func=lambda i: _run_label(by_id[i]),
+        key=f"compare-others-{scope}",
     )
     base_points = points.get(base_id) or store.points(base_id)
     other_points = {i: points.get(i) or store.points(i) for i in others}

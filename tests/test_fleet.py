@@ -222,3 +222,84 @@ def test_cluster_flags_refused_in_one_line(tmp_path):
     assert p.returncode == 2 and "cannot join a Ray cluster at 127.0.0.1:1" in p.stderr, p.stderr[-2000:]
     assert len(p.stderr.strip().splitlines()) == 1
     assert not db.exists() or run_cli("runs", db=db).stdout.count("\n") <= 1
+
+
+def test_a_training_grid_on_the_cluster_resumes_after_its_driver_is_killed(cluster, tmp_path):
+    """The stability grid's cells as Ray tasks: the driver killed after a few cells, the same command again
+    carries them over and trains the rest on the cluster; every cell stored once, as a local grid stores it."""
+    import torch
+    from training_seed import tiny_spec, write_corpus
+
+    from profilers.labs.training import measure as T
+    from profilers.labs.training.spec import Cell
+    from profilers.store import Store, StoreError
+
+    spec = tiny_spec(write_corpus(tmp_path / "corpus"), steps=40, seeds=(0, 1))
+    spec_file = tmp_path / "grid.json"
+    spec_file.write_text(spec.to_json())
+    db = tmp_path / "grid.db"
+    env = {k: v for k, v in os.environ.items() if k != "NORMSCOPE_DB"}
+    args = ["training", "run", "--spec", str(spec_file), "--ray", cluster.address]
+    cmd = [sys.executable, "-m", "profilers", *args, "--db", str(db)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    done: dict = {}
+    while len(done) < 3:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else ""
+        time.sleep(0.2)
+        try:
+            with Store(db, readonly=True) as s:
+                runs = s.list_runs(kind="training")
+                done = s.artifacts(runs[0]["id"], T.ARTIFACT_PREFIX) if runs else {}
+        except StoreError:
+            pass  # not created yet
+    proc.kill()
+    proc.wait(timeout=30)
+    with Store(db) as s:
+        (killed,) = s.list_runs(kind="training")
+        kept = s.artifacts(killed["id"], T.ARTIFACT_PREFIX)
+    assert killed["status"] == "interrupted" and 3 <= len(kept) < len(spec.cells())
+
+    p = run_cli(*args, db=db, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"resuming the grid of run {killed['id']}" in p.stderr
+    with Store(db, readonly=True) as s:
+        new = s.list_runs(kind="training")[0]
+        cells = s.artifacts(new["id"], T.ARTIFACT_PREFIX)
+        run = s.get_run(new["id"])
+    assert run["status"] == "completed" and run["extra"]["resumed_from"] == killed["id"]
+    assert run["extra"]["ray"]["address"] == cluster.address and len(run["extra"]["ray"]["nodes"]) == 3
+    assert set(cells) == {T.ARTIFACT_PREFIX + c.key for c in spec.cells()}  # every cell, once
+    assert all(cells[name] == doc for name, doc in kept.items())  # carried over as they were
+    assert len({doc["ray_node"] for doc in cells.values()}) >= 2  # spread over the cluster's nodes
+    assert {doc["energy_reason"] for doc in cells.values() if "energy_reason" in doc} <= {T.RAY_CPU_ENERGY}
+
+    # the same artifact a local grid stores: one cell trained here, deterministic on the CPU for its seed
+    name = next(n for n, d in cells.items() if d["cell"]["kind"] == "train")
+    c = cells[name]["cell"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        meter, _ = T.open_meter(torch.device("cpu"))
+        here = T.run_cell(
+            spec, Cell(**{**c, "groups": tuple(c["groups"])}), T.load_text(spec),
+            T.Trainer(spec, torch.device("cpu"), meter),
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    assert here["loss"] == cells[name]["loss"] and here["val"] == cells[name]["val"]
+
+
+def test_training_cluster_flags_refused_in_one_line(tmp_path):
+    db = tmp_path / "t.db"
+    p = run_cli("training", "run", "--ray", "auto", "--workers", "2", db=db)
+    assert p.returncode == 2 and "--workers with --ray" in p.stderr, p.stderr
+    p = run_cli("training", "run", "--ray", "auto", "--device", "cuda:1", db=db)
+    assert p.returncode == 2 and "give --device cpu or cuda" in p.stderr, p.stderr
+    from training_seed import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    p = run_cli("training", "run", "--ray", "127.0.0.1:1", "--corpus", *corpus, db=db, timeout=120)
+    assert p.returncode == 2 and "cannot join a Ray cluster at 127.0.0.1:1" in p.stderr, p.stderr[-2000:]
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not db.exists()

@@ -248,6 +248,46 @@ def test_compare_page_flags_against_a_baseline(seeded, monkeypatch, tmp_path):
     assert at.get("plotly_chart")
 
 
+def test_compare_picks_machines_and_the_devices_of_a_cluster_sweep(seeded, monkeypatch, tmp_path):
+    """A shared store holding runs of several machines: the Machines picker narrows the runs offered, and a
+    cluster sweep's devices compare its first device against every other."""
+    import shutil
+    import uuid
+
+    from profilers.store.exchange import export_run, import_run
+
+    db = tmp_path / "fleet.db"
+    shutil.copy(seeded, db)
+    with Store(db) as s:
+        doc = export_run(s, 1)
+        ids = []
+        for slot, host in enumerate(("gpu-box-a", "gpu-box-b", "gpu-box-c")):
+            run = {**doc["run"], "uid": uuid.uuid4().hex, "machine": {**doc["run"]["machine"], "hostname": host}}
+            run["extra"] = {**(run.get("extra") or {}), "fleet": {"uid": "f1eet0123456", "slot": slot, "devices": 3}}
+            ids.append(import_run(s, {**doc, "run": run}))
+    at = page("pages/compare.py", db, monkeypatch)
+    machines = next(m for m in at.multiselect if m.label == "Machines")
+    host = doc["run"]["machine"]["hostname"]
+    assert len(machines.options) == 4 and any(o.startswith("gpu-box-b · ") for o in machines.options)
+    machines.set_value([o for o in machines.options if o.startswith(("gpu-box-a", "gpu-box-c"))]).run()
+    assert not at.exception
+    base = next(b for b in at.selectbox if b.label == "Baseline run")
+    assert len(base.options) == 2
+    assert all("gpu-box-a" in o or "gpu-box-c" in o for o in base.options)
+    next(m for m in at.multiselect if m.label == "Machines").set_value([]).run()
+
+    sweep = next(b for b in at.selectbox if b.label == "Devices of a cluster sweep")
+    assert any("cluster sweep f1eet012 · 3 device(s) on gpu-box-a, gpu-box-b, gpu-box-c" in o for o in sweep.options)
+    sweep.set_value("f1eet0123456").run()
+    assert not at.exception and not at.error
+    base = next(b for b in at.selectbox if b.label == "Baseline run")
+    others = next(m for m in at.multiselect if m.label == "Compared with")
+    assert base.value == ids[0] and others.value == ids[1:]
+    assert {h.value for h in at.subheader} == {f"Run {i} vs baseline run {ids[0]}" for i in ids[1:]}
+    assert any("Different machines" in c.value for c in at.caption)  # other hosts: shown, never flagged
+    assert host not in " ".join(base.options)
+
+
 def test_compare_never_flags_across_an_allocator_change(seeded, monkeypatch, tmp_path):
     """A run with the system allocator against one that reuses memory: the method difference is stated."""
     import shutil

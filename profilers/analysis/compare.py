@@ -34,6 +34,27 @@ def machine_key(run: dict[str, Any]) -> tuple:
     )
 
 
+def machine_label(run: dict[str, Any]) -> str:
+    """How a picker names a run's machine: its host and the device it measured (the GPU, or the CPU model)."""
+    m = run.get("machine") or {}
+    gpu = (m.get("gpu") or {}).get("name")
+    device = gpu if gpu and run.get("spec", {}).get("device", "cpu") != "cpu" else m.get("cpu_model") or "CPU"
+    return f"{m.get('hostname') or 'unknown host'} · {device}"
+
+
+def fleets(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The runs of each sweep over a cluster (one run per device, ``extra.fleet``), by its uid, in the order of
+    its devices; the newest sweep first, as ``runs`` come."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        f = (r.get("extra") or {}).get("fleet")
+        if isinstance(f, dict) and f.get("uid"):
+            out.setdefault(f["uid"], []).append(r)
+    for members in out.values():
+        members.sort(key=lambda r: (r["extra"]["fleet"].get("slot", 0), r["id"]))
+    return out
+
+
 def same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return machine_key(a) == machine_key(b)
 

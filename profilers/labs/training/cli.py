@@ -8,6 +8,7 @@ again; ``--fresh`` starts over). ``training show RUN_ID`` prints the tables and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -41,6 +42,12 @@ def register(sub: Any) -> None:
     r.add_argument("--device", help="cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, help="CPU threads per process")
     r.add_argument("--workers", type=int, help="CPU processes training runs side by side (quick: 2)")
+    r.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="train the cells on a Ray cluster: auto (the cluster this host joined), local (start one here) or "
+        "its address; each cell one task on a node's CPUs (--threads each) or one GPU",
+    )
     r.add_argument("--label", help="a label stored with the run")
     r.add_argument("--resume", type=int, metavar="RUN_ID", help="continue this stopped grid")
     r.add_argument("--fresh", action="store_true", help="start over even if this grid was stopped before")
@@ -81,9 +88,11 @@ def spec_from_args(a: argparse.Namespace) -> TrainingSpec:
     for flag, kind in (("lrs", float), ("warmups", int), ("seeds", int), ("depths", int)):
         if getattr(a, flag):
             kw[flag] = _list(getattr(a, flag), kind, f"--{flag}")
-    for name in ("norm", "steps", "device", "threads", "workers", "label"):
+    for name in ("norm", "steps", "device", "threads", "workers", "label", "ray"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
+    if a.ray and a.workers is None:
+        kw["workers"] = 1  # the cluster trains the cells side by side
     if a.clip is not None:
         kw["clip_norm"] = a.clip
     if a.corpus:
@@ -118,15 +127,19 @@ def cmd_training_run(a: argparse.Namespace) -> int:
 
     resume_spec = None
     if a.resume is not None and not a.spec and not a.preset:
-        with Store(a.db) as store:  # the stopped run's own grid
-            resume_spec = TrainingSpec.from_dict(store.get_run(a.resume)["spec"])
+        with Store(a.db) as store:  # the stopped run's own grid, where this command says it trains
+            kw = store.get_run(a.resume)["spec"]
+            if a.ray is not None:
+                kw = {**kw, "ray": a.ray, "workers": 1}
+            resume_spec = TrainingSpec.from_dict(kw)
     spec = resume_spec or spec_from_args(a)  # validated before torch is imported
 
     from ...jobs import device_lock
     from .measure import preflight, resumable, run_grid
 
     prepared = preflight(spec)  # device and corpus: refused before the store is touched
-    with Store(a.db) as store, device_lock(store, spec.device):
+    # a grid on a cluster trains on its nodes' devices, not on this machine's
+    with Store(a.db) as store, contextlib.nullcontext() if spec.ray else device_lock(store, spec.device):
         resume = a.resume
         if resume is None and not a.fresh:
             stopped = resumable(store, spec)

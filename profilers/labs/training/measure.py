@@ -460,7 +460,7 @@ def resumable(store: Store, spec: TrainingSpec) -> dict[str, Any] | None:
     for r in store.list_runs(kind="training"):
         if r["status"] in ("interrupted", "cancelled") and not (r.get("extra") or {}).get("resumed_in"):
             try:
-                same = TrainingSpec.from_dict(r["spec"]).to_dict() == spec.to_dict()
+                same = TrainingSpec.from_dict(r["spec"]).same_grid(spec)
             except (SpecError, TypeError):
                 same = False
             if same:
@@ -469,8 +469,13 @@ def resumable(store: Store, spec: TrainingSpec) -> dict[str, Any] | None:
 
 
 def preflight(spec: TrainingSpec) -> tuple[torch.device, TextData]:
-    """Every check that can refuse a grid, before the store is touched (raises SpecError)."""
-    device = resolve_device(spec.device)
+    """Every check that can refuse a grid, before the store is touched (raises SpecError). A grid on a Ray
+    cluster trains on the cluster's devices, not this machine's: its own are not asked for."""
+    if spec.ray:
+        from ...cluster import reach
+
+        reach(spec.ray)  # an address that does not answer: refused here, not after minutes of Ray's retries
+    device = torch.device(spec.device) if spec.ray else resolve_device(spec.device)
     if spec.dtype == "bfloat16" and device.type == "cpu":
         raise SpecError("bfloat16 training is for GPUs here: use --dtype float32 on the CPU")
     return device, load_text(spec)
@@ -508,6 +513,95 @@ def _parallel(
         pool.terminate()  # cancel or failure: the runs in progress are dropped, the finished ones are stored
 
 
+# ---- a Ray cluster: each cell one task; only this process (the driver) writes to the store ------------------
+RAY_RETRIES = 1  # a cell whose worker died is trained again this many times, then left for the next resume
+RAY_CPU_ENERGY = (
+    "cells on a Ray cluster share their node's CPU package counter: train on one machine with workers 1 to "
+    "measure each run"
+)
+
+
+def _ray_cell(spec_doc: dict[str, Any], data: TextData, cell_doc: dict[str, Any], threads: int) -> tuple[str, Any]:
+    """One cell trained in a Ray worker (its GPU alone visible on CUDA, so cuda:0); the cell's artifact back,
+    with the node and host that trained it."""
+    import socket
+
+    import ray
+
+    torch.set_num_threads(threads)
+    spec = TrainingSpec.from_dict(spec_doc)
+    cell = Cell(**{**cell_doc, "groups": tuple(cell_doc["groups"])})
+    if spec.device_type == "cuda":
+        device = torch.device("cuda:0")
+        torch.cuda.set_device(device)
+        meter, close = open_meter(device)
+    else:
+        device = torch.device("cpu")
+        meter, close = Meter(energy.NullMeter(RAY_CPU_ENERGY), None, RAY_CPU_ENERGY), lambda: None
+    autocast = torch.bfloat16 if spec.dtype == "bfloat16" else None
+    try:
+        doc = run_cell(spec, cell, data, Trainer(spec, device, meter, autocast_dtype=autocast))
+    finally:
+        close()
+    doc["ray_node"] = ray.get_runtime_context().get_node_id()[:12]
+    doc["ray_host"] = socket.gethostname()
+    return cell.key, doc
+
+
+def _ray_options(ray: Any, spec: TrainingSpec, threads: int) -> dict[str, Any]:
+    """What one cell holds while it trains: a GPU on CUDA, ``threads`` CPUs on CPU; refused when no node of the
+    cluster has it (Ray would keep the cells waiting forever)."""
+    from ...cluster import slots
+
+    found = slots(ray, spec.device_type)  # SpecError when the cluster has no such device
+    if spec.device_type == "cuda":
+        return {"num_gpus": 1, "num_cpus": 1}
+    most = max(int((n.get("Resources") or {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive"))
+    if threads > most:
+        raise SpecError(
+            f"--threads {threads}: no node of the Ray cluster has more than {most} CPU(s) ({len(found)} node(s)); "
+            f"give --threads {most} or less"
+        )
+    return {"num_cpus": threads}
+
+
+def _on_ray(
+    ray: Any, spec: TrainingSpec, data: TextData, pending: list[Cell], threads: int
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Finished cells as they come from the cluster: every pending cell a task, queued by Ray until a device
+    is free; a worker that died is retried once (``RAY_RETRIES``). A cell that failed (an error in it, or its
+    worker lost twice) is named when the others are done; the grid's next resume trains it. Closed early (a
+    cancel, a failure), every task still queued or training is cancelled."""
+    from ...measure.sweep.fleet import why
+
+    task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False)(_ray_cell)
+    task = task.options(**_ray_options(ray, spec, threads))
+    shared = ray.put(data)
+    refs = {task.remote(spec.to_dict(), shared, c.to_dict(), threads): c for c in pending}
+    failed: list[str] = []
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+            for ref in ready:
+                cell = refs.pop(ref)
+                try:
+                    got = ray.get(ref)
+                except Exception as e:  # the task's own error, or its worker lost RAY_RETRIES + 1 times
+                    failed.append(f"{cell.key}: {why(e)}")
+                    continue
+                yield got
+    finally:
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+    if failed:
+        shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+        raise RuntimeError(
+            f"{len(failed)} cell(s) not trained on the cluster ({shown}): the others are stored; run the grid "
+            "again to train these"
+        )
+
+
 def run_grid(
     spec: TrainingSpec,
     store: Store,
@@ -524,13 +618,29 @@ def run_grid(
             raise SpecError(f"run {resume} is not a training run: resume a run listed by `python -m profilers runs`")
         if old["status"] == "running":
             raise SpecError(f"run {resume} is still running: wait for it or cancel it before resuming")
-        if TrainingSpec.from_dict(old["spec"]).to_dict() != spec.to_dict():
+        if not TrainingSpec.from_dict(old["spec"]).same_grid(spec):
             raise SpecError(f"run {resume} was a different grid: resume it with its own spec (omit --spec)")
-    threads = spec.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
     cells = spec.cells()
-    meter, close_meter = open_meter(device)
-    machine = provenance.machine(spec.device)
+    ray = None
+    if spec.ray:
+        from ... import cluster
+
+        ray = cluster.connect(spec.ray)  # SpecError, before the run is created, when there is none
+        threads = spec.threads or 1
+        try:
+            options = _ray_options(ray, spec, threads)
+            nodes = cluster.nodes(ray)
+        except BaseException:
+            ray.shutdown()
+            raise
+        meter = Meter(energy.NullMeter(RAY_CPU_ENERGY), None, RAY_CPU_ENERGY)
+        close_meter = ray.shutdown
+        machine = provenance.machine("cpu")  # this driver's; each cell names the node that trained it
+    else:
+        threads = spec.threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
+        meter, close_meter = open_meter(device)
+        machine = provenance.machine(spec.device)
     run_id = store.create_run(spec, machine, provenance.versions(), len(cells), kind="training")
     carried = 0
     if old is not None:
@@ -544,8 +654,9 @@ def run_grid(
             "resumed_from": old["id"] if old else None,
             "threads": threads,
             "workers": spec.workers,
-            "energy_method": meter.method if spec.workers == 1 else None,
-            "energy_reason": meter.reason,
+            "energy_method": meter.method if spec.workers == 1 and not spec.ray else None,
+            "energy_reason": meter.reason if not (spec.ray and spec.device_type == "cuda") else None,
+            **({"ray": {"address": spec.ray, "task": options, "nodes": nodes}} if ray is not None else {}),
         },
     )
     store.put_artifact(run_id, "corpus", data.description)
@@ -565,7 +676,14 @@ def run_grid(
 
     with stored_run(store, outcome), contextlib.ExitStack() as closing:
         closing.callback(close_meter)
-        if spec.workers > 1 and len(pending) > 1:
+        if ray is not None:
+            store.put_artifact(run_id, "progress", {"cell": None, "cells_done": outcome.cells_done})
+            with contextlib.closing(_on_ray(ray, spec, data, pending, threads)) as results:
+                for key, doc in results:
+                    commit(key, doc)
+                    done_doc = {"cell": key, "finished": True, "cells_done": outcome.cells_done}
+                    store.put_artifact(run_id, "progress", {**done_doc, "node": doc.get("ray_host")})
+        elif spec.workers > 1 and len(pending) > 1:
             store.put_artifact(run_id, "progress", {"cell": None, "cells_done": outcome.cells_done})
             reason = meter.reason or (
                 "parallel runs share the CPU package's energy counter: train with workers 1 to measure each run"

@@ -150,6 +150,7 @@ class TrainingSpec(JsonSpec):
     device: str = "cpu"
     threads: int | None = None
     workers: int = 1  # CPU only: training runs trained side by side in this many processes
+    ray: str | None = None  # a Ray cluster to train the cells on: auto, local or an address; None: this machine
     dtype: str = "float32"
     label: str | None = None
     preset: str | None = None
@@ -219,6 +220,7 @@ class TrainingSpec(JsonSpec):
         _int("workers", self.workers, 1, 64)
         if self.workers > 1 and self.device != "cpu":
             raise SpecError("parallel workers are for CPU grids: use workers 1 on a GPU")
+        self._check_ray()
         if self.dtype not in TRAIN_DTYPES:
             raise SpecError(f"unknown training dtype {self.dtype!r}: use one of {', '.join(TRAIN_DTYPES)}")
         if self.label is not None and (not isinstance(self.label, str) or len(self.label) > 200):
@@ -226,6 +228,24 @@ class TrainingSpec(JsonSpec):
         if self.preset is not None and self.preset not in PRESETS:
             raise SpecError(f"unknown training preset {self.preset!r}: use one of {', '.join(PRESETS)}")
         self._check_blocks()
+
+    def _check_ray(self) -> None:
+        r = self.ray
+        if r is None:
+            return
+        if not isinstance(r, str) or not r.strip() or len(r) > 200 or any(c.isspace() for c in r):
+            raise SpecError(f"--ray takes auto, local or a cluster address (host:port, ray://host:port), got {r!r}")
+        if self.device not in ("cpu", "cuda:0"):
+            raise SpecError(f"with --ray give --device cpu or cuda, not {self.device}: Ray gives each cell its GPU")
+        if self.workers > 1:
+            raise SpecError("--workers with --ray: the cluster trains the cells side by side; drop --workers")
+
+    def same_grid(self, other: TrainingSpec) -> bool:
+        """Whether ``other`` trains the very cells of this grid: where they train (this machine's processes or
+        a Ray cluster) is not part of it, so a grid stopped here can be finished on a cluster and back."""
+        where = ("ray", "workers")
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: v for k, v in mine.items() if k not in where} == {k: v for k, v in theirs.items() if k not in where}
 
     def _check_blocks(self) -> None:
         """Every block the grid builds must exist: refuse before anything trains."""

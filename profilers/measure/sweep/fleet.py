@@ -226,7 +226,7 @@ def _start(
             d.info = ray.get(ready[0])
             say(f"device {d.slot.name}: {d.info['device']} on {d.info['host']}, run {d.info['run_id']}")
         except Exception as e:
-            d.alive, d.reason = False, _why(e)
+            d.alive, d.reason = False, why(e)
             say(f"device {d.slot.name}: left out: {d.reason}")
     if not any(d.alive for d in outcome.devices):
         raise SpecError(
@@ -265,7 +265,7 @@ def _schedule(ray: Any, groups: list[list[tuple[int, Any]]], outcome: FleetOutco
                 got = ray.get(ref)
                 trip = time.perf_counter() - sent
             except Exception as e:
-                reason = _why(e)
+                reason = why(e)
                 d.alive, d.reason = _alive(ray, d), reason
                 say(f"group {gi + 1} of {len(groups)} on {d.slot.name}: lost ({reason})")
                 if len(tried[gi]) <= RETRIES and any(x.alive and x not in tried[gi] for x in outcome.devices):
@@ -312,7 +312,7 @@ def _finish(ray: Any, outcome: FleetOutcome, store: Store, groups: list, say: Sa
                 ray.get(d.actor.finish.remote("completed"), timeout=120)
                 continue
             except Exception as e:
-                d.alive, d.reason = False, _why(e)
+                d.alive, d.reason = False, why(e)
         if d.info.get("run_id") is not None:
             store.finish_run(d.info["run_id"], "interrupted", f"its worker was lost: {d.reason}")
     record = fleet_record(outcome, len(groups))
@@ -366,7 +366,7 @@ def fleet_record(outcome: FleetOutcome, groups: int) -> dict[str, Any]:
     }
 
 
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
     """A Ray failure in one line: a worker that died says so; an error raised in it gives its own first line."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
