@@ -131,6 +131,7 @@ class ImplInfo:
     devices: frozenset[str]
     dtypes: frozenset[str] = frozenset({"float32", "bfloat16", "float16"})
     modes: frozenset[str] = frozenset({"fwd", "bwd", "fwdbwd"})
+    kernel: bool = True  # a kernel sweep can time it alone (the model's own module is a models-lab candidate)
 
 
 _BOTH = frozenset({"cpu", "cuda"})
@@ -141,8 +142,12 @@ IMPLS: dict[str, ImplInfo] = {
         ImplInfo("native", "torch's own fused operator (e.g. F.layer_norm), where one exists", _BOTH),
         ImplInfo("compiled", "torch.compile of the eager formula (fullgraph, static shapes, compiled fresh)", _BOTH),
         ImplInfo("liger", "liger-kernel's Triton kernels (CUDA only, when installed)", frozenset({"cuda"})),
+        ImplInfo("quack", "QuACK's CuTe DSL RMSNorm (Hopper or Blackwell GPUs, when installed)", frozenset({"cuda"})),
+        ImplInfo("own", "the model's own norm module, as its transformers definition writes it", _BOTH, kernel=False),
     )
 }
+KERNEL_IMPLS: dict[str, ImplInfo] = {name: info for name, info in IMPLS.items() if info.kernel}
+QUACK_VARIANTS = ("rmsnorm",)
 LIGER_VARIANTS = ("rmsnorm", "layernorm")
 
 # point statuses with a time: ok (clean), imprecise (past its dtype's tolerance, right in fp32), unstable
@@ -217,6 +222,14 @@ def liger_available() -> str | None:
     return None
 
 
+def quack_available() -> str | None:
+    """None when quack-kernels can be imported, else the reason (its kernels also need compute capability 9.0+,
+    which the measuring side checks)."""
+    if importlib.util.find_spec("quack") is None:
+        return "quack-kernels is not installed (pip install quack-kernels on a Hopper or Blackwell machine)"
+    return None
+
+
 def c_compiler_available() -> str | None:
     if any(shutil.which(c) for c in ("cc", "gcc", "c++", "g++", "clang")):
         return None
@@ -236,6 +249,8 @@ def unsupported_reason(
     """Why this combination cannot be measured, or None when it can."""
     v = VARIANTS[variant]
     i = IMPLS[impl]
+    if not i.kernel:
+        return f"{impl} is {i.help}: a candidate of the models lab, not a kernel"
     if device_type not in i.devices:
         return f"{impl} runs only on {', '.join(sorted(i.devices))}"
     if dtype not in i.dtypes:
@@ -253,6 +268,10 @@ def unsupported_reason(
         if variant not in LIGER_VARIANTS:
             return f"liger-kernel has no {variant} kernel wired in NormScope"
         return liger_available()
+    if impl == "quack":
+        if variant not in QUACK_VARIANTS:
+            return f"QuACK has no {variant} kernel with autograd wired in NormScope"
+        return quack_available()
     return None
 
 

@@ -18,7 +18,7 @@ from . import catalog
 from .catalog import DTYPE_ALIASES
 
 VARIANTS: tuple[str, ...] = tuple(catalog.VARIANTS)
-IMPLS: tuple[str, ...] = tuple(catalog.IMPLS)
+IMPLS: tuple[str, ...] = tuple(catalog.KERNEL_IMPLS)  # what a kernel sweep times
 MODES: tuple[str, ...] = tuple(catalog.MODES)
 DTYPES: tuple[str, ...] = tuple(catalog.DTYPES)
 # "cuda_event": warm blocks launched at the CPU's pace, before blocks were queued behind a spin kernel (kept
@@ -261,6 +261,76 @@ class Point:
 
     def describe(self) -> str:
         return f"{self.variant:<11} {self.impl:<8} {self.dtype:<8} {self.shape:>11} {self.mode}"
+
+
+class LabMethod:
+    """What the runner reads from a lab's spec (blocks, models) that the lab does not choose: the kernel sweep's
+    options that do not apply to a module timed as a whole, at their fixed values."""
+
+    device: str
+
+    @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
+
+    @property
+    def flush(self) -> str:
+        return "zero"
+
+    @property
+    def cuda_launch(self) -> str:
+        return "queued"
+
+    @property
+    def cuda_graph(self) -> bool:
+        return False
+
+    @property
+    def trace(self) -> bool:
+        return False  # a lab's points get their component breakdown instead
+
+    @property
+    def save_traces(self) -> bool:
+        return False
+
+    @property
+    def eps(self) -> float:
+        return 1e-5
+
+    @property
+    def groups(self) -> int:
+        return 32
+
+
+def check_lab_method(spec: Any) -> None:
+    """The method fields a lab's spec shares with a kernel sweep (budgets, rounds, interval target, cache
+    state, CPU allocator, pages and placement, label, threads): checked, and normalized in place."""
+    set_ = object.__setattr__
+    noun = getattr(spec, "_noun", "lab")
+    for name in ("warmup_ms", "budget_ms"):
+        v = getattr(spec, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v <= 600_000):
+            raise SpecError(f"{name} must be a number of milliseconds in (0, 600000], got {v!r}")
+        set_(spec, name, float(v))
+    if isinstance(spec.rounds, bool) or not isinstance(spec.rounds, int) or not 2 <= spec.rounds <= 100:
+        raise SpecError(f"rounds must be 2..100, got {spec.rounds!r}")
+    set_(spec, "ci_target_pct", float(spec.ci_target_pct))
+    state = spec.cache_state or ("warm" if spec.device == "cpu" else "cold")
+    if state not in CACHE_STATES or (spec.device == "cpu" and state == "cold"):
+        raise SpecError(f"cache state {state!r}: CPU {noun}s run warm; CUDA {noun}s cold or warm")
+    set_(spec, "cache_state", state)
+    if spec.cpu_allocator not in CPU_ALLOCATORS:
+        raise SpecError(f"unknown CPU allocator mode {spec.cpu_allocator!r}: use reuse or system")
+    if spec.cpu_pages not in CPU_PAGES:
+        raise SpecError(f"unknown CPU page mode {spec.cpu_pages!r}: use huge or base")
+    if spec.cpu_placement not in CPU_PLACEMENTS:
+        raise SpecError(f"unknown CPU placement {spec.cpu_placement!r}: use round or fixed")
+    if spec.label is not None and (not isinstance(spec.label, str) or len(spec.label) > 200):
+        raise SpecError("label must be text of at most 200 characters")
+    if spec.threads is not None and (
+        isinstance(spec.threads, bool) or not isinstance(spec.threads, int) or spec.threads < 1
+    ):
+        raise SpecError(f"threads must be a whole number ≥ 1, got {spec.threads!r}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog import IMPLS, VARIANTS, label, unsupported_reason
+from ..catalog import KERNEL_IMPLS as IMPLS
+from ..catalog import VARIANTS, label, unsupported_reason
 from ..catalog import Config as _Config
 from ..spec import SweepSpec, default_spec
 from .noise import Ratio, band_pct, ratio_between

@@ -28,7 +28,7 @@ from .labels import tick
 
 MAX_SERIES = 60
 VARIANT_COLORS = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(VARIANTS)}
-IMPL_DASH = dict(zip(IMPLS, ("dot", "solid", "dash", "dashdot")))
+IMPL_DASH = dict(zip(IMPLS, ("dot", "solid", "dash", "dashdot", "longdash", "longdashdot"), strict=True))
 RUN_SYMBOLS = ("circle", "square", "triangle-up", "star", "hexagon", "cross")
 TIMED = ("ok", "imprecise", "unstable")
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import registry
+from .. import catalog, registry
 from ..catalog import POINT_STATUSES, STEP_MODE
-from ..spec import DTYPES, IMPLS, MAX_HIDDEN, MAX_TOKENS, MODES, TIMING_METHODS, VARIANTS, SpecError
+from ..spec import DTYPES, MAX_HIDDEN, MAX_TOKENS, MODES, TIMING_METHODS, VARIANTS, SpecError
 from .db import Store, StoreError, now_iso
 from .schema import POINT_COLUMNS, REQUIRED_POINT, RUN_RECORD_VERSION, RUN_STATUSES, SCHEMA_VERSION
 
@@ -68,7 +68,7 @@ def import_run(store: Store, doc: Any, source: str = "import") -> int:
 # -- validation of exported files ------------------------------------------------------
 _ENUMS = {
     "variant": VARIANTS,
-    "impl": IMPLS,
+    "impl": tuple(catalog.IMPLS),  # a kernel's, or a models-lab candidate's (the model's own module)
     "mode": (*MODES, STEP_MODE),
     "dtype": DTYPES,
     "status": POINT_STATUSES,

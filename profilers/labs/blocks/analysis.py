@@ -177,7 +177,7 @@ class BlockClaim:
     verdict: str
 
 
-def _verdict(saving_lo: float, saving_hi: float, low: float, high: float) -> str:
+def claim_verdict(saving_lo: float, saving_hi: float, low: float, high: float) -> str:
     if saving_lo <= 0 <= saving_hi:
         return "no measurable difference"
     if saving_hi < 0:
@@ -207,7 +207,7 @@ def claims(points: Sequence[dict[str, Any]]) -> list[BlockClaim]:
                     "training step",
                     config,
                     measured + " of a training step",
-                    _verdict(s_lo, s_hi, 20.0, 30.0),
+                    claim_verdict(s_lo, s_hi, 20.0, 30.0),
                 )
             )
         else:
@@ -218,7 +218,7 @@ def claims(points: Sequence[dict[str, Any]]) -> list[BlockClaim]:
                     "block",
                     config,
                     measured + " of the whole block" + share,
-                    _verdict(s_lo, s_hi, 15.0, 20.0),
+                    claim_verdict(s_lo, s_hi, 15.0, 20.0),
                 )
             )
     return out

@@ -72,7 +72,7 @@ def _config(spec: BlockSweepSpec, bp: BlockPoint) -> BlockConfig:
     return block_config_from_preset(spec.preset, norm=bp.norm, placement=bp.placement, impl=impl, ranges=True)
 
 
-def _worst(a: Errors, b: Errors | None) -> Errors:
+def worst_errors(a: Errors, b: Errors | None) -> Errors:
     if b is None:
         return a
     worst = a.worst if a.max_rel >= b.max_rel else b.worst
@@ -104,13 +104,14 @@ def _errors(fn: Callable[..., Any], module: torch.nn.Module, x: torch.Tensor, ba
     names = (["dx"] if floating else []) + names
     keep = [i for i, (g, r) in enumerate(zip(grads, grads_ref)) if g is not None and r is not None]
     g_err = grad_errors([grads[i] for i in keep], [grads_ref[i] for i in keep], [names[i] for i in keep])
-    return _worst(out, g_err)
+    return worst_errors(out, g_err)
 
 
 class BlockKind:
     """Block and step points for ``group.measure_group``."""
 
     default_baseline = "pre_ln layernorm native"
+    run_kind = "blocks"
 
     def key(self, p: BlockPoint) -> str:
         return p.key

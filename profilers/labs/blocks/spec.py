@@ -17,17 +17,15 @@ from typing import Any, ClassVar
 from ... import catalog
 from ...catalog import STEP_MODE
 from ...spec import (
-    CACHE_STATES,
-    CPU_ALLOCATORS,
-    CPU_PAGES,
-    CPU_PLACEMENTS,
     MAX_TOKENS,
     PRESETS,
     JsonSpec,
+    LabMethod,
     SpecError,
     _check_choices,
     _check_device,
     check_fields,
+    check_lab_method,
     normalize_dtype,
 )
 
@@ -56,8 +54,9 @@ class BlockPoint:
 
 
 @dataclass(frozen=True)
-class BlockSweepSpec(JsonSpec):
+class BlockSweepSpec(LabMethod, JsonSpec):
     _what: ClassVar[str] = "block spec"
+    _noun: ClassVar[str] = "block"
 
     preset: str
     norms: tuple[str, ...] = ("layernorm", "rmsnorm")
@@ -120,35 +119,12 @@ class BlockSweepSpec(JsonSpec):
             isinstance(self.step_depth, bool) or not isinstance(self.step_depth, int) or not 1 <= self.step_depth <= 96
         ):
             raise SpecError(f"step_depth must be 1-96 blocks, got {self.step_depth!r}")
-        for name in ("warmup_ms", "budget_ms"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v <= 600_000):
-                raise SpecError(f"{name} must be a number of milliseconds in (0, 600000], got {v!r}")
-            set_(self, name, float(v))
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or not 2 <= self.rounds <= 100:
-            raise SpecError(f"rounds must be 2..100, got {self.rounds!r}")
-        set_(self, "ci_target_pct", float(self.ci_target_pct))
-        state = self.cache_state or ("warm" if self.device == "cpu" else "cold")
-        if state not in CACHE_STATES or (self.device == "cpu" and state == "cold"):
-            raise SpecError(f"cache state {state!r}: CPU blocks run warm; CUDA blocks cold or warm")
-        set_(self, "cache_state", state)
-        if self.cpu_allocator not in CPU_ALLOCATORS:
-            raise SpecError(f"unknown CPU allocator mode {self.cpu_allocator!r}: use reuse or system")
-        if self.cpu_pages not in CPU_PAGES:
-            raise SpecError(f"unknown CPU page mode {self.cpu_pages!r}: use huge or base")
-        if self.cpu_placement not in CPU_PLACEMENTS:
-            raise SpecError(f"unknown CPU placement {self.cpu_placement!r}: use round or fixed")
+        check_lab_method(self)
         parts = self.baseline.split() if isinstance(self.baseline, str) else []
         if len(parts) != 3:
             raise SpecError(
                 f"baseline must be 'PLACEMENT NORM IMPL', e.g. 'pre_ln layernorm native', got {self.baseline!r}"
             )
-        if self.label is not None and (not isinstance(self.label, str) or len(self.label) > 200):
-            raise SpecError("label must be text of at most 200 characters")
-        if self.threads is not None and (
-            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
-        ):
-            raise SpecError(f"threads must be a whole number ≥ 1, got {self.threads!r}")
 
     # -- what the runner and the store read, as from a kernel sweep -----------------------------
     @property
@@ -158,38 +134,6 @@ class BlockSweepSpec(JsonSpec):
     @property
     def hidden(self) -> int:
         return PRESETS[self.preset].hidden
-
-    @property
-    def device_type(self) -> str:
-        return self.device.split(":")[0]
-
-    @property
-    def flush(self) -> str:
-        return "zero"
-
-    @property
-    def cuda_launch(self) -> str:
-        return "queued"
-
-    @property
-    def cuda_graph(self) -> bool:
-        return False
-
-    @property
-    def trace(self) -> bool:
-        return False  # blocks always get their component breakdown instead
-
-    @property
-    def save_traces(self) -> bool:
-        return False
-
-    @property
-    def eps(self) -> float:
-        return 1e-5
-
-    @property
-    def groups(self) -> int:
-        return 32
 
     def points(self) -> list[BlockPoint]:
         """Block points, token-count-major (one group per tokens × dtype × mode), then the step points."""

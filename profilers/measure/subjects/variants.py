@@ -210,6 +210,13 @@ def _liger_fn(variant: str) -> Fn:
     return lambda x, w, b, *, cfg: (LigerLayerNormFunction.apply(x, w, b, cfg.eps),)
 
 
+def _quack_fn(variant: str) -> Fn:
+    import quack
+
+    assert variant == "rmsnorm", variant
+    return lambda x, w, *, cfg: (quack.rmsnorm(x, w, eps=cfg.eps),)
+
+
 def build(variant: str, impl: str, cfg: Config, compiler: Callable[[Fn], Fn] | None = None) -> Fn:
     """The callable for one (variant, implementation); compiled needs ``compiler``."""
     v = VARIANTS[variant]
@@ -223,6 +230,8 @@ def build(variant: str, impl: str, cfg: Config, compiler: Callable[[Fn], Fn] | N
         return compiler(functools.partial(v.eager, cfg=cfg))
     if impl == "liger":
         return functools.partial(_liger_fn(variant), cfg=cfg)
+    if impl == "quack":
+        return functools.partial(_quack_fn(variant), cfg=cfg)
     raise KeyError(impl)
 
 

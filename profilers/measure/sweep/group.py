@@ -43,6 +43,7 @@ class Kind(Protocol):
     """What a group needs from a kind of point (kernel points here, block points in ``labs/blocks/measure.py``)."""
 
     default_baseline: str
+    run_kind: str  # the stored run's kind (registry.LABS)
 
     def key(self, p: Any) -> str: ...
 
@@ -63,6 +64,7 @@ class KernelKind:
     """Kernel points: one norm call (``point.py``)."""
 
     default_baseline = "layernorm native"
+    run_kind = "kernels"
 
     def key(self, p: Point) -> str:
         return f"{p.variant} {p.impl}"

@@ -236,9 +236,8 @@ class Session:
         machine["compile"] = compile_setting
         the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
         machine["timing_method"] = the_timer.method  # what timed the points (cold CUDA: queued only with a spin kernel)
-        run_kind = "kernels" if kind is KERNELS else "blocks"
         try:
-            run_id = store.create_run(spec, machine, provenance.versions(), planned, label=label, kind=run_kind)
+            run_id = store.create_run(spec, machine, provenance.versions(), planned, label=label, kind=kind.run_kind)
         except BaseException:
             sensors.close()
             raise
