@@ -34,10 +34,11 @@ corpus: install
 gpu-check:
 	bash scripts/gpu_check.sh
 
-# wheels the device machine (Python 3.12, no registry) lacks, carried there in .whl/ by the GPU scripts' callers
+# wheels the device machine (Python 3.12, no registry) lacks, carried there in .whl/ by the GPU scripts' callers;
+# QuACK is not among them: its CuTe DSL runtime for CUDA 13 is a 92 MB wheel, over what one call carries (64 MiB)
 device-wheels: install
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
-	    --platform manylinux2014_x86_64 -d .whl "SQLAlchemy>=2.1,<2.2"
+	    --platform manylinux2014_x86_64 -d .whl "SQLAlchemy>=2.1,<2.2" "liger-kernel>=0.8,<0.9"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

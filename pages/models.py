@@ -53,6 +53,9 @@ else:
         facts.append(", ".join(info.get("norm_classes") or []))
         if info.get("attention"):
             facts.append(f"attention: {info['attention']}")
+    facts.append(f"a step trains {shown.tuning}")
+    if info.get("trained_parameters") is not None and shown.lora:
+        facts[-1] += f" ({info['trained_parameters'] / 1e6:,.2f} M parameters)"
     st.markdown(" · ".join(facts))
     st.subheader("The answer")
     for line in analysis.answers(points):
@@ -134,6 +137,15 @@ if config_doc is not None and config_ref is not None:
             "dtypes", ["float32", "bfloat16", "float16"], default=["float32" if cpu else "bfloat16"], key="mdl-dtypes"
         )
         modes = st.multiselect("Modes", list(MODEL_MODES), default=list(MODEL_MODES), key="mdl-modes")
+        lora = st.number_input(
+            "LoRA rank (0: every weight trained)",
+            0,
+            1024,
+            0,
+            key="mdl-lora",
+            help="a step trains LoRA adapters (peft) on the attention and MLP projections, every other weight "
+            "frozen: the common fine-tuning setup",
+        )
         b3, b4 = st.columns(2)
         budget = b3.number_input("Budget ms / point", 5, 600_000, 2000 if cpu else 500, key="mdl-budget")
         accuracy = b4.selectbox("Comparisons", list(ROUND_PRESETS), index=0, key="mdl-rounds")
@@ -151,6 +163,7 @@ if config_doc is not None and config_ref is not None:
             seq_len=int(seq),
             dtypes=tuple(dtypes),
             modes=tuple(modes),
+            lora=int(lora),
             device=device,
             budget_ms=float(budget),
             rounds=rounds,
@@ -162,7 +175,8 @@ if config_doc is not None and config_ref is not None:
     if spec is not None:
         st.markdown(
             f"**{len(spec.points())} points**: {spec.name}, {len(spec.candidates())} candidate(s) × "
-            f"{len(spec.dtypes)} dtype(s) × {len(spec.modes)} mode(s), {spec.tokens:,} tokens per call."
+            f"{len(spec.dtypes)} dtype(s) × {len(spec.modes)} mode(s), {spec.tokens:,} tokens per call; a step "
+            f"trains {spec.tuning}."
         )
         if st.button("Start the model sweep", type="primary", key="mdl-start"):
             job = start_job(spec, ("model", "run"))

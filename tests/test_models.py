@@ -157,6 +157,60 @@ def test_cli_runs_shows_and_reports_a_model(tmp_path):
     assert "<h2>Model: qwen2.5-0.5b (run" in html and "The fine-tuning claim" in html
 
 
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "bert-base-uncased"])
+def test_a_lora_fine_tune_trains_only_the_adapters_and_its_gate_still_catches_a_wrong_norm(name, tmp_path):
+    """LoRA (peft) on the attention and MLP projections: the norms and every other weight frozen, a swapped-in
+    norm type frozen like the module it replaces, the adapters stay float32 through the float64 check, and a
+    planted wrong RMSNorm is still failed through the adapters' gradients."""
+    spec = tiny_spec(tmp_path, name, lora=4, impls=("eager",), norms=("dyt",), modes=("fwdbwd", "step"))
+    assert spec.name.endswith("(LoRA r=4)") and spec.tuning.startswith("LoRA r=4")
+    model = M.build(spec, torch.device("cpu"), torch.bfloat16)
+    trained = {n: q for n, q in model.named_parameters() if q.requires_grad}
+    assert trained and all("lora_A" in n or "lora_B" in n for n in trained)
+    assert all(q.dtype == torch.float32 for q in trained.values())  # peft keeps adapters in float32
+    layers = 2 * (7 if spec.family.head == "causal-lm" else 6)  # projections adapted per layer, times 2 layers
+    assert len(trained) == 2 * layers
+    sites = M.sites(model, spec.family)
+    assert all(not s.module.weight.requires_grad for s in sites)
+    dyt = M.implementation(sites[0], "dyt", "eager", spec.family, torch.device("cpu"), {})
+    assert not any(q.requires_grad for q in dyt.parameters())
+
+    g = MM.Group(
+        ("bfloat16", "fwdbwd"),
+        model,
+        sites,
+        M.Installation(sites, [s.module for s in sites]),
+        M.batch(spec, model, torch.device("cpu")),
+        compiled={},
+        optimizers={},
+    )
+    ref = MM.ModelKind._reference(g, g.own, True)
+    assert set(ref.grads) == set(trained) and all(v.dtype == torch.float64 for v in ref.grads.values())
+    assert all(q.dtype == torch.float32 for q in trained.values())  # back in float32, not the model's bfloat16
+    assert any(v.abs().max() > 0 for n, v in ref.grads.items() if "lora_A" in n)  # B random: A's checked too
+
+    from profilers.measure.sweep.runner import run_sweep
+
+    with Store(tmp_path / "l.db") as store:
+        out = run_sweep(spec, store, probe=NullProbe("test"), kind=MM.ModelKind())
+        points = store.points(out.run_id)
+    assert all(p["status"] in ("ok", "unstable", "imprecise") for p in points), [p["error"] for p in points]
+    info = points[0]["extra"]["model"]
+    assert info["lora"] == 4 and 0 < info["trained_parameters"] < info["parameters"] / 10
+    if spec.family.norm == "rmsnorm":
+
+        def broken(fam, site):
+            return lambda x, w, b: x / x.abs().mean(-1, keepdim=True)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(M, "_rms_eager", broken)
+            with Store(tmp_path / "w.db") as store:
+                bad_spec = tiny_spec(tmp_path, name, lora=4, impls=("eager",), modes=("fwdbwd",))
+                out = run_sweep(bad_spec, store, probe=NullProbe("test"), kind=MM.ModelKind())
+                by = {p["impl"]: p for p in store.points(out.run_id)}
+        assert by["eager"]["status"] == "failed" and by["eager"]["gate"] == "wrong"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -168,6 +222,8 @@ def test_cli_runs_shows_and_reports_a_model(tmp_path):
         (["--config", "qwen2.5-0.5b", "--norms", "batchnorm"], "unknown norm 'batchnorm'"),
         (["--config", "qwen2.5-0.5b", "--layers", "99"], "the model has 24"),
         (["--config", "qwen2.5-0.5b", "--impls", "triton"], "unknown implementation 'triton'"),
+        (["--config", "qwen2.5-0.5b", "--lora", "-1"], "lora must be a rank 0..1024"),
+        (["--config", "bert-base-uncased", "--lora", "1000"], "exceeds the hidden size 768"),
         ([], "give --config"),
     ],
 )

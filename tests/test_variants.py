@@ -134,15 +134,15 @@ def test_gate_flags_a_value_the_dtype_cannot_hold_and_still_fails_a_wrong_inf():
 
 def test_block_error_combiners_keep_an_overflow():
     """A block's gate folds output and gradient errors together: the overflow must survive the fold."""
-    from profilers.labs.blocks.measure import _worst
+    from profilers.labs.blocks.measure import worst_errors
     from profilers.measure.models.blocks import grad_errors
 
     big, inf16 = torch.tensor([8e5], dtype=torch.float64), torch.tensor([float("inf")], dtype=torch.float16)
     grads = grad_errors([inf16, torch.ones(2)], [big, torch.ones(2, dtype=torch.float64)], ["dalpha", "dw"])
     assert grads.overflow and grads.overflow[0][0] == "dalpha"
     out = errors_vs_reference([torch.ones(2)], [torch.ones(2, dtype=torch.float64)], ["output"])
-    assert _worst(out, grads).overflow == grads.overflow
-    assert classify(_worst(out, grads), "float16", 64).level == "imprecise"
+    assert worst_errors(out, grads).overflow == grads.overflow
+    assert classify(worst_errors(out, grads), "float16", 64).level == "imprecise"
     # just under half an ulp past fp16's largest value rounds to 65504, not to infinity: not an overflow
     near = errors_vs_reference([inf16], [torch.tensor([65510.0], dtype=torch.float64)], ["y"])
     assert not near.overflow and classify(near, "float16", 64).level == "wrong"

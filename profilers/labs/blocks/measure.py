@@ -40,6 +40,7 @@ from ...measure.models.blocks import (
 )
 from ...measure.models.stack import StackConfig, build_stack, make_optimizer, train_step
 from ...measure.subjects.gate import Errors, Verdict, classify, errors_vs_reference
+from ...measure.sweep.group import VISIT_SAMPLES
 from ...measure.sweep.point import Context, measure_energy, release, sync
 from ...runs import first_line
 from ...store.records import PointResult
@@ -112,6 +113,7 @@ class BlockKind:
 
     default_baseline = "pre_ln layernorm native"
     run_kind = "blocks"
+    visit_samples = VISIT_SAMPLES
 
     def key(self, p: BlockPoint) -> str:
         return p.key

@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
     r.add_argument("--seq-len", type=int, help="tokens per sequence (default 512; an image model: its patches)")
     r.add_argument("--dtypes", help="comma list: float32,bfloat16,float16")
     r.add_argument("--modes", help=f"comma list: {','.join(MODEL_MODES)} (step: forward, backward and AdamW)")
+    r.add_argument("--lora", type=int, help="LoRA rank on the attention and MLP projections (default 0: every weight)")
     r.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
     r.add_argument("--threads", type=int, help="CPU threads (default: all usable)")
     r.add_argument("--budget-ms", type=float, help="measurement budget per point in ms")
@@ -70,7 +71,7 @@ def spec_from_args(a: argparse.Namespace) -> ModelSweepSpec:
     for flag in ("impls", "norms", "dtypes", "modes"):
         if getattr(a, flag):
             kw[flag] = split_list(getattr(a, flag))
-    for flag in ("layers", "batch", "seq_len", "device", "threads", "budget_ms", "warmup_ms", "label"):
+    for flag in ("layers", "lora", "batch", "seq_len", "device", "threads", "budget_ms", "warmup_ms", "label"):
         if getattr(a, flag) is not None:
             kw[flag] = getattr(a, flag)
     kw.update(rounds_fields(a.rounds))
@@ -90,7 +91,10 @@ def cmd_model_run(a: argparse.Namespace) -> int:
 
     preflight(spec, MODELS)
     tty = sys.stderr.isatty()
-    print(f"{spec.name}: {len(spec.points())} points, {spec.tokens:,} tokens per call", file=sys.stderr)
+    print(
+        f"{spec.name}: {len(spec.points())} points, {spec.tokens:,} tokens per call, a step trains {spec.tuning}",
+        file=sys.stderr,
+    )
 
     def progress(done, total, p, res):
         if res is None and not tty:

@@ -101,6 +101,21 @@ def _run(model: torch.nn.Module, inputs: dict[str, torch.Tensor], training: bool
     return out.logits.detach(), grads
 
 
+@contextlib.contextmanager
+def _in_float64(model: torch.nn.Module) -> Iterator[None]:
+    """Every floating parameter and buffer in float64, tensor by tensor, then each back to its own dtype (a
+    LoRA model's float32 adapters beside its bfloat16 weights stay float32; no second copy is ever held)."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    dtypes = [t.dtype for t in tensors]
+    for t in tensors:
+        t.data = t.data.double()
+    try:
+        yield
+    finally:
+        for t, dtype in zip(tensors, dtypes, strict=True):
+            t.data = t.data.to(dtype)
+
+
 def _as_float64(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
 
@@ -110,6 +125,9 @@ class ModelKind:
 
     default_baseline = "rmsnorm own"
     run_kind = "models"
+    # a whole model's call takes seconds on a CPU: each visit is one re-warming call and one timed call (more
+    # when the visit's budget buys them); the pairs come from the rounds, not from repeats inside a visit
+    visit_samples = 1
 
     def __init__(self) -> None:
         self.group: Group | None = None
@@ -131,12 +149,15 @@ class ModelKind:
         training = p.mode != "fwd"
         acts = p.tokens * depth * (12 * h + 4 * f) if training else p.tokens * (12 * h + 4 * f)
         logits = p.tokens * vocab
-        checking = params * 8 + acts * 8 + logits * 8 * (2 if training else 1) + (layers * 8 if training else 0)
+        # what a step trains: every weight, or LoRA's A and B (float32) on 7 projections a layer
+        trained, te = (depth * spec.lora * (10 * h + 3 * f), 4) if spec.lora else (params, e)
+        checked = min(layers, trained)
+        checking = params * 8 + acts * 8 + logits * 8 * (2 if training else 1) + (checked * 8 if training else 0)
         timing = params * e + logits * (8 + 2 * e) + acts * e
         if training:
-            timing += layers * 8 + params * e  # the reference's gradients, the candidate's
+            timing += checked * 8 + trained * te  # the reference's gradients, the candidate's
         if p.mode == STEP_MODE:
-            timing += 2 * params * e  # AdamW's moments
+            timing += 2 * trained * te  # AdamW's moments
         return int(max(checking, timing) * 1.15) + (256 << 20)
 
     def result(self, p: ModelPoint, ctx: Context, status: str, error: str | None) -> PointResult:
@@ -186,13 +207,8 @@ class ModelKind:
     def _reference(g: Group, inst: M.Installation, training: bool) -> Reference:
         """The model with ``inst``'s norms in float64 (converted in place, then back: a bfloat16 or float32
         weight survives the round trip exactly, and no second copy of the model is held)."""
-        dtype = next(g.model.parameters()).dtype
-        with M.installed(inst, g.own):
-            g.model.to(torch.float64)
-            try:
-                logits, grads = _run(g.model, _as_float64(g.inputs), training)
-            finally:
-                g.model.to(dtype)
+        with M.installed(inst, g.own), _in_float64(g.model):
+            logits, grads = _run(g.model, _as_float64(g.inputs), training)
         return Reference(logits, grads)
 
     # -- prepare: install → gate → timed callable -------------------------------------------------------
@@ -332,6 +348,9 @@ class ModelKind:
             "layers": spec.depth,
             "layers_of": int(spec.model[spec.family.layer_key]),
             "parameters": sum(q.numel() for q in g.model.parameters()),
+            "trained_parameters": sum(q.numel() for q in g.model.parameters() if q.requires_grad),
+            "lora": spec.lora or None,
+            "tuning": spec.tuning,
             "norm_modules": len(g.sites),
             "norm_classes": kinds,
             "batch": spec.batch,

@@ -13,8 +13,8 @@ cannot run here (not installed, not on this device, no such kernel) is refused w
 
 from __future__ import annotations
 
-import copy
 import importlib.util
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,7 +68,26 @@ def build(spec: ModelSweepSpec, device: torch.device, dtype: torch.dtype) -> nn.
     transformers.logging.set_verbosity_error()  # a tiny test config's token ids past its vocabulary, etc.
     torch.manual_seed(spec.seed)
     model = auto.from_config(config)  # attention as transformers picks it for the model (SDPA where supported)
-    return model.to(device=device, dtype=dtype)
+    model = model.to(device=device, dtype=dtype)
+    return adapt(model, spec) if spec.lora else model
+
+
+def adapt(model: nn.Module, spec: ModelSweepSpec) -> nn.Module:
+    """LoRA adapters of ``spec.lora``'s rank on the attention and MLP projections (peft's defaults otherwise:
+    alpha 2r here, no dropout, adapters in float32 beside a bfloat16 model); every other weight frozen, norms
+    included. B is drawn at random rather than zero so that the gate's gradients of A are not all zero."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=spec.lora, lora_alpha=2 * spec.lora, target_modules=spec.family.lora_targets, bias="none")
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for the user
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        model = get_peft_model(model, cfg)
+    gen = torch.Generator().manual_seed(spec.seed + 2)
+    with torch.no_grad():
+        for name, q in model.named_parameters():
+            if "lora_B" in name:
+                q.copy_(torch.randn(q.shape, generator=gen) * 0.02)
+    return model
 
 
 def batch(spec: ModelSweepSpec, model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
@@ -233,8 +252,9 @@ def implementation(
     graph, so dynamo compiles it once rather than once per module, which would reach its recompile limit)."""
     if norm != fam.norm:  # another norm type in the same place: fresh parameters, the registry's formula
         cfg = Config(eps=site.eps)
-        dtype, dev = site.module.weight.dtype, site.module.weight.device
-        return Norm(norm, site.hidden, impl, cfg).to(device=dev, dtype=dtype)
+        own = site.module.weight
+        m = Norm(norm, site.hidden, impl, cfg).to(device=own.device, dtype=own.dtype)
+        return m.requires_grad_(own.requires_grad)  # trained, or frozen (LoRA), as the module it replaces
     if impl == OWN:
         return site.module
     if impl == "native":
@@ -288,9 +308,3 @@ def installed(installation: Installation, own: Installation) -> Iterator[None]:
         yield
     finally:
         own.install()
-
-
-def float64_twin(model: nn.Module, own: Installation) -> nn.Module:
-    """The model with its own norms, weights and all, in float64: what every candidate is checked against."""
-    own.install()
-    return copy.deepcopy(model).to(torch.float64)

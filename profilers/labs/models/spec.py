@@ -4,7 +4,8 @@ A ModelSweepSpec names a model config (one shipped under ``data/models/``, or a 
 directory), an optional depth cut (``layers``: a 2-layer slice of an 8B model fits a CPU), the norm
 implementations to swap in (the model's own module is the baseline), other norm types to try in its place
 (architecture exploration, placement kept), the batch and sequence length, dtypes and modes: forward,
-forward+backward, and a whole fine-tuning step (AdamW). The method fields are a block sweep's.
+forward+backward, and a whole fine-tuning step (AdamW), of every weight or of LoRA adapters (``lora``: their
+rank, via peft). The method fields are a block sweep's.
 
 Torch-free: the config is read as JSON and checked against the model types NormScope knows how to drive;
 ``transformers`` builds the model in ``measure_model.py``.
@@ -26,7 +27,6 @@ from ...spec import (
     SpecError,
     _check_choices,
     _check_device,
-    check_fields,
     check_lab_method,
     normalize_dtype,
 )
@@ -49,19 +49,24 @@ class Family:
     head: str  # causal-lm | masked-lm | image
     offset: float = 0.0  # RMSNorm weight offset: Gemma scales by (1 + w)
     layer_key: str = "num_hidden_layers"
+    lora_targets: str = ""  # the projections LoRA adapts (a peft regex over module names), set per head below
 
+
+DECODER_LORA = r".*\.layers\.\d+\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"  # attention + MLP
+ENCODER_LORA = r".*\.encoder\.layer\.\d+\..*\.(query|key|value|dense)"  # the layers' own, not the head's
 
 FAMILIES: dict[str, Family] = {
-    "llama": Family("rmsnorm", "eager", "pre_ln", "causal-lm"),
-    "mistral": Family("rmsnorm", "eager", "pre_ln", "causal-lm"),
-    "qwen2": Family("rmsnorm", "eager", "pre_ln", "causal-lm"),
-    "qwen3": Family("rmsnorm", "eager", "pre_ln", "causal-lm"),
-    "gemma": Family("rmsnorm", "eager", "pre_ln", "causal-lm", offset=1.0),
-    "gemma2": Family("rmsnorm", "eager", "sandwich", "causal-lm", offset=1.0),
-    "bert": Family("layernorm", "native", "post_ln", "masked-lm"),
-    "roberta": Family("layernorm", "native", "post_ln", "masked-lm"),
-    "vit": Family("layernorm", "native", "pre_ln", "image"),
+    "llama": Family("rmsnorm", "eager", "pre_ln", "causal-lm", lora_targets=DECODER_LORA),
+    "mistral": Family("rmsnorm", "eager", "pre_ln", "causal-lm", lora_targets=DECODER_LORA),
+    "qwen2": Family("rmsnorm", "eager", "pre_ln", "causal-lm", lora_targets=DECODER_LORA),
+    "qwen3": Family("rmsnorm", "eager", "pre_ln", "causal-lm", lora_targets=DECODER_LORA),
+    "gemma": Family("rmsnorm", "eager", "pre_ln", "causal-lm", offset=1.0, lora_targets=DECODER_LORA),
+    "gemma2": Family("rmsnorm", "eager", "sandwich", "causal-lm", offset=1.0, lora_targets=DECODER_LORA),
+    "bert": Family("layernorm", "native", "post_ln", "masked-lm", lora_targets=ENCODER_LORA),
+    "roberta": Family("layernorm", "native", "post_ln", "masked-lm", lora_targets=ENCODER_LORA),
+    "vit": Family("layernorm", "native", "pre_ln", "image", lora_targets=ENCODER_LORA),
 }
+MAX_LORA_RANK = 1024
 REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads")
 
 
@@ -140,7 +145,7 @@ class ModelSweepSpec(LabMethod, JsonSpec):
     _what: ClassVar[str] = "model spec"
     _noun: ClassVar[str] = "model"
 
-    config: str  # as given: a shipped name or a config.json path
+    config: str = "qwen2.5-0.5b"  # as given: a shipped name or a config.json path (default: the smallest LM shipped)
     model_config: dict[str, Any] | None = None  # the config itself, read once and stored with the run
     layers: int | None = None  # keep the first N layers (None: the config's depth)
     impls: tuple[str, ...] = DEFAULT_IMPLS
@@ -149,6 +154,7 @@ class ModelSweepSpec(LabMethod, JsonSpec):
     seq_len: int = 512  # text models; an image model's tokens are its patches (+ the class token)
     dtypes: tuple[str, ...] = ("float32",)
     modes: tuple[str, ...] = ("fwd", "fwdbwd", STEP_MODE)
+    lora: int = 0  # LoRA rank on the attention and MLP projections (peft); 0: a full fine-tune
     device: str = "cpu"
     threads: int | None = None
     warmup_ms: float = 50.0
@@ -201,6 +207,10 @@ class ModelSweepSpec(LabMethod, JsonSpec):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
                 raise SpecError(f"{name} must be a whole number 1..{hi}, got {v!r}")
+        if isinstance(self.lora, bool) or not isinstance(self.lora, int) or not 0 <= self.lora <= MAX_LORA_RANK:
+            raise SpecError(f"lora must be a rank 0..{MAX_LORA_RANK} (0: a full fine-tune), got {self.lora!r}")
+        if self.lora and self.lora > self.hidden:
+            raise SpecError(f"lora rank {self.lora} exceeds the hidden size {self.hidden}: give --lora 8 to 64")
         most = doc.get("max_position_embeddings")
         if fam.head != "image" and isinstance(most, int) and self.seq_len > most:
             raise SpecError(f"seq_len {self.seq_len} is beyond the model's {most} positions: give --seq-len {most}")
@@ -234,7 +244,15 @@ class ModelSweepSpec(LabMethod, JsonSpec):
         """The model as results name it: its config and, when cut, the layers kept."""
         stem = self.config if self.config in shipped() else Path(self.config).parent.name or Path(self.config).stem
         total = int(self.model[self.family.layer_key])
-        return stem + (f" ({self.depth} of {total} layers)" if self.depth != total else "")
+        notes = ([f"{self.depth} of {total} layers"] if self.depth != total else []) + (
+            [f"LoRA r={self.lora}"] if self.lora else []
+        )
+        return stem + (f" ({', '.join(notes)})" if notes else "")
+
+    @property
+    def tuning(self) -> str:
+        """What a training step trains, for people."""
+        return f"LoRA r={self.lora} on the attention and MLP projections" if self.lora else "every weight"
 
     @property
     def tokens(self) -> int:
@@ -259,13 +277,6 @@ class ModelSweepSpec(LabMethod, JsonSpec):
             for d, m in itertools.product(self.dtypes, self.modes)
             for n, i in self.candidates()
         ]
-
-    @classmethod
-    def from_dict(cls, d: Any) -> ModelSweepSpec:
-        check_fields(cls, d, cls._what)
-        if "config" not in d:
-            raise SpecError("a model sweep needs a config: a shipped name or a config.json path")
-        return cls(**d)
 
 
 def swap_impl(norm: str) -> str:

@@ -197,6 +197,7 @@ class _CudaTimer:
         flush: str = "zero",
         host_clock: Callable[[], float] = time.perf_counter,
         launch: str = "queued",
+        min_samples: int = MIN_SAMPLES,
     ) -> None:
         if torch_mod is None:
             import torch as torch_mod
@@ -207,6 +208,7 @@ class _CudaTimer:
         if launch not in CUDA_LAUNCHES:
             raise ValueError(f"launch must be one of {', '.join(CUDA_LAUNCHES)}, got {launch!r}")
         self.launch = launch
+        self.min_samples = min_samples  # per measure() call: a whole model's step is one sample a visit
         self.torch = torch_mod
         self.warmup_ms = warmup_ms
         self.budget_ms = budget_ms
@@ -341,7 +343,7 @@ class CudaEventTimer(_CudaTimer):
                     prefill()
                 self.flush()
 
-            n_rep = min(MAX_SAMPLES, max(MIN_SAMPLES, int(budget / (est_ms + spin_ms))))  # the spin costs too
+            n_rep = min(MAX_SAMPLES, max(self.min_samples, int(budget / (est_ms + spin_ms))))  # the spin costs too
             times = self._event_times_ms(n_rep, fn, before=before)
             return Measurement(self.method, tuple(t * 1e3 for t in times), 1, dispatch_us=dispatch_s * 1e6)
         block = max(1, min(WARM_BLOCK_MAX, math.ceil(1.0 / est_ms)))
@@ -353,7 +355,7 @@ class CudaEventTimer(_CudaTimer):
         enqueue_s = self._enqueue_s(calls)
         prefill = self._prefill(enqueue_s)
         spin_ms = self.spin_ms(enqueue_s) if prefill is not None else 0.0
-        n_rep = min(MAX_SAMPLES, max(MIN_SAMPLES, int(budget / (est_ms * block + spin_ms))))  # the spin costs too
+        n_rep = min(MAX_SAMPLES, max(self.min_samples, int(budget / (est_ms * block + spin_ms))))  # the spin costs too
         times = self._event_times_ms(n_rep, calls, before=prefill)
         return Measurement(self.method, tuple(t * 1e3 / block for t in times), block, dispatch_us=dispatch_s * 1e6)
 
@@ -415,7 +417,7 @@ class CudaGraphTimer(_CudaTimer):
         replay_ms = max(per_call_ms * calls, 1e-3)
         for _ in range(max(1, int(warm_ms / replay_ms))):
             graph.replay()
-        n_rep = min(10_000, max(MIN_SAMPLES, int(budget / replay_ms)))
+        n_rep = min(10_000, max(self.min_samples, int(budget / replay_ms)))
         before = self.flush if self.cache_state == "cold" else None
         times = self._event_times_ms(n_rep, graph.replay, before=before)
         del graph

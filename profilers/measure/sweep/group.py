@@ -39,11 +39,15 @@ from .rounds import GroupResult, run_rounds, too_wide
 Announce = Callable[[Point, PointResult | None], None]
 
 
+VISIT_SAMPLES = 3  # per visit of a kernel or block: a point gets rounds × this at least
+
+
 class Kind(Protocol):
     """What a group needs from a kind of point (kernel points here, block points in ``labs/blocks/measure.py``)."""
 
     default_baseline: str
     run_kind: str  # the stored run's kind (registry.LABS)
+    visit_samples: int  # the fewest samples a visit of a round takes (the visit's budget may buy more)
 
     def key(self, p: Any) -> str: ...
 
@@ -65,6 +69,7 @@ class KernelKind:
 
     default_baseline = "layernorm native"
     run_kind = "kernels"
+    visit_samples = VISIT_SAMPLES
 
     def key(self, p: Point) -> str:
         return f"{p.variant} {p.impl}"

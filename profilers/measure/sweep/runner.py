@@ -64,17 +64,24 @@ def check_fits(spec: Any, device: torch.device, kind: Kind = KERNELS) -> dict[An
     return too_big
 
 
-VISIT_MIN_SAMPLES = 3  # per visit: a point gets rounds × this at least
-
-
-def make_timer(spec: SweepSpec, device: torch.device, threads: int | None) -> Timer:
+def make_timer(spec: SweepSpec, device: torch.device, threads: int | None, kind: Kind = KERNELS) -> Timer:
+    """The spec's timer; each visit of a round takes at least ``kind.visit_samples`` samples."""
+    least = kind.visit_samples
     if device.type == "cpu":
-        return CpuTimer(spec.warmup_ms, spec.budget_ms, threads=threads, min_samples=VISIT_MIN_SAMPLES)
-    kind = CudaGraphTimer if spec.cuda_graph else CudaEventTimer
-    if kind is CudaGraphTimer:
-        return kind(spec.warmup_ms, spec.budget_ms, device, cache_state=spec.cache_state, flush=spec.flush)
-    return kind(
-        spec.warmup_ms, spec.budget_ms, device, cache_state=spec.cache_state, flush=spec.flush, launch=spec.cuda_launch
+        return CpuTimer(spec.warmup_ms, spec.budget_ms, threads=threads, min_samples=least)
+    cls = CudaGraphTimer if spec.cuda_graph else CudaEventTimer
+    if cls is CudaGraphTimer:
+        return cls(
+            spec.warmup_ms, spec.budget_ms, device, cache_state=spec.cache_state, flush=spec.flush, min_samples=least
+        )
+    return cls(
+        spec.warmup_ms,
+        spec.budget_ms,
+        device,
+        cache_state=spec.cache_state,
+        flush=spec.flush,
+        launch=spec.cuda_launch,
+        min_samples=least,
     )
 
 
@@ -234,7 +241,7 @@ class Session:
         machine["cpu_method"] = provenance.cpu_method()
         machine["threads"] = threads
         machine["compile"] = compile_setting
-        the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None)
+        the_timer = timer or make_timer(spec, device, threads if device.type == "cpu" else None, kind)
         machine["timing_method"] = the_timer.method  # what timed the points (cold CUDA: queued only with a spin kernel)
         try:
             run_id = store.create_run(spec, machine, provenance.versions(), planned, label=label, kind=kind.run_kind)
