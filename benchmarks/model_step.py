@@ -31,7 +31,9 @@ from profilers.store import Store
 
 
 def _fmt(v: float | None, spec: str) -> str:
-    return "N/A" if v is None else format(v, spec)
+    """``v`` in ``spec`` (its width first: '10.1f'), or N/A in the same width."""
+    width = int("".join(c for c in spec.split(".")[0] if c.isdigit()) or 0)
+    return "N/A".rjust(width) if v is None else format(v, spec)
 
 
 def _print_table(rows: list[dict], points: list[dict]) -> None:
@@ -83,7 +85,6 @@ def main() -> None:
             lora=a.lora,
             device=a.device,
             budget_ms=a.budget_ms,
-            warmup_ms=0.0,
             rounds=a.rounds,
             label=f"model step: {item}",
         )
@@ -99,7 +100,7 @@ def main() -> None:
         machine = run.get("machine") or {}
         print(
             f"\n== {spec.name}: {spec.tokens:,} tokens per call, a step trains {spec.tuning}; "
-            f"{_fmt(info.get('parameters') and info['parameters'] / 1e6, ',.1f')} M parameters, "
+            f"{_fmt(info['parameters'] / 1e6 if info.get('parameters') else None, ',.1f')} M parameters, "
             f"{info.get('norm_modules', 'N/A')} norm modules; run {out.run_id} {out.status} in {wall:.0f} s on "
             f"{machine.get('cpu') or machine.get('device_name') or a.device}"
         )

@@ -1,3 +1,4 @@
+import itertools
 import json
 import os
 import subprocess
@@ -107,10 +108,23 @@ def pg_url(pg_cluster) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request, tmp_path) -> str:
-    """A store of either back end, created and at the current schema: a file path or a database URL."""
+def new_store(request, tmp_path):
+    """Makes fresh stores of one back end, created and at the current schema (a file path or a database URL
+    each call); a test that takes it runs once on SQLite and once on PostgreSQL."""
     from profilers.store import Store
 
-    where = str(tmp_path / "s.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    Store(where, migrate=True).close()
-    return where
+    cluster = request.getfixturevalue("pg_cluster") if request.param == "postgresql" else None
+    made = itertools.count()
+
+    def make() -> str:
+        where = str(tmp_path / f"s{next(made)}.db") if cluster is None else cluster.create_database()
+        Store(where, migrate=True).close()
+        return where
+
+    return make
+
+
+@pytest.fixture
+def any_store(new_store) -> str:
+    """A store of either back end (the test runs on both), created and at the current schema."""
+    return new_store()

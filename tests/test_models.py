@@ -121,17 +121,108 @@ def test_a_wrong_implementation_is_failed_by_the_gate_and_never_timed(tmp_path, 
     assert bad["error"].startswith("correctness:") and "float64 reference" in bad["error"]
 
 
+def test_a_norm_wrong_only_in_backward_is_failed_on_its_gradients(tmp_path, monkeypatch):
+    """Right logits, wrong gradients (the backward of the norm halved): only the gradient check can see it,
+    and the failure names a gradient; with LoRA, one of the adapters'."""
+
+    class HalfBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, y):
+            return y.clone()
+
+        @staticmethod
+        def backward(ctx, dy):
+            return dy * 0.5
+
+    def broken(fam, site):
+        return lambda x, w, b: HalfBackward.apply(torch.nn.functional.rms_norm(x, (site.hidden,), w, site.eps))
+
+    monkeypatch.setattr(M, "_native", broken)
+    from profilers.measure.sweep.runner import run_sweep
+
+    for lora, grad in ((0, "dmodel."), (4, "lora_")):
+        spec = tiny_spec(tmp_path, "qwen2.5-0.5b", impls=("native",), modes=("fwd", "fwdbwd"), lora=lora)
+        with Store(tmp_path / f"b{lora}.db") as store:
+            out = run_sweep(spec, store, probe=NullProbe("test"), kind=MM.ModelKind())
+            by = {(p["impl"], p["mode"]): p for p in store.points(out.run_id)}
+        assert by[("native", "fwd")]["gate"] == "pass"  # the forward is right
+        bad = by[("native", "fwdbwd")]
+        assert bad["status"] == "failed" and bad["gate"] == "wrong", bad
+        assert bad["error"].startswith("correctness: d") and grad in bad["error"], bad["error"]  # a gradient
+
+
+def test_one_kind_measures_each_run_s_own_model_and_lets_it_go(tmp_path):
+    """The CLI's one ModelKind over two runs in one process: the second run builds its own model, and the first
+    run's model is not held while the second one's memory is checked."""
+    from profilers.measure.sweep.runner import run_sweep
+
+    kind = MM.ModelKind()
+    a = tiny_spec(tmp_path, "qwen2.5-0.5b", impls=("native",), modes=("step",))
+    b = tiny_spec(tmp_path / "b", "qwen2.5-0.5b", impls=("native",), modes=("step",), layers=1)
+    with Store(tmp_path / "k.db") as store:
+        first = run_sweep(a, store, probe=NullProbe("test"), kind=kind)
+        assert kind.group is None  # let go when the run ended
+        second = run_sweep(b, store, probe=NullProbe("test"), kind=kind)
+        got = [store.points(r.run_id)[0]["extra"]["model"] for r in (first, second)]
+    assert [g["layers"] for g in got] == [2, 1] and got[0]["parameters"] > got[1]["parameters"]
+
+
+def test_the_memory_estimate_counts_what_a_step_holds():
+    """An 8B slice: a full fine-tune's step holds weights, gradients and both AdamW moments (over 24 GB in
+    float32, so a 24 GiB machine skips it), a LoRA step far less; float64 attention's scores grow with seq²."""
+    kind = MM.ModelKind()
+
+    def need(**kw):
+        spec = ModelSweepSpec(config="llama-3.1-8b", layers=2, **kw)
+        return {(p.dtype, p.mode): kind.need_bytes(p, spec) for p in spec.points()}
+
+    full, lora = need(dtypes=("float32",)), need(dtypes=("float32",), lora=16)
+    params = 2 * 128256 * 4096 + 2 * (4 * 4096**2 + 3 * 4096 * 14336)
+    assert full[("float32", "step")] > params * 16 > 24e9  # weights, gradients, two moments: 4 bytes each
+    assert lora[("float32", "step")] < full[("float32", "step")] * 0.7
+    assert full[("float32", "fwd")] > params * 8  # the float64 reference's weights
+    short, long = need(dtypes=("float32",), seq_len=512), need(dtypes=("float32",), seq_len=8192)
+    assert long[("float32", "fwdbwd")] - short[("float32", "fwdbwd")] > 2 * 32 * 8192**2 * 8  # scores, 2 layers
+
+
+def test_a_config_s_per_layer_lists_are_cut_with_its_layers(tmp_path):
+    doc = json.loads(tiny_config(tmp_path, "qwen2.5-0.5b").read_text())
+    doc["layer_types"] = ["full_attention", "full_attention"]  # recent configs list one entry per layer
+    (tmp_path / "lt").mkdir()
+    (tmp_path / "lt" / "config.json").write_text(json.dumps(doc))
+    spec = ModelSweepSpec(config=str(tmp_path / "lt" / "config.json"), layers=1, seq_len=8)
+    assert spec.name == "lt (1 of 2 layers)"
+    model = M.build(spec, torch.device("cpu"), torch.float32)
+    assert model.config.num_hidden_layers == 1 and model.config.layer_types == ["full_attention"]
+
+
+def test_lora_adapters_keep_their_dtype_through_every_check(tmp_path):
+    """The float32 fallback check of a half-precision model and the float64 reference both convert tensor by
+    tensor and put each back: peft's float32 adapters beside bfloat16 weights stay float32."""
+    spec = tiny_spec(tmp_path, "qwen2.5-0.5b", lora=4)
+    model = M.build(spec, torch.device("cpu"), torch.bfloat16)
+    before = {n: q.dtype for n, q in model.named_parameters()}
+    assert {before[n] for n in before if "lora_" in n} == {torch.float32} and torch.bfloat16 in before.values()
+    for dtype in (torch.float32, torch.float64):
+        with MM._in_dtype(model, dtype):
+            assert {q.dtype for q in model.parameters()} == {dtype}
+        assert {n: q.dtype for n, q in model.named_parameters()} == before
+
+
 def test_another_norm_type_is_checked_against_itself_with_its_placement_kept(tmp_path):
-    spec = tiny_spec(tmp_path, "bert-base-uncased", impls=("eager",), norms=("rmsnorm", "dyt"), modes=("fwd",))
+    spec = tiny_spec(tmp_path, "bert-base-uncased", impls=("eager",), norms=("rmsnorm", "dyt"), modes=("fwd", "step"))
     from profilers.measure.sweep.runner import run_sweep
 
     with Store(tmp_path / "t.db") as store:
         out = run_sweep(spec, store, probe=NullProbe("test"), kind=MM.ModelKind())
-        points = {(p["variant"], p["impl"]): p for p in store.points(out.run_id)}
+        all_points = store.points(out.run_id)
+        points = {(p["variant"], p["impl"]): p for p in all_points if p["mode"] == "fwd"}
     assert set(points) == {("layernorm", "own"), ("layernorm", "eager"), ("rmsnorm", "native"), ("dyt", "eager")}
     for key in (("rmsnorm", "native"), ("dyt", "eager")):
         p = points[key]
         assert p["status"] in ("ok", "unstable") and p["gate"] == "pass" and p["placement"] == "post_ln"
+    steps = {(p["variant"], p["impl"]): p for p in all_points if p["mode"] == "step"}
+    assert all(p["status"] in ("ok", "unstable", "imprecise") for p in steps.values()), steps
 
 
 def test_cli_runs_shows_and_reports_a_model(tmp_path):
@@ -182,7 +273,6 @@ def test_a_lora_fine_tune_trains_only_the_adapters_and_its_gate_still_catches_a_
         M.Installation(sites, [s.module for s in sites]),
         M.batch(spec, model, torch.device("cpu")),
         compiled={},
-        optimizers={},
     )
     ref = MM.ModelKind._reference(g, g.own, True)
     assert set(ref.grads) == set(trained) and all(v.dtype == torch.float64 for v in ref.grads.values())
@@ -215,7 +305,9 @@ def test_a_lora_fine_tune_trains_only_the_adapters_and_its_gate_still_catches_a_
     ("args", "message"),
     [
         (["--config", "meta-llama/Llama-3.1-8B"], "a hub name: nothing is downloaded"),
-        (["--config", "MISSING_KEYS"], "lacks whole-number num_hidden_layers"),
+        (["--config", "MISSING_KEYS"], "lacks positive whole-number num_hidden_layers"),
+        (["--config", "ZERO_HEADS"], "lacks positive whole-number num_attention_heads"),
+        (["--config", "BAD_ACTIVATION"], "transformers cannot build it"),
         (["--config", "UNKNOWN_TYPE"], "model_type 'mamba' is not one NormScope drives"),
         (["--config", "NOT_JSON"], "is not JSON"),
         (["--config", "qwen2.5-0.5b", "--norms", "rmsnorm"], "is the model's own type"),
@@ -228,7 +320,13 @@ def test_a_lora_fine_tune_trains_only_the_adapters_and_its_gate_still_catches_a_
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path):
-    broken = {"MISSING_KEYS": {"model_type": "llama", "hidden_size": 64}, "UNKNOWN_TYPE": {"model_type": "mamba"}}
+    tiny_qwen = json.loads(tiny_config(tmp_path, "qwen2.5-0.5b").read_text())
+    broken = {
+        "MISSING_KEYS": {"model_type": "llama", "hidden_size": 64},
+        "UNKNOWN_TYPE": {"model_type": "mamba"},
+        "ZERO_HEADS": {**tiny_qwen, "num_attention_heads": 0},
+        "BAD_ACTIVATION": {**tiny_qwen, "hidden_act": "no-such-activation"},  # transformers refuses it
+    }
     for key, doc in broken.items():
         (tmp_path / f"{key}.json").write_text(json.dumps(doc))
     (tmp_path / "NOT_JSON.json").write_text("{ hidden_size: 64")

@@ -1,3 +1,6 @@
+"""The store's API on both back ends (each test taking ``any_store`` or ``new_store`` runs on a SQLite file and
+on a throwaway PostgreSQL database); what only a SQLite file has (WAL, its header, its v1 migration) on SQLite."""
+
 import json
 import os
 import socket
@@ -59,8 +62,8 @@ def test_schema_version_and_wal(tmp_path):
         assert s.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
 
 
-def test_points_round_trip_with_units_and_none(tmp_path):
-    with Store(tmp_path / "s.db") as s:
+def test_points_round_trip_with_units_and_none(any_store):
+    with Store(any_store) as s:
         rid = _run(s)
         pts = s.points(rid)
         assert [p["seq"] for p in pts] == [0, 1]
@@ -71,13 +74,13 @@ def test_points_round_trip_with_units_and_none(tmp_path):
         assert run["spec"]["variants"] == ["rmsnorm"]
 
 
-def test_unknown_run_is_a_store_error(tmp_path):
-    with Store(tmp_path / "s.db") as s, pytest.raises(StoreError, match="no run 42"):
+def test_unknown_run_is_a_store_error(any_store):
+    with Store(any_store) as s, pytest.raises(StoreError, match="no run 42"):
         s.get_run(42)
 
 
-def test_running_run_of_dead_process_is_marked_interrupted(tmp_path):
-    path = tmp_path / "s.db"
+def test_running_run_of_dead_process_is_marked_interrupted(any_store):
+    path = any_store
     with Store(path) as s:
         rid = s.create_run(SPEC, {}, {}, 3)
         s.add_point(rid, 0, _point())
@@ -88,8 +91,8 @@ def test_running_run_of_dead_process_is_marked_interrupted(tmp_path):
         assert run["status"] == "interrupted" and run["points_done"] == 1
 
 
-def test_running_run_of_live_process_stays_running(tmp_path):
-    path = tmp_path / "s.db"
+def test_running_run_of_live_process_stays_running(any_store):
+    path = any_store
     with Store(path) as s:
         rid = s.create_run(SPEC, {}, {}, 3)
     with Store(path) as s:
@@ -115,12 +118,12 @@ def test_not_a_database_is_refused(tmp_path):
         Store(path)
 
 
-def test_export_import_round_trip(tmp_path):
-    with Store(tmp_path / "a.db") as a:
+def test_export_import_round_trip(new_store):
+    with Store(new_store()) as a:
         rid = _run(a)
         doc = export_run(a, rid)
     doc = json.loads(json.dumps(doc))  # through real JSON
-    with Store(tmp_path / "b.db") as b:
+    with Store(new_store()) as b:
         new_id = import_run(b, doc, source="import:test.json")
         run = b.get_run(new_id)
         assert run["uid"] == doc["run"]["uid"] and run["source"] == "import:test.json"
@@ -130,10 +133,10 @@ def test_export_import_round_trip(tmp_path):
             import_run(b, doc)
 
 
-def test_fill_run_completes_a_running_run_in_one_step_and_only_once(tmp_path):
-    with Store(tmp_path / "a.db") as a:
+def test_fill_run_completes_a_running_run_in_one_step_and_only_once(new_store):
+    with Store(new_store()) as a:
         doc = export_run(a, _run(a))
-    with Store(tmp_path / "b.db") as b:
+    with Store(new_store()) as b:
         rid = b.create_run(SPEC, {}, {}, 6, label="spread")
         b.fill_run(rid, doc["run"] | {"machine": {"cpu_model": "merged"}}, doc["points"])
         run = b.get_run(rid)
@@ -172,10 +175,10 @@ def _valid_doc(tmp_path):
         (lambda d: d.update(artifacts=[1, 2]), "artifacts"),
     ],
 )
-def test_import_rejects_malformed_files_and_changes_nothing(tmp_path, mutate, message):
+def test_import_rejects_malformed_files_and_changes_nothing(tmp_path, any_store, mutate, message):
     doc = _valid_doc(tmp_path)
     mutate(doc)
-    with Store(tmp_path / "target.db") as s:
+    with Store(any_store) as s:
         counts = "SELECT (SELECT COUNT(*) FROM runs) AS r, (SELECT COUNT(*) FROM points) AS p"
         before = tuple(s.query(counts)[0].values())
         with pytest.raises(StoreError, match=message):
@@ -189,8 +192,8 @@ def test_validate_accepts_an_export(tmp_path):
     assert run["status"] == "completed" and len(points) == 2
 
 
-def test_delete_and_label(tmp_path):
-    with Store(tmp_path / "s.db") as s:
+def test_delete_and_label(any_store):
+    with Store(any_store) as s:
         rid = _run(s)
         s.set_label(rid, "renamed")
         assert s.get_run(rid)["label"] == "renamed"
@@ -232,7 +235,7 @@ def test_v1_store_is_migrated_keeping_its_points(tmp_path):
         assert s.get_run(1)["series"] is None
 
 
-def test_v1_export_is_imported(tmp_path):
+def test_v1_export_is_imported(tmp_path, any_store):
     doc = _valid_doc(tmp_path)
     doc["schema_version"] = 1
     for k in ("series", "sensors"):
@@ -240,13 +243,13 @@ def test_v1_export_is_imported(tmp_path):
     for p in doc["points"]:
         for k in [k for k in p if k.startswith(("energy_", "kernel")) or k in ("launch_overhead_pct", "trace_path")]:
             p.pop(k)
-    with Store(tmp_path / "n.db") as s:
+    with Store(any_store) as s:
         rid = import_run(s, doc)
         assert len(s.points(rid)) == 2
 
 
-def test_artifacts_are_stored_exported_and_imported(tmp_path):
-    with Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
+def test_artifacts_are_stored_exported_and_imported(new_store):
+    with Store(new_store()) as a, Store(new_store()) as b:
         rid = _run(a)
         a.put_artifact(rid, "curve:0", {"loss": [3.0, 2.5]})
         a.put_artifact(rid, "curve:1", {"loss": [3.1]})
@@ -262,13 +265,13 @@ def test_artifacts_are_stored_exported_and_imported(tmp_path):
         assert b.artifacts(new) == {}
 
 
-def test_shipped_reference_exports_import_after_schema_changes(tmp_path):
+def test_shipped_reference_exports_import_after_schema_changes(any_store):
     """Exports made by earlier versions (the GPU reference runs are schema v2) import into today's store."""
     from profilers.store.exchange import load_export_file
 
     files = sorted((ROOT / "data" / "reference").glob("*.json"))
     assert files, "data/reference/ ships at least one run"
-    with Store(tmp_path / "r.db") as s:
+    with Store(any_store) as s:
         for f in files:
             doc = load_export_file(f)
             rid = import_run(s, doc, source=f"import:{f.name}")

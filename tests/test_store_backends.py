@@ -9,7 +9,7 @@ import time
 
 import pytest
 from conftest import ROOT, run_cli, sweep
-from test_store import SPEC, _point, _run
+from test_store import SPEC, _run
 
 from profilers.store import Store, StoreError, locate
 from profilers.store.exchange import export_run, import_run
@@ -41,25 +41,6 @@ def test_the_api_answers_alike_on_both_back_ends(any_store):
         assert s.points(again)[2]["p50_us"] == 2.0 and s.artifact(again, "other") == 1
         with pytest.raises(StoreError, match="already in this store"):
             import_run(s, doc)
-
-
-def test_fill_run_writes_once_on_both_back_ends(any_store):
-    with Store(any_store) as s:
-        rid = s.create_run(SPEC, {}, {}, 2)
-        done = {"spec": SPEC.to_dict(), "machine": {}, "versions": {}}
-        pts = [{**_point().to_dict(), "seq": i} for i in range(2)]
-        s.fill_run(rid, done, pts)
-        with pytest.raises(StoreError, match="not running any more"):
-            s.fill_run(rid, done, pts)
-        assert s.get_run(rid)["points_done"] == 2
-
-
-def test_a_dead_local_process_run_is_marked_interrupted_on_both(any_store):
-    with Store(any_store) as s:
-        rid = s.create_run(SPEC, {}, {}, 3)
-        s.execute("UPDATE runs SET pid=:pid, pid_started=1.0 WHERE id=:id", pid=2**22 + 999, id=rid)
-    with Store(any_store) as s:
-        assert s.get_run(rid)["status"] == "interrupted"
 
 
 def _comparable(doc: dict) -> dict:

@@ -177,11 +177,14 @@ class BlockClaim:
     verdict: str
 
 
-def claim_verdict(saving_lo: float, saving_hi: float, low: float, high: float) -> str:
+def claim_verdict(
+    saving_lo: float, saving_hi: float, low: float, high: float, cheaper: str = "LayerNorm is cheaper here"
+) -> str:
+    """A claimed saving of ``low``-``high``% against a measured interval; ``cheaper`` says what won instead."""
     if saving_lo <= 0 <= saving_hi:
         return "no measurable difference"
     if saving_hi < 0:
-        return "opposite: LayerNorm is cheaper here"
+        return f"opposite: {cheaper}"
     if saving_hi < low:
         return "smaller than claimed"
     if saving_lo > high:

@@ -114,6 +114,17 @@ class BlockKind:
     default_baseline = "pre_ln layernorm native"
     run_kind = "blocks"
     visit_samples = VISIT_SAMPLES
+    points_own_memory = True  # each candidate builds its own block
+
+    def check(self, spec: BlockSweepSpec) -> None:
+        """A block sweep's spec checks itself."""
+
+    def begin_group(self, points: Any, ctx: Context) -> str | None:
+        """Each point is checked against the memory left as the ones before it allocate."""
+        return None
+
+    def close(self) -> None:
+        """Nothing is kept across groups."""
 
     def key(self, p: BlockPoint) -> str:
         return p.key

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from ...analysis.footprint import does_not_fit
 from ...catalog import BLOCK_ROUNDINGS, DTYPES, STEP_MODE
 from ...measure.instruments import compile as compiling
-from ...measure.instruments.memory import peak_increment
+from ...measure.instruments.memory import available_bytes, peak_increment
 from ...measure.instruments.timing import Measurement
 from ...measure.models.blocks import grad_errors
 from ...measure.subjects.gate import Errors, Verdict, classify, errors_vs_reference
@@ -34,7 +35,13 @@ from ..blocks.measure import component_breakdown, worst_errors
 from . import measure_model as M
 from .spec import ModelPoint, ModelSweepSpec
 
-GATE_NOTE = "gradients checked: every parameter but the embedding and the LM head"
+
+def gate_note(spec: ModelSweepSpec, training: bool) -> str:
+    if not training:
+        return "logits checked"
+    if spec.lora:
+        return "logits and the LoRA adapters' gradients checked (every other weight is frozen)"
+    return "logits and gradients checked: every parameter but the embedding and the LM head"
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -60,7 +67,7 @@ class Group:
     inputs: dict[str, torch.Tensor]
     reference: Reference | None = None
     compiled: dict[str, Any] | None = None
-    optimizers: dict[tuple[int, ...], torch.optim.Optimizer] | None = None
+    optimizer: torch.optim.Optimizer | None = None  # one AdamW for every candidate of the group: see _optimizer
 
 
 @dataclass
@@ -102,18 +109,21 @@ def _run(model: torch.nn.Module, inputs: dict[str, torch.Tensor], training: bool
 
 
 @contextlib.contextmanager
-def _in_float64(model: torch.nn.Module) -> Iterator[None]:
-    """Every floating parameter and buffer in float64, tensor by tensor, then each back to its own dtype (a
-    LoRA model's float32 adapters beside its bfloat16 weights stay float32; no second copy is ever held)."""
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-    dtypes = [t.dtype for t in tensors]
-    for t in tensors:
-        t.data = t.data.double()
+def _in_dtype(model: torch.nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """Every floating parameter and buffer in ``dtype``, tensor by tensor, then each back to its own dtype (a
+    LoRA model's float32 adapters beside its bfloat16 weights stay float32; no second copy is ever held). A
+    conversion stopped part way (out of memory) restores what it had converted."""
+    done: list[tuple[torch.Tensor, torch.dtype]] = []
     try:
+        for t in (*model.parameters(), *model.buffers()):
+            if t.is_floating_point() and t.dtype != dtype:
+                was = t.dtype
+                t.data = t.data.to(dtype)
+                done.append((t, was))
         yield
     finally:
-        for t, dtype in zip(tensors, dtypes, strict=True):
-            t.data = t.data.to(dtype)
+        for t, was in reversed(done):
+            t.data = t.data.to(was)
 
 
 def _as_float64(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -128,36 +138,68 @@ class ModelKind:
     # a whole model's call takes seconds on a CPU: each visit is one re-warming call and one timed call (more
     # when the visit's budget buys them); the pairs come from the rounds, not from repeats inside a visit
     visit_samples = 1
+    points_own_memory = False  # a group's candidates share one model, checked once by begin_group
 
     def __init__(self) -> None:
         self.group: Group | None = None
+
+    def begin_group(self, points: Sequence[ModelPoint], ctx: Context) -> str | None:
+        """The previous group's model let go, then the group's peak (the most any of its points needs: the
+        model, its float64 check, a candidate's step) against the memory available now."""
+        self.group = None
+        gc.collect()
+        release(ctx.device)
+        return does_not_fit(max(self.need_bytes(p, ctx.spec) for p in points), *available_bytes(ctx.device))
+
+    def check(self, spec: ModelSweepSpec) -> None:
+        """A config transformers cannot build is refused before any run is stored (SpecError)."""
+        M.check(spec)
+
+    def close(self) -> None:
+        """The run ended: its model, reference and optimizer go (a later run in this process builds its own)."""
+        self.group = None
+        gc.collect()
 
     def key(self, p: ModelPoint) -> str:
         return p.key
 
     def need_bytes(self, p: ModelPoint, spec: ModelSweepSpec) -> int:
-        """An upper estimate of the larger of two peaks. Checking: the weights in float64 (converted in place),
-        the checked gradients (every layer's, none of the embedding's or head's) and the activations in float64.
-        Timing: the weights in the dtype, the reference kept (logits and gradients in float64), a candidate's
-        gradients of every weight, its activations, and for a step AdamW's two moments (in the weights' dtype)."""
+        """An upper estimate of the larger of two peaks.
+
+        Checking: the weights in float64 (converted in place), the checked gradients (every layer's, none of the
+        embedding's or head's), the activations in float64 with attention's scores (float64 attention takes the
+        unfused path: batch × heads × seq² a layer), and, for another norm type, the group's reference still held
+        while its own is made. Timing: the weights in the dtype, the reference kept (logits and gradients in
+        float64), a candidate's gradients of what it trains, its activations (peft's float32 copies of the
+        adapted projections' inputs beside a half-precision model), and for a step AdamW's two moments, held once
+        for the group."""
         m = spec.model
-        h, f, depth = spec.hidden, int(m.get("intermediate_size", 4 * spec.hidden)), spec.depth
-        vocab = int(m.get("vocab_size", 0))
+        h, depth = spec.hidden, spec.depth
+        f = int(m.get("intermediate_size") or 4 * h)
+        vocab = int(m.get("vocab_size") or 0)
         layers = depth * (4 * h * h + 3 * h * f)
-        params = layers + (1 if m.get("tie_word_embeddings", True) else 2) * vocab * h
+        params = layers + (1 if m.get("tie_word_embeddings") else 2) * vocab * h  # untied unless it says so
         e = DTYPES[p.dtype]
         training = p.mode != "fwd"
-        acts = p.tokens * depth * (12 * h + 4 * f) if training else p.tokens * (12 * h + 4 * f)
+        kept = depth if training else 1  # layers whose activations are held at once
+        acts = p.tokens * kept * (12 * h + 4 * f)
+        seq = p.tokens // spec.batch
+        scores = spec.batch * int(m.get("num_attention_heads") or 1) * seq * seq * kept
         logits = p.tokens * vocab
         # what a step trains: every weight, or LoRA's A and B (float32) on 7 projections a layer
         trained, te = (depth * spec.lora * (10 * h + 3 * f), 4) if spec.lora else (params, e)
-        checked = min(layers, trained)
-        checking = params * 8 + acts * 8 + logits * 8 * (2 if training else 1) + (checked * 8 if training else 0)
-        timing = params * e + logits * (8 + 2 * e) + acts * e
+        checked = min(layers, trained) if training else 0
+        reference = logits * 8 + checked * 8
+        checking = params * 8 + (acts + scores) * 8 + logits * 8 * (2 if training else 1) + checked * 8
+        if spec.norms:
+            checking += reference
+        timing = params * e + reference + acts * e
         if training:
-            timing += checked * 8 + trained * te  # the reference's gradients, the candidate's
+            timing += trained * te
+            if spec.lora and e < 4:
+                timing += p.tokens * depth * (6 * h + f) * 4
         if p.mode == STEP_MODE:
-            timing += 2 * trained * te  # AdamW's moments
+            timing += 2 * trained * te
         return int(max(checking, timing) * 1.15) + (256 << 20)
 
     def result(self, p: ModelPoint, ctx: Context, status: str, error: str | None) -> PointResult:
@@ -186,7 +228,7 @@ class ModelKind:
 
     # -- the group: one model, its reference --------------------------------------------------------------
     def _group(self, p: ModelPoint, ctx: Context) -> Group:
-        key = (p.dtype, p.mode)
+        key = (ctx.spec.to_json(), p.dtype, p.mode)
         if self.group is not None and self.group.key == key:
             return self.group
         self.group = None
@@ -198,8 +240,8 @@ class ModelKind:
         if not sites:
             raise RuntimeError(f"no {spec.family.norm} module found in the model: nothing to swap")
         own = M.Installation(sites, [s.module for s in sites])
-        group = Group(key, model, sites, own, M.batch(spec, model, ctx.device), compiled={}, optimizers={})
-        group.reference = self._reference(group, own, p.mode != "fwd")
+        group = Group(key, model, sites, own, M.batch(spec, model, ctx.device), compiled={})
+        group.reference = self._reference(group, M.reference_installation(sites, spec.family), p.mode != "fwd")
         self.group = group
         return group
 
@@ -207,7 +249,7 @@ class ModelKind:
     def _reference(g: Group, inst: M.Installation, training: bool) -> Reference:
         """The model with ``inst``'s norms in float64 (converted in place, then back: a bfloat16 or float32
         weight survives the round trip exactly, and no second copy of the model is held)."""
-        with M.installed(inst, g.own), _in_float64(g.model):
+        with M.installed(inst, g.own), _in_dtype(g.model, torch.float64):
             logits, grads = _run(g.model, _as_float64(g.inputs), training)
         return Reference(logits, grads)
 
@@ -266,12 +308,8 @@ class ModelKind:
         n = max(spec.hidden, p.tokens if training else 0)
 
         def fp32() -> Errors:
-            dtype = next(g.model.parameters()).dtype
-            g.model.to(torch.float32)
-            try:
+            with _in_dtype(g.model, torch.float32):
                 return self._errors_f32(g, ref, training)
-            finally:
-                g.model.to(dtype)
 
         return classify(errs, p.dtype, n, fp32, roundings=BLOCK_ROUNDINGS * spec.depth)
 
@@ -302,7 +340,7 @@ class ModelKind:
     @staticmethod
     def _body(p: ModelPoint, g: Group, inst: M.Installation) -> Callable[[], Any]:
         """Forward (eval, no grad: inference), forward+backward of the loss (train mode: dropout as in a
-        fine-tune), or a whole AdamW step; the implementations of one norm share one optimizer (the same tensors)."""
+        fine-tune), or a whole AdamW step (the group's one optimizer: ``_optimizer``)."""
         model, inputs = g.model, g.inputs
         if p.mode == "fwd":
 
@@ -322,12 +360,7 @@ class ModelKind:
                 return loss
 
             return train
-        params = inst.parameters(model)
-        key = tuple(id(q) for q in params)
-        assert g.optimizers is not None
-        if key not in g.optimizers:
-            g.optimizers[key] = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.0, foreach=True)
-        opt = g.optimizers[key]
+        opt = ModelKind._optimizer(g, inst.parameters(model))
 
         def step() -> Any:
             model.train()
@@ -338,6 +371,21 @@ class ModelKind:
             return loss
 
         return step
+
+    @staticmethod
+    def _optimizer(g: Group, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The group's one AdamW (lr 1e-6, so a round's steps leave the weights the gate saw): created with the
+        first candidate's parameters; a swapped-in norm type's own parameters join as a group of their own. A
+        step updates the parameters that have gradients, so each candidate's step is its own and the shared
+        weights' moments are held once, not once per candidate."""
+        if g.optimizer is None:
+            g.optimizer = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.0, foreach=True)
+            return g.optimizer
+        known = {id(q) for group in g.optimizer.param_groups for q in group["params"]}
+        new = [q for q in params if id(q) not in known]
+        if new:
+            g.optimizer.add_param_group({"params": new})
+        return g.optimizer
 
     @staticmethod
     def _describe(spec: ModelSweepSpec, g: Group, p: ModelPoint) -> dict[str, Any]:
@@ -357,7 +405,7 @@ class ModelKind:
             "seq_len": spec.seq_len if spec.family.head != "image" else None,
             "head": spec.family.head,
             "attention": getattr(g.model.config, "_attn_implementation", None),
-            "gate": GATE_NOTE if p.mode != "fwd" else "logits checked",
+            "gate": gate_note(spec, p.mode != "fwd"),
         }
 
     # -- finish: stats → the norm's share → memory → energy ---------------------------------------------

@@ -27,6 +27,7 @@ from torch import nn
 from ...catalog import Config
 from ...measure.instruments import compile as compiling
 from ...measure.models.blocks import Norm
+from ...runs import first_line
 from .spec import Family, ModelSweepSpec
 
 OWN = "own"
@@ -49,23 +50,50 @@ class Site:
 
 
 # ---- the model -------------------------------------------------------------------------------------------
-def build(spec: ModelSweepSpec, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """The spec's model with seeded random weights, ``spec.depth`` layers, in ``dtype`` on ``device``."""
+def _config(spec: ModelSweepSpec) -> tuple[Any, Any]:
+    """The transformers config cut to ``spec.depth`` layers (every per-layer list cut with it: ``layer_types``
+    and the like), and the auto class that builds the model."""
     import transformers
 
     doc = dict(spec.model)
     fam = spec.family
+    total = int(doc[fam.layer_key])
     doc[fam.layer_key] = spec.depth
+    for key, value in list(doc.items()):
+        if isinstance(value, list) and len(value) == total and key != "architectures":
+            doc[key] = value[: spec.depth]
     kind = doc.pop("model_type")
     for key in ("architectures", "transformers_version", "torch_dtype", "dtype"):
         doc.pop(key, None)
+    transformers.logging.set_verbosity_error()  # a tiny test config's token ids past its vocabulary, etc.
     config = transformers.AutoConfig.for_model(kind, **doc)
     auto = {
         "causal-lm": transformers.AutoModelForCausalLM,
         "masked-lm": transformers.AutoModelForMaskedLM,
         "image": transformers.AutoModelForImageClassification,
     }[fam.head]
-    transformers.logging.set_verbosity_error()  # a tiny test config's token ids past its vocabulary, etc.
+    return config, auto
+
+
+def check(spec: ModelSweepSpec) -> None:
+    """Refuse a config transformers cannot build, before any run is stored: the config made and the model laid
+    out on the meta device (no memory, no weights); one line naming the config otherwise."""
+    from ...spec import SpecError
+
+    try:
+        config, auto = _config(spec)
+        with torch.device("meta"):
+            auto.from_config(config)
+    except Exception as e:  # transformers' refusals are ValueError, TypeError, KeyError, ZeroDivisionError, …
+        raise SpecError(
+            f"model config {spec.config}: transformers cannot build it ({type(e).__name__}: {first_line(e)}); "
+            "give a config.json that transformers loads"
+        ) from None
+
+
+def build(spec: ModelSweepSpec, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The spec's model with seeded random weights, ``spec.depth`` layers, in ``dtype`` on ``device``."""
+    config, auto = _config(spec)
     torch.manual_seed(spec.seed)
     model = auto.from_config(config)  # attention as transformers picks it for the model (SDPA where supported)
     model = model.to(device=device, dtype=dtype)
@@ -150,24 +178,43 @@ class Swapped(nn.Module):
         return self.what
 
 
-def _rms_own_formula(fam: Family, eps: float) -> Callable[..., torch.Tensor]:
+def _rms_own_formula(fam: Family, eps: float, exact: bool = False) -> Callable[..., torch.Tensor]:
     """The model's own RMSNorm as transformers writes it, as a function of (x, weight, bias): the statistics in
-    float32; Llama-style casts back before the weight, Gemma-style scales by (1 + w) in float32 first."""
+    float32; Llama-style casts back before the weight, Gemma-style scales by (1 + w) in float32 first.
+
+    ``exact``: the statistics in float64 when x is float64 (the reference run), where the module itself would
+    round them to float32 and the reference would be no more precise than a float32 candidate."""
+
+    def up(v: torch.Tensor) -> torch.Tensor:
+        return v if exact and v.dtype == torch.float64 else v.float()
+
     if fam.offset:
 
         def gemma(x: torch.Tensor, w: torch.Tensor, b: Any) -> torch.Tensor:
-            xf = x.float()
+            xf = up(x)
             y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-            return (y * (fam.offset + w.float())).type_as(x)
+            return (y * (fam.offset + up(w))).type_as(x)
 
         return gemma
 
     def llama(x: torch.Tensor, w: torch.Tensor, b: Any) -> torch.Tensor:
-        xf = x.float()
+        xf = up(x)
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
         return w * y.to(x.dtype)
 
     return llama
+
+
+def reference_installation(sites: list[Site], fam: Family) -> Installation:
+    """The model's own norms as the float64 reference computes them: its RMSNorm's formula with float64
+    statistics (the module would round them to float32); nn.LayerNorm computes in its input's dtype already.
+    Rotary embeddings stay as transformers computes them (float32 tables, the same in every run)."""
+    if fam.norm == "layernorm":
+        return Installation(sites, [s.module for s in sites])
+    modules: list[nn.Module] = [
+        Swapped(s.module, _rms_own_formula(fam, s.eps, exact=True), "the model's formula in float64") for s in sites
+    ]
+    return Installation(sites, modules)
 
 
 def _ln_formula(eps: float) -> Callable[..., torch.Tensor]:
@@ -231,7 +278,10 @@ def _liger(fam: Family, site: Site) -> nn.Module:
         from liger_kernel.transformers.rms_norm import LigerRMSNorm
 
         casting = "gemma" if fam.offset else "llama"
-        m = LigerRMSNorm(site.hidden, eps=site.eps, offset=fam.offset, casting_mode=casting)
+        # in place writes dX over dY: Liger's own Gemma 2 module turns it off, since a sandwich's residual
+        # still reads dY (LigerRMSNormForGemma2)
+        in_place = fam.placement != "sandwich"
+        m = LigerRMSNorm(site.hidden, eps=site.eps, offset=fam.offset, casting_mode=casting, in_place=in_place)
     m.weight = site.module.weight
     return m
 

@@ -113,9 +113,13 @@ def check_config(doc: Any, where: str) -> Family:
         raise SpecError(
             f"model config {where}: model_type {kind!r} is not one NormScope drives; use one of {', '.join(FAMILIES)}"
         )
-    missing = [k for k in REQUIRED_KEYS if not isinstance(doc.get(k), int) or isinstance(doc.get(k), bool)]
+    missing = [
+        k for k in REQUIRED_KEYS if not isinstance(doc.get(k), int) or isinstance(doc.get(k), bool) or doc[k] < 1
+    ]
     if missing:
-        raise SpecError(f"model config {where} lacks whole-number {', '.join(missing)}: give a complete config.json")
+        raise SpecError(
+            f"model config {where} lacks positive whole-number {', '.join(missing)}: give a complete config.json"
+        )
     if doc["hidden_size"] % doc["num_attention_heads"] and "head_dim" not in doc:
         raise SpecError(f"model config {where}: hidden_size is not divisible by num_attention_heads")
     return FAMILIES[kind]
@@ -241,8 +245,16 @@ class ModelSweepSpec(LabMethod, JsonSpec):
 
     @property
     def name(self) -> str:
-        """The model as results name it: its config and, when cut, the layers kept."""
-        stem = self.config if self.config in shipped() else Path(self.config).parent.name or Path(self.config).stem
+        """The model as results name it: its config (a shipped name, the model directory of a config.json, or
+        the config's own name for an uploaded config.json) and, when cut, the layers kept."""
+        path = Path(self.config)
+        if self.config in shipped():
+            stem = self.config
+        elif path.stem == "config":
+            own = str(self.model.get("_name_or_path") or "").rstrip("/").rpartition("/")[2]
+            stem = path.parent.name or own or f"{self.model['model_type']}-{self.hidden}"
+        else:
+            stem = path.stem
         total = int(self.model[self.family.layer_key])
         notes = ([f"{self.depth} of {total} layers"] if self.depth != total else []) + (
             [f"LoRA r={self.lora}"] if self.lora else []

@@ -48,6 +48,9 @@ class Kind(Protocol):
     default_baseline: str
     run_kind: str  # the stored run's kind (registry.LABS)
     visit_samples: int  # the fewest samples a visit of a round takes (the visit's budget may buy more)
+    # True: each point allocates its own tensors and is checked against the memory left as it comes; False: a
+    # group's points share what begin_group checked once (one model), so a point is not held to it again
+    points_own_memory: bool
 
     def key(self, p: Any) -> str: ...
 
@@ -63,6 +66,12 @@ class Kind(Protocol):
 
     def failure(self, p: Any, ctx: Any, exc: BaseException) -> PointResult: ...
 
+    def check(self, spec: Any) -> None: ...  # refuse what the spec alone cannot show (SpecError), before a run
+
+    def begin_group(self, points: Sequence[Any], ctx: Any) -> str | None: ...  # why the group cannot fit, or None
+
+    def close(self) -> None: ...  # the run ended: drop what the kind kept across groups
+
 
 class KernelKind:
     """Kernel points: one norm call (``point.py``)."""
@@ -70,6 +79,17 @@ class KernelKind:
     default_baseline = "layernorm native"
     run_kind = "kernels"
     visit_samples = VISIT_SAMPLES
+    points_own_memory = True
+
+    def check(self, spec: Any) -> None:
+        """A kernel sweep's spec checks itself."""
+
+    def begin_group(self, points: Sequence[Any], ctx: Any) -> str | None:
+        """Each point is checked against the memory left as the ones before it allocate."""
+        return None
+
+    def close(self) -> None:
+        """Nothing is kept across groups."""
 
     def key(self, p: Point) -> str:
         return f"{p.variant} {p.impl}"
@@ -133,10 +153,14 @@ def measure_group(
     compiling.reset()
     results: dict[int, PointResult] = {}
     prepared: list[tuple[int, Prepared]] = []
+    group_why = kind.begin_group(points, ctx)  # a kind whose points share one model checks the group once
     for i, p in enumerate(points):
         if announce:
             announce(p, None)
-        why = does_not_fit(kind.need_bytes(p, ctx.spec), *available_bytes(ctx.device))
+        if group_why is not None or not kind.points_own_memory:
+            why = group_why
+        else:
+            why = does_not_fit(kind.need_bytes(p, ctx.spec), *available_bytes(ctx.device))
         try:
             prep = kind.result(p, ctx, "skipped", why) if why else kind.prepare(p, ctx)
         except (compiling.CompileFallback, torch.OutOfMemoryError, *ERRORS) as e:

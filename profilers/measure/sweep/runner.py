@@ -106,6 +106,7 @@ def on_device(device: torch.device) -> Iterator[None]:
 def preflight(spec: Any, kind: Kind = KERNELS) -> torch.device:
     """All checks that can refuse a sweep; raises SpecError."""
     device = resolve_device(spec.device)
+    kind.check(spec)
     check_fits(spec, device, kind)
     return device
 
@@ -318,6 +319,7 @@ class Session:
             if self.ctx is not None:
                 self.store.update_run(self.run_id, extra=self.extra)
         finally:
+            self.kind.close()
             _close(self.store, self.run_id, self.sensors)
 
 
