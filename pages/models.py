@@ -72,11 +72,11 @@ else:
     for c in numeric:
         rows[c] = pd.to_numeric(rows[c], errors="coerce")
     titles = dict(analysis.COLUMNS)
-    st.dataframe(
-        rows.rename(columns=titles).style.format({titles[c]: number for c in numeric}, na_rep="N/A"),
-        hide_index=True,
-        width="stretch",
-    )
+    shown = rows.astype(object)
+    for c in numeric:  # formatted here: a missing reading reads N/A (its reason in the note), never None or 0
+        shown[c] = [number(v) if pd.notna(v) else "N/A" for v in rows[c]]
+    shown["note"] = rows["note"].fillna("")
+    st.dataframe(shown.rename(columns=titles), hide_index=True, width="stretch")
     st.caption(
         "saving: % of the time with the model's own norm module (negative: slower), its 95% interval from rounds "
         "timed side by side; norm share: the norm modules' part of the candidate's time, from one profiled "

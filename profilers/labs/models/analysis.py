@@ -25,7 +25,7 @@ COLUMNS = [  # the table's keys and titles, on the page and in the report
     ("candidate", "norm implementation"),
     ("status", "status"),
     ("p50_ms", "p50 (ms)"),
-    ("saving_pct", "saved vs own (%)"),
+    ("saving_pct", "saved vs baseline (%)"),
     ("saving_lo_pct", "95% lo"),
     ("saving_hi_pct", "95% hi"),
     ("norm_share_pct", "norm share (%)"),

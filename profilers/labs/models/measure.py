@@ -24,7 +24,7 @@ import torch
 from ...analysis.footprint import does_not_fit
 from ...catalog import BLOCK_ROUNDINGS, DTYPES, STEP_MODE
 from ...measure.instruments import compile as compiling
-from ...measure.instruments.memory import available_bytes, peak_increment
+from ...measure.instruments.memory import available_bytes, peak_increment, return_freed_memory
 from ...measure.instruments.timing import Measurement
 from ...measure.models.blocks import grad_errors
 from ...measure.subjects.gate import Errors, Verdict, classify, errors_vs_reference
@@ -149,6 +149,8 @@ class ModelKind:
         self.group = None
         gc.collect()
         release(ctx.device)
+        if ctx.device.type == "cpu":
+            return_freed_memory()
         return does_not_fit(max(self.need_bytes(p, ctx.spec) for p in points), *available_bytes(ctx.device))
 
     def check(self, spec: ModelSweepSpec) -> None:
@@ -156,9 +158,11 @@ class ModelKind:
         M.check(spec)
 
     def close(self) -> None:
-        """The run ended: its model, reference and optimizer go (a later run in this process builds its own)."""
+        """The run ended: its model, reference and optimizer go (a later run in this process builds its own),
+        and the host memory they held goes back to the OS, where the next run's memory check counts it."""
         self.group = None
         gc.collect()
+        return_freed_memory()
 
     def key(self, p: ModelPoint) -> str:
         return p.key

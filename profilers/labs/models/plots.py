@@ -11,6 +11,15 @@ from ...report.figures import LAYOUT, PALETTE, empty
 from .analysis import WHAT, Saving
 
 
+def _baseline(items: Sequence[Saving]) -> str:
+    """What the bars are measured against: the model's own module unless the sweep named another baseline."""
+    bases = {(s.base["variant"], s.base["impl"]) for s in items}
+    if len(bases) == 1:
+        ((variant, impl),) = bases
+        return "its own norm module" if impl == "own" else label(variant, impl)
+    return "the sweep's baseline"
+
+
 def savings_chart(items: Sequence[Saving], title: str) -> go.Figure:
     """Horizontal bars: % of the own module's time saved per candidate and mode (negative: slower), with the
     paired 95% interval as error bars; a line at 0 (no change)."""
@@ -40,7 +49,7 @@ def savings_chart(items: Sequence[Saving], title: str) -> go.Figure:
     fig.update_layout(
         title=title,
         barmode="group",
-        xaxis_title="% of the model's time saved vs its own norm module (95% interval; negative: slower)",
+        xaxis_title=f"% of the model's time saved vs {_baseline(items)} (95% interval; negative: slower)",
         height=max(300, 40 * len(items) + 170),
         **{**LAYOUT, "margin": {"l": 230, "r": 200, "t": 60, "b": 60}},
     )

@@ -303,4 +303,6 @@ def describe_impl(norm: str, impl: str, fam: Family) -> str:
         return f"the model's own {catalog.label(norm)} module ({kind})"
     if norm != fam.norm:
         return f"{catalog.label(norm)} in place of the model's {catalog.label(fam.norm)} (placement kept)"
+    if impl == "compiled":
+        return "torch.compile of the model's own formula (one graph for every norm module of one shape)"
     return catalog.IMPLS[impl].help

@@ -36,6 +36,19 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def return_freed_memory() -> bool:
+    """Hand what glibc keeps for reuse back to the OS (``malloc_trim``; True when it ran). The reuse mode keeps
+    freed memory in the heap, so the host's available memory would not count what this process let go: a lab
+    whose groups each build a whole model calls this between them, before the next group's memory check."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 def set_cpu_allocator(mode: str) -> dict[str, Any]:
     """Apply the run's CPU allocator mode (``spec.CPU_ALLOCATORS``) to this process; returns what holds, for
     the run's provenance. A preloaded allocator (LD_PRELOAD jemalloc/tcmalloc) is detected and recorded:
