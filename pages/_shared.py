@@ -139,6 +139,16 @@ def start_sweep(spec: SweepSpec) -> int | None:
     return job.pid
 
 
+def pick_lab_run(kind: str, label: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """A lab page's run picker: the chosen run of ``kind`` (the newest first) and its points; (None, []) when
+    the store holds none."""
+    with open_store() as store:
+        runs = store.list_runs(kind=kind)
+        by_id = {r["id"]: r for r in runs}
+        rid = st.selectbox(label, list(by_id), format_func=lambda i: run_label(by_id[i])) if runs else None
+        return (by_id[rid], store.points(rid)) if rid else (None, [])
+
+
 def runs_or_welcome(store: Store, message: str, key: str, kind: str | None = "kernels") -> list[dict[str, Any]]:
     """The stored runs of one kind; with none measured here, explain what to do and offer the quick sweep.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._shared import devices, open_store, run_label, start_job
+from pages._shared import devices, pick_lab_run, start_job
 from profilers.catalog import BLOCK_FAMILIES, PLACEMENTS
 from profilers.labs.blocks import analysis as blocks
 from profilers.labs.blocks.spec import BLOCK_IMPLS, BLOCK_NORMS, STEP_MODE, BlockSweepSpec, default_block_spec
@@ -20,16 +20,10 @@ st.caption(
     + " · ".join(f"**{p.display}**: {p.help}" for p in PLACEMENTS.values())
 )
 
-with open_store() as store:
-    runs = store.list_runs(kind="blocks")
-    by_id = {r["id"]: r for r in runs}
-    rid = st.selectbox("Block run", list(by_id), format_func=lambda i: run_label(by_id[i])) if runs else None
-    points = store.points(rid) if rid else []
-
-if rid is None:
+run, points = pick_lab_run("blocks", "Block run")
+if run is None:
     st.info("No block run yet: start one below (a BERT-base block on this CPU takes a few minutes).")
 else:
-    run = by_id[rid]
     st.subheader("The answer")
     for line in blocks.answers(points):
         st.markdown(f"- {line}")

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages._shared import devices, open_store, run_label, start_job
+from pages._shared import devices, pick_lab_run, start_job
 from profilers.labs.models import analysis, plots
 from profilers.labs.models.spec import (
     DEFAULT_IMPLS,
@@ -31,20 +31,14 @@ st.caption(
     "interleaved rounds: forward, forward+backward, and an AdamW step."
 )
 
-with open_store() as store:
-    runs = store.list_runs(kind="models")
-    by_id = {r["id"]: r for r in runs}
-    rid = st.selectbox("Model run", list(by_id), format_func=lambda i: run_label(by_id[i])) if runs else None
-    points = store.points(rid) if rid else []
-
-if rid is None:
+run, points = pick_lab_run("models", "Model run")
+if run is None:
     st.info("No model run yet: start one below (a 2-layer slice of a shipped config takes a few minutes on a CPU).")
 else:
-    run = by_id[rid]
     try:
         shown = ModelSweepSpec.from_dict(run["spec"])
     except SpecError as e:
-        st.error(f"Run {rid}'s spec cannot be read by this version: {e}")
+        st.error(f"Run {run['id']}'s spec cannot be read by this version: {e}")
         st.stop()
     info = next(((p.get("extra") or {}).get("model") for p in points if (p.get("extra") or {}).get("model")), {})
     facts = [f"**{shown.name}**", f"{shown.model['model_type']}", f"batch {shown.batch}", f"{shown.tokens:,} tokens"]

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from ...catalog import PLACEMENTS
-from ...commands.base import UsageError, rounds_fields, split_list
+from ...commands.base import UsageError, add_lab_run_flags, rounds_fields, run_lab_sweep, split_list
 from ...measure.machine import hugepages
-from ...report.text import block_progress_line
 from ...spec import PRESETS, SpecError
 from ...store import Store
 from .spec import BLOCK_IMPLS, BLOCK_NORMS, BlockSweepSpec, default_block_spec
@@ -30,16 +27,7 @@ def register(sub: Any) -> None:
     r.add_argument("--dtypes", help="comma list: float32,bfloat16,float16")
     r.add_argument("--modes", help="comma list: fwd,fwdbwd,step (step: one AdamW step of a small stack)")
     r.add_argument("--step-depth", type=int, help="blocks in the stack whose training step is timed")
-    r.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
-    r.add_argument("--threads", type=int, help="CPU threads (default: all usable)")
-    r.add_argument("--budget-ms", type=float, help="measurement budget per point in ms")
-    r.add_argument("--warmup-ms", type=float, help="warmup budget per point in ms")
-    r.add_argument("--rounds", help="a number, or quick|default|accurate")
-    r.add_argument("--energy", action="store_true", help="measure energy per call")
-    r.add_argument("--spec", help="read the sweep from a JSON spec file (flags override it)")
-    r.add_argument("--label", help="a label stored with the run")
-    r.add_argument("--db", help="store path (default data/results.db or $NORMSCOPE_DB)")
-    r.add_argument("--json", action="store_true", help="print the run's points as JSON on stdout")
+    add_lab_run_flags(r)
     r.set_defaults(handler=cmd_blocks_run)
     s = bsub.add_parser("show", help="print a block run's answer: the norm's share and LN→RMS ratios")
     s.add_argument("run_id", type=int)
@@ -92,37 +80,9 @@ def cmd_blocks_run(a: argparse.Namespace) -> int:
     if spec.device == "cpu":
         hugepages.request(spec.cpu_pages)  # read by torch at its first allocation: before the import
 
-    from ...jobs import device_lock
-    from ...measure.sweep.runner import preflight, run_sweep
     from .measure import BLOCKS
 
-    preflight(spec, BLOCKS)
-    tty = sys.stderr.isatty()
-
-    def progress(done, total, p, res):
-        if res is None and not tty:
-            return
-        line = block_progress_line(done if res else done + 1, total, p, res)
-        sys.stderr.write(("\r\033[K" if tty else "") + line + ("" if tty and res is None else "\n"))
-        sys.stderr.flush()
-
-    with Store(a.db) as store, device_lock(store, spec.device):
-        outcome = run_sweep(spec, store, progress=progress, label=a.label, kind=BLOCKS)
-        run = store.get_run(outcome.run_id)
-    print(
-        f"run {outcome.run_id} {outcome.status}: {run['points_ok']} ok, {run['points_flagged']} imprecise or "
-        f"unstable, {run['points_failed']} failed, {run['points_skipped']} skipped; store {store.where}",
-        file=sys.stderr,
-    )
-    if a.json:
-        json.dump(
-            {"run_id": outcome.run_id, "status": outcome.status, "points": [r.to_dict() for r in outcome.results]},
-            sys.stdout,
-            indent=1,
-            default=str,
-        )
-        sys.stdout.write("\n")
-    return outcome.exit_code
+    return run_lab_sweep(spec, BLOCKS, a.db, a.label, a.json)
 
 
 def cmd_blocks_show(a: argparse.Namespace) -> int:

@@ -162,12 +162,7 @@ class BlockKind:
         )
 
     def failure(self, p: BlockPoint, ctx: Context, exc: BaseException) -> PointResult:
-        if isinstance(exc, compiling.CompileFallback):
-            return self.result(p, ctx, "failed", str(exc))
-        release(ctx.device)
-        if isinstance(exc, torch.OutOfMemoryError):
-            return self.result(p, ctx, "failed", f"out of memory: {first_line(exc)}")
-        return self.result(p, ctx, "failed", first_line(exc))
+        return failure_result(self, p, ctx, exc)
 
     # -- prepare: build → gate → timed callable -------------------------------------------------
     def prepare(self, p: BlockPoint, ctx: Context) -> BlockPrepared | PointResult:
@@ -266,24 +261,44 @@ class BlockKind:
     def finish(
         self, prep: BlockPrepared, m: Measurement, ctx: Context, sensors: dict | None, unstable: str | None
     ) -> PointResult:
-        res = prep.result
+        res = record_timing(prep.result, m, ctx, sensors, unstable)
         s = m.stats
-        res.timing_method, res.threads = m.method, m.threads
-        res.n_samples, res.calls_per_sample = s.n, m.calls_per_sample
-        res.p20_us, res.p50_us, res.p80_us, res.mean_us, res.iqr_us = s.p20_us, s.p50_us, s.p80_us, s.mean_us, s.iqr_us
-        res.noisy = s.noisy
-        res.cache_state = getattr(ctx.timer, "cache_state", None)
-        if sensors is not None:
-            res.extra["sensors"] = sensors
-        if unstable:
-            res.status, res.error = "unstable", unstable
-        elif res.gate == "imprecise":
-            res.status = "imprecise"
         res.extra["components"] = component_breakdown(prep, ctx, s.p50_us)
         peak = peak_increment(prep.call, ctx.device)
         res.peak_bytes, res.peak_note = peak.value, peak.reason
         measure_energy(prep.point.tokens, ctx, prep.call, res)
         return res
+
+
+def failure_result(kind: Any, p: Any, ctx: Context, exc: BaseException) -> PointResult:
+    """A whole-module point that raised, stored failed with the reason (blocks, models): a compile fallback as
+    it says, an out-of-memory with the device's cache let go first."""
+    if isinstance(exc, compiling.CompileFallback):
+        return kind.result(p, ctx, "failed", str(exc))
+    release(ctx.device)
+    if isinstance(exc, torch.OutOfMemoryError):
+        return kind.result(p, ctx, "failed", f"out of memory: {first_line(exc)}")
+    return kind.result(p, ctx, "failed", first_line(exc))
+
+
+def record_timing(
+    res: PointResult, m: Measurement, ctx: Context, sensors: dict | None, unstable: str | None
+) -> PointResult:
+    """A whole-module point's timing into its result (blocks, models): the samples' statistics, the timer, the
+    sensors, and the status the rounds and the gate gave it (unstable, imprecise, or as it was)."""
+    s = m.stats
+    res.timing_method, res.threads = m.method, m.threads
+    res.n_samples, res.calls_per_sample = s.n, m.calls_per_sample
+    res.p20_us, res.p50_us, res.p80_us, res.mean_us, res.iqr_us = s.p20_us, s.p50_us, s.p80_us, s.mean_us, s.iqr_us
+    res.noisy = s.noisy
+    res.cache_state = getattr(ctx.timer, "cache_state", None)
+    if sensors is not None:
+        res.extra["sensors"] = sensors
+    if unstable:
+        res.status, res.error = "unstable", unstable
+    elif res.gate == "imprecise":
+        res.status = "imprecise"
+    return res
 
 
 def component_breakdown(prep: BlockPrepared, ctx: Context, p50_us: float, calls: int = 3) -> dict[str, Any]:

@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...commands.base import UsageError, rounds_fields, split_list
+from ...commands.base import UsageError, add_lab_run_flags, rounds_fields, run_lab_sweep, split_list
 from ...measure.machine import hugepages
-from ...report.text import block_progress_line
 from ...spec import SpecError
 from ...store import Store
 from .spec import FAMILIES, MODEL_IMPLS, MODEL_MODES, SWAP_NORMS, ModelSweepSpec, read_config, shipped
@@ -35,16 +34,7 @@ def register(sub: Any) -> None:
     r.add_argument("--dtypes", help="comma list: float32,bfloat16,float16")
     r.add_argument("--modes", help=f"comma list: {','.join(MODEL_MODES)} (step: forward, backward and AdamW)")
     r.add_argument("--lora", type=int, help="LoRA rank on the attention and MLP projections (default 0: every weight)")
-    r.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
-    r.add_argument("--threads", type=int, help="CPU threads (default: all usable)")
-    r.add_argument("--budget-ms", type=float, help="measurement budget per point in ms")
-    r.add_argument("--warmup-ms", type=float, help="warmup budget per point in ms")
-    r.add_argument("--rounds", help="a number, or quick|default|accurate")
-    r.add_argument("--energy", action="store_true", help="measure energy per call")
-    r.add_argument("--spec", help="read the sweep from a JSON spec file (flags override it)")
-    r.add_argument("--label", help="a label stored with the run")
-    r.add_argument("--db", help="store path (default data/results.db or $NORMSCOPE_DB)")
-    r.add_argument("--json", action="store_true", help="print the run's points as JSON on stdout")
+    add_lab_run_flags(r)
     r.set_defaults(handler=cmd_model_run)
     s = msub.add_parser("show", help="print a model run's answer and the fine-tuning claim check")
     s.add_argument("run_id", type=int)
@@ -85,37 +75,10 @@ def cmd_model_run(a: argparse.Namespace) -> int:
     if spec.device == "cpu":
         hugepages.request(spec.cpu_pages)
 
-    from ...jobs import device_lock
-    from ...measure.sweep.runner import preflight, run_sweep
     from .measure import MODELS
 
-    preflight(spec, MODELS)
-    tty = sys.stderr.isatty()
-    print(
-        f"{spec.name}: {len(spec.points())} points, {spec.tokens:,} tokens per call, a step trains {spec.tuning}",
-        file=sys.stderr,
-    )
-
-    def progress(done, total, p, res):
-        if res is None and not tty:
-            return
-        line = block_progress_line(done if res else done + 1, total, p, res)
-        sys.stderr.write(("\r\033[K" if tty else "") + line + ("" if tty and res is None else "\n"))
-        sys.stderr.flush()
-
-    with Store(a.db) as store, device_lock(store, spec.device):
-        outcome = run_sweep(spec, store, progress=progress, label=a.label, kind=MODELS)
-        run = store.get_run(outcome.run_id)
-    print(
-        f"run {outcome.run_id} {outcome.status}: {run['points_ok']} ok, {run['points_flagged']} imprecise or "
-        f"unstable, {run['points_failed']} failed, {run['points_skipped']} skipped; store {store.where}",
-        file=sys.stderr,
-    )
-    if a.json:
-        doc = {"run_id": outcome.run_id, "status": outcome.status, "points": [r.to_dict() for r in outcome.results]}
-        json.dump(doc, sys.stdout, indent=1, default=str)
-        sys.stdout.write("\n")
-    return outcome.exit_code
+    banner = f"{spec.name}: {len(spec.points())} points, {spec.tokens:,} tokens per call, a step trains {spec.tuning}"
+    return run_lab_sweep(spec, MODELS, a.db, a.label, a.json, banner)
 
 
 def cmd_model_show(a: argparse.Namespace) -> int:

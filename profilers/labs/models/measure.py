@@ -29,9 +29,8 @@ from ...measure.instruments.timing import Measurement
 from ...measure.models.blocks import grad_errors
 from ...measure.subjects.gate import Errors, Verdict, classify, errors_vs_reference
 from ...measure.sweep.point import Context, measure_energy, release, sync
-from ...runs import first_line
 from ...store.records import PointResult
-from ..blocks.measure import component_breakdown, worst_errors
+from ..blocks.measure import component_breakdown, failure_result, record_timing, worst_errors
 from . import measure_model as M
 from .spec import ModelPoint, ModelSweepSpec
 
@@ -223,16 +222,11 @@ class ModelKind:
         )
 
     def failure(self, p: ModelPoint, ctx: Context, exc: BaseException) -> PointResult:
-        if isinstance(exc, compiling.CompileFallback):
-            return self.result(p, ctx, "failed", str(exc))
-        release(ctx.device)
-        if isinstance(exc, torch.OutOfMemoryError):
-            return self.result(p, ctx, "failed", f"out of memory: {first_line(exc)}")
-        return self.result(p, ctx, "failed", first_line(exc))
+        return failure_result(self, p, ctx, exc)
 
     # -- the group: one model, its reference --------------------------------------------------------------
     def _group(self, p: ModelPoint, ctx: Context) -> Group:
-        key = (ctx.spec.to_json(), p.dtype, p.mode)
+        key = (p.dtype, p.mode)
         if self.group is not None and self.group.key == key:
             return self.group
         self.group = None
@@ -295,8 +289,10 @@ class ModelKind:
                 sync(ctx.device)
         return ModelPrepared(p, res, call, compiled, inst, g)
 
-    def _errors(self, g: Group, ref: Reference, training: bool) -> Errors:
-        logits, grads = _run(g.model, g.inputs, training)
+    def _errors(self, g: Group, ref: Reference, training: bool, inputs: dict | None = None) -> Errors:
+        """The model's logits (and gradients) against the reference; ``inputs``: other inputs than the group's
+        (the float32 fallback check's)."""
+        logits, grads = _run(g.model, g.inputs if inputs is None else inputs, training)
         out = errors_vs_reference([logits], [ref.logits], ["logits"])
         if not training:
             return out
@@ -312,18 +308,11 @@ class ModelKind:
         n = max(spec.hidden, p.tokens if training else 0)
 
         def fp32() -> Errors:
+            floats = {k: v.float() if v.is_floating_point() else v for k, v in g.inputs.items()}
             with _in_dtype(g.model, torch.float32):
-                return self._errors_f32(g, ref, training)
+                return self._errors(g, ref, training, floats)
 
         return classify(errs, p.dtype, n, fp32, roundings=BLOCK_ROUNDINGS * spec.depth)
-
-    def _errors_f32(self, g: Group, ref: Reference, training: bool) -> Errors:
-        floats = {k: v.float() if v.is_floating_point() else v for k, v in g.inputs.items()}
-        logits, grads = _run(g.model, floats, training)
-        out = errors_vs_reference([logits], [ref.logits], ["logits"])
-        if not training:
-            return out
-        return worst_errors(out, self._grad_errors(grads, ref, [n for n in ref.grads if n in grads]))
 
     @staticmethod
     def _grad_errors(grads: dict[str, torch.Tensor], ref: Reference, names: list[str]) -> Errors:
@@ -416,19 +405,8 @@ class ModelKind:
     def finish(
         self, prep: ModelPrepared, m: Measurement, ctx: Context, sensors: dict | None, unstable: str | None
     ) -> PointResult:
-        res = prep.result
+        res = record_timing(prep.result, m, ctx, sensors, unstable)
         s = m.stats
-        res.timing_method, res.threads = m.method, m.threads
-        res.n_samples, res.calls_per_sample = s.n, m.calls_per_sample
-        res.p20_us, res.p50_us, res.p80_us, res.mean_us, res.iqr_us = s.p20_us, s.p50_us, s.p80_us, s.mean_us, s.iqr_us
-        res.noisy = s.noisy
-        res.cache_state = getattr(ctx.timer, "cache_state", None)
-        if sensors is not None:
-            res.extra["sensors"] = sensors
-        if unstable:
-            res.status, res.error = "unstable", unstable
-        elif res.gate == "imprecise":
-            res.status = "imprecise"
         res.extra["components"] = norm_share(prep, ctx, s.p50_us)
         res.extra["tokens_per_s"] = prep.point.tokens / (s.p50_us * 1e-6) if s.p50_us else None
         peak = peak_increment(prep.call, ctx.device)
