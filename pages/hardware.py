@@ -9,7 +9,7 @@ from pages._shared import gpu_metrics, lab_live_panel, open_store, start_lab_job
 from profilers import jobs
 from profilers.analysis import rerun
 from profilers.report import plots
-from profilers.report.calibration import level_rows
+from profilers.report.calibration import level_rows, states_line
 from profilers.report.labels import na
 from profilers.sensors.live import snapshot
 from profilers.spec import CalibrationSpec
@@ -120,6 +120,7 @@ def calibration_panel() -> None:
     lab_live_panel("calibration", "calibrate", status, starting="Starting the calibration …")
     if doc:
         st.success(note[:1].upper() + note[1:] + ".", icon=":material/verified:")
+        st.caption(states_line(doc))
         st.dataframe(pd.DataFrame(level_rows(doc)), hide_index=True, width="stretch")
     else:
         st.info(note[:1].upper() + note[1:] + ".", icon=":material/info:")

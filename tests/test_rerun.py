@@ -171,3 +171,87 @@ def test_a_group_is_judged_against_the_calibration_only_where_it_was_measured_al
     ]
     judge_group(bf16, cal, same_method=True)  # no calibrated bf16 time: nothing to say about the state
     assert [r.status for r in bf16] == ["ok", "ok"]
+
+
+def test_memory_states_split_only_where_two_clusters_stand_apart():
+    two = rerun.memory_states([40, 45, 50, 52, 48, 70, 90, 95, 100, 93, 44, 51])
+    assert len(two) == 2 and two[0]["hi_gbps"] < 60 < two[1]["lo_gbps"] == pytest.approx(70)
+    assert len(rerun.memory_states([40, 45, 50, 52, 48, 44, 51])) == 1  # 16% apart at most: one state
+    assert rerun.memory_states([]) == []
+    assert rerun.state_of([47, 49], two) == 0 and rerun.state_of([95, 92], two) == 1
+    assert rerun.state_of([47, 95], two) is None  # the group began in one state and ended in the other
+    assert rerun.state_of([200], two) is None  # a state the calibration never saw
+
+
+def _cal_doc(k, ratio, gbps):
+    """One calibration run's export: LayerNorm native and RMSNorm native at 4096×4096 (DRAM), probed at gbps."""
+    rng = random.Random(k)
+    base = [1000.0 * math.exp(rng.gauss(0, 0.01)) for _ in range(7)]
+    rms = [b * ratio * math.exp(rng.gauss(0, 0.01)) for b in base]
+
+    def point(variant, rounds):
+        s = sorted(rounds)
+        return {
+            "variant": variant, "impl": "native", "dtype": "float32", "tokens": 4096, "hidden": 4096,
+            "mode": "fwd", "status": "ok", "p50_us": s[3], "roofline_level": "DRAM", "bytes_moved": 1 << 27,
+            "extra": {"rounds_us": rounds, "memory_state": {"copy_gbps": [gbps, gbps * 1.02]}},
+        }  # fmt: skip
+
+    return {"run": {"copy_gbps": gbps}, "points": [point("layernorm", base), point("rmsnorm", rms)]}
+
+
+def test_a_calibration_in_two_memory_states_judges_a_run_within_its_own_state():
+    # the 2-core VM: copy ~48 GB/s and RMSNorm native ÷ LayerNorm native ~2.45; ~95 GB/s and ~1.45
+    docs = [_cal_doc(k, r, g) for k, (r, g) in enumerate([(2.45, 48), (1.45, 95), (2.48, 50), (1.44, 93),
+                                                          (2.42, 47), (1.47, 97)])]  # fmt: skip
+    cal = rerun.calibrate(docs, "planted", 7)
+    assert len(cal["memory_states"]) == 2
+    lv = cal["levels"]["DRAM"]
+    assert lv["between_sd_log_all"] > 0.2 > 0.02 > lv["between_sd_log"]  # the states, not the runs, move it
+    assert math.exp(lv["state_shift_log"]) == pytest.approx(2.45 / 1.45, rel=0.05)
+    r = Ratio(1.45, 1.42, 1.48, "paired rounds")
+    point = {
+        "roofline_level": "DRAM", "ratio_baseline": "layernorm native", "tokens": 4096, "hidden": 4096,
+        "dtype": "float32", "mode": "fwd", "variant": "rmsnorm", "impl": "native",
+        "extra": {"memory_state": {"copy_gbps": [94.0, 96.0]}},
+    }  # fmt: skip
+    iv = rerun.point_rerun(r, point, cal, 7)
+    assert iv.hi / iv.lo < 1.15 and "memory state 2 of 2" in iv.state  # narrow within the run's state
+    assert iv.other["signed"] and iv.other["lo"] > 2.2 and iv.other["hi"] < 2.75  # the other state, this way up
+    assert iv.excludes_one and "[2." in rerun.interval_text(iv)
+    dyt = {**point, "variant": "dyt"}  # not calibrated itself: the level's shift, either way
+    wide = rerun.point_rerun(r, dyt, cal, 7)
+    assert not wide.other["signed"] and wide.other["lo"] < 1.0 < wide.other["hi"] and not wide.excludes_one
+    assert "a rerun may not agree" in rerun.decision("DyT", "LayerNorm", r, wide)
+    straddled = {**point, "extra": {"memory_state": {"copy_gbps": [48.0, 96.0]}}}
+    assert "changed memory state during this group: copy bandwidth 48 → 96" in rerun.memory_state_change(straddled, cal)
+    unseen = {**point, "extra": {"memory_state": {"copy_gbps": [20.0, 21.0]}}}
+    assert "did not see" in rerun.memory_state_change(unseen, cal)
+    assert rerun.memory_state_change(point, cal) is None
+    assert rerun.between_for(straddled, cal).sd_log == lv["between_sd_log_all"]  # no state: every run's spread
+
+
+def test_a_group_that_changed_memory_state_is_never_ok():
+    from profilers.measure.sweep.runner import judge_group
+
+    docs = [_cal_doc(k, r, g) for k, (r, g) in enumerate([(2.45, 48), (1.45, 95), (2.48, 50), (1.44, 93)])]
+    cal = rerun.calibrate(docs, "planted", 7)
+    group = [_result("layernorm", 1000.0, 1.0, 1.0, 1.0), _result("rmsnorm", 1450.0, 1.45, 1.42, 1.48)]
+    for res in group:
+        res.roofline_level = "DRAM"
+        res.extra["memory_state"] = {"copy_gbps": [49.0, 94.0]}
+    judge_group(group, cal, same_method=True)
+    assert [r.status for r in group] == ["unstable", "unstable"] and "changed memory state" in group[1].error
+
+
+def test_the_run_page_is_offered_the_calibrations_processes():
+    from profilers.report.calibration import recommended_processes
+
+    doc = {"source": "calibration run 3", "levels": {"L3": {"processes_for": {"5.0": 2}},
+                                                       "DRAM": {"processes_for": {"5.0": 4}}}}  # fmt: skip
+    n, why = recommended_processes(doc, 5.0)
+    assert n == 4 and "DRAM 4, L3 2" in why and "calibration run 3" in why
+    doc["levels"]["DRAM"]["processes_for"]["5.0"] = None
+    n, why = recommended_processes(doc, 5.0)
+    assert n is None and "more than 16 processes at DRAM" in why
+    assert recommended_processes(None)[0] is None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -34,11 +34,15 @@ class Between:
 
     sd_log: float
     runs: int  # the number of runs (or spread processes) it was estimated from
-    source: str  # "calibration 2026-12-03", "this run's processes"
+    source: str  # "calibration run 3 (2026-12-03 15:20 UTC)", "this run's 4 processes, started 30 s apart"
+    # already inside the run's own interval: a run whose processes were started apart in time resampled them,
+    # so its interval carries the between-run part and a rerun adds only its own copy of that interval
+    included: bool = False
+    dof: int | None = None  # its degrees of freedom when not runs − 1 (spread within memory states: K − states)
 
     @property
     def df(self) -> int:
-        return max(1, self.runs - 1)
+        return max(1, self.dof if self.dof is not None else self.runs - 1)
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,23 @@ class Rerun:
     hi: float
     within_sd_log: float
     between: Between | None
+    within_df: int | None = None
+    state: str | None = None  # the calibrated memory state the run was in, when the machine has more than one
+    other: dict[str, Any] | None = None  # where a rerun in the machine's other memory state is expected
+
+    @property
+    def lo_any(self) -> float:
+        """The low end of where a rerun lands in any calibrated state."""
+        return min(self.lo, self.other["lo"]) if self.other else self.lo
+
+    @property
+    def hi_any(self) -> float:
+        return max(self.hi, self.other["hi"]) if self.other else self.hi
 
     @property
     def excludes_one(self) -> bool:
-        return not (self.lo <= 1.0 <= self.hi)
+        """A rerun, in this memory state or the other calibrated one, is expected on the same side of 1."""
+        return not (self.lo_any <= 1.0 <= self.hi_any)
 
     @property
     def half_width_pct(self) -> float:
@@ -67,6 +84,10 @@ class Rerun:
             "between_sd_log": self.between.sd_log if self.between else None,
             "between_runs": self.between.runs if self.between else None,
             "between_source": self.between.source if self.between else None,
+            "between_included": bool(self.between and self.between.included),
+            "within_df": self.within_df,
+            "state": self.state,
+            "other_state": self.other,
         }
 
 
@@ -80,22 +101,50 @@ def within_sd_log(r: Ratio, rounds: int) -> float:
     return (math.log(r.hi) - math.log(r.lo)) / (2 * z)
 
 
-def rerun_interval(r: Ratio, between: Between | None, rounds: int, level: float = CI_LEVEL) -> Rerun:
-    """Where a rerun of the same comparison on this machine is expected to land (``level``, 95%)."""
+def rerun_interval(
+    r: Ratio, between: Between | None, rounds: int, level: float = CI_LEVEL, within_df: int | None = None
+) -> Rerun:
+    """Where a rerun of the same comparison on this machine is expected to land (``level``, 95%). The run's own
+    part rests on ``within_df`` degrees of freedom (its rounds less one; a run over P processes, P − 1)."""
     w = within_sd_log(r, rounds)
-    b = between.sd_log if between else 0.0
+    b = between.sd_log if between and not between.included else 0.0
+    wdf = max(1, within_df if within_df is not None else rounds - 1)
     var = 2 * (w * w + b * b)  # the difference of two runs: each carries both parts
     if not math.isfinite(var):
-        return Rerun(r.value, 0.0, math.inf, w, between)
-    parts = [(w * w, max(1, rounds - 1))] + ([(b * b, between.df)] if between and b > 0 else [])
+        return Rerun(r.value, 0.0, math.inf, w, between, wdf)
+    parts = [(w * w, wdf)] + ([(b * b, between.df)] if between and b > 0 else [])
     num = sum(v for v, _ in parts) ** 2
     den = sum(v * v / df for v, df in parts)
-    df = max(1, int(num / den)) if den > 0 else max(1, rounds - 1)
+    df = max(1, int(num / den)) if den > 0 else wdf
     q = t_quantile(0.5 + level / 2, df)
     half = q * math.sqrt(var)
     # never narrower than the run's own interval on either side (a skewed interval keeps its long side)
     lo, hi = min(r.lo, r.value * math.exp(-half)), max(r.hi, r.value * math.exp(half))
-    return Rerun(r.value, lo, hi, w, between)
+    return Rerun(r.value, lo, hi, w, between, wdf)
+
+
+def rerun_for(r: Ratio, point: Mapping[str, Any]) -> Rerun | None:
+    """The rerun interval of a paired ratio ``r`` between two points of one run, from the between-run part
+    stored on ``point`` (``extra.rerun``: its run's calibration at its working-set level and memory state, or
+    its spread processes); None where the run had neither, or the ratio is not over shared rounds."""
+    extra = point.get("extra") or {}
+    part = extra.get("rerun") or {}
+    if part.get("between_sd_log") is None or not r.method.startswith("paired"):
+        return None
+    between = Between(
+        part["between_sd_log"], part["between_runs"], part["between_source"], bool(part.get("between_included"))
+    )
+    base = rerun_interval(r, between, len(extra.get("rounds_us") or ()) or 2, within_df=part.get("within_df"))
+    other = part.get("other_state")
+    if not other:
+        return base
+    s = other["shift_log"]
+    if other.get("signed"):
+        moved = {**other, "lo": base.lo * math.exp(s), "hi": base.hi * math.exp(s)}
+    else:
+        moved = {**other, "lo": base.lo * math.exp(-abs(s)), "hi": base.hi * math.exp(abs(s))}
+    state = part.get("state")
+    return Rerun(base.value, base.lo, base.hi, base.within_sd_log, base.between, base.within_df, state, moved)
 
 
 def between_from_runs(log_values: Sequence[float], within_sds: Sequence[float], source: str) -> Between | None:
@@ -118,8 +167,33 @@ def pooled(betweens: Sequence[Between], source: str) -> Between | None:
     return Between(sd, min(b.runs for b in betweens), source)
 
 
+def from_processes(ratios: Sequence[Ratio], rounds: Sequence[int], spread_s: float) -> Between | None:
+    """The between-run part of a run whose processes were started ``spread_s`` apart: the spread of the
+    processes' own ratios beyond their own intervals, resting on their number, and already inside the run's
+    interval (which resampled the processes). None with fewer than 2."""
+    ok = [(r, n) for r, n in zip(ratios, rounds) if r.value > 0 and r.lo > 0]
+    if len(ok) < 2:
+        return None
+    b = between_from_runs(
+        [math.log(r.value) for r, _ in ok],
+        [within_sd_log(r, n) for r, n in ok],
+        f"this run's {len(ok)} processes, started {spread_s:g} s apart",
+    )
+    return Between(b.sd_log, b.runs, b.source, included=True) if b else None
+
+
+def interval_text(rerun: Rerun) -> str:
+    """The rerun interval as a user reads it: with the memory state it holds for, and the other state's."""
+    text = f"rerun interval [{rerun.lo:.3f}, {rerun.hi:.3f}]"
+    if rerun.other:
+        o = rerun.other
+        text += f" in this run's {rerun.state}; [{o['lo']:.3f}, {o['hi']:.3f}] in its {o['state']}"
+    return text
+
+
 def decision(name: str, other: str, r: Ratio, rerun: Rerun | None) -> str:
-    """The sentence a user acts on: stated only when the rerun interval excludes 1."""
+    """The sentence a user acts on: stated only when the rerun interval excludes 1 (in every calibrated
+    memory state of the machine)."""
     faster = r.value < 1
     verb = "faster" if faster else "slower"
     pct = abs(100 * (1 - r.value))
@@ -131,15 +205,28 @@ def decision(name: str, other: str, r: Ratio, rerun: Rerun | None) -> str:
             "(no calibration of this machine: run `python -m profilers calibrate`)"
         )
     if rerun.excludes_one:
-        return f"{name} is {pct:.1f}% {verb} than {other} here (rerun interval [{rerun.lo:.3f}, {rerun.hi:.3f}])"
-    return (
-        f"{name} is {pct:.1f}% {verb} than {other} in this run; a rerun may not agree "
-        f"(rerun interval [{rerun.lo:.3f}, {rerun.hi:.3f}])"
+        return f"{name} is {pct:.1f}% {verb} than {other} here ({interval_text(rerun)})"
+    return f"{name} is {pct:.1f}% {verb} than {other} in this run; a rerun may not agree ({interval_text(rerun)})"
+
+
+def rerun_of_point(point: Mapping[str, Any]) -> Rerun | None:
+    """A candidate's stored rerun interval (``extra.rerun``) against its baseline, or None where its run had no
+    calibration (or spread processes) to give one."""
+    part = (point.get("extra") or {}).get("rerun") or {}
+    if part.get("between_sd_log") is None or part.get("lo") is None or point.get("ratio") is None:
+        return None
+    between = Between(
+        part["between_sd_log"], part["between_runs"], part["between_source"], bool(part.get("between_included"))
     )
+    return Rerun(
+        point["ratio"], part["lo"], part["hi"], part.get("within_sd_log") or 0.0, between, part.get("within_df"),
+        part.get("state"), part.get("other_state"),
+    )  # fmt: skip
 
 
 # ---- the dimensioning experiment: what K runs of the same small sweep say about this machine ---------------
 BASELINE = ("layernorm", "native")
+STATE_GAP = math.log(1.25)  # two memory states: their copy bandwidths more than 25% apart
 
 
 def _group_key(p: Mapping[str, Any]) -> tuple:
@@ -159,17 +246,94 @@ def shape_key(tokens: int, hidden: int | None, dtype: str, mode: str) -> str:
     return f"{tokens}x{hidden} {dtype} {mode}"
 
 
+def memory_copy_gbps(extra: Mapping[str, Any] | None) -> list[float]:
+    """The copy bandwidths probed before and after a point's group (``extra.memory_state``), or []."""
+    vals = ((extra or {}).get("memory_state") or {}).get("copy_gbps") or []
+    return [float(v) for v in vals if v and v > 0]
+
+
+def memory_states(values: Sequence[float]) -> list[dict[str, Any]]:
+    """The memory states a set of copy bandwidths (GB/s) fall in: one, or two when the best split of their
+    logs into a lower and an upper cluster leaves at most a quarter of their spread inside the clusters, the
+    clusters' means are more than 25% apart, and each holds at least two probes (probes taken while the
+    machine moved between states fall in between and widen the cluster they join)."""
+    xs = sorted(math.log(v) for v in values if v and v > 0)
+    if not xs:
+        return []
+
+    def ss(part: Sequence[float]) -> float:
+        m = statistics.fmean(part)
+        return sum((x - m) ** 2 for x in part)
+
+    total, cut = ss(xs), None
+    if len(xs) >= 4 and total > 0:
+        i = min(range(2, len(xs) - 1), key=lambda k: ss(xs[:k]) + ss(xs[k:]))
+        apart = statistics.fmean(xs[i:]) - statistics.fmean(xs[:i])
+        if apart > STATE_GAP and ss(xs[:i]) + ss(xs[i:]) <= 0.25 * total:
+            cut = i
+    parts = [xs] if cut is None else [xs[:cut], xs[cut:]]
+    return [
+        {"lo_gbps": math.exp(p[0]), "hi_gbps": math.exp(p[-1]), "mid_gbps": math.exp(statistics.fmean(p)),
+         "groups": len(p)}
+        for p in parts
+    ]  # fmt: skip
+
+
+def state_of(values: Sequence[float], states: Sequence[Mapping[str, Any]], slack: float = 0.10) -> int | None:
+    """Which calibrated memory state copy bandwidths ``values`` (a group's before and after probes) name: the
+    state whose range, widened by ``slack``, holds all of them (with two states the nearer one, when each is
+    held by its own widened range); None when they fall outside every state or span two."""
+    if not states or not values:
+        return None
+    found = set()
+    for v in values:
+        near = [
+            (abs(math.log(v) - math.log(st.get("mid_gbps") or math.sqrt(st["lo_gbps"] * st["hi_gbps"]))), k)
+            for k, st in enumerate(states)
+            if st["lo_gbps"] / (1 + slack) <= v <= st["hi_gbps"] * (1 + slack)
+        ]
+        if not near:
+            return None
+        found.add(min(near)[1])
+    return found.pop() if len(found) == 1 else None
+
+
+def state_name(states: Sequence[Mapping[str, Any]], k: int) -> str:
+    st = states[k]
+    return f"memory state {k + 1} of {len(states)} (copy {st['lo_gbps']:.0f}-{st['hi_gbps']:.0f} GB/s)"
+
+
+def _within_states(logs: Sequence[float], sds: Sequence[float], labels: Sequence[int | None]) -> dict[str, Any]:
+    """One comparison's K runs split by memory state: the spread about each state's own mean (a one-way
+    model with the state as a fixed effect, less what the runs' own errors explain), its degrees of freedom,
+    and the shift between the two states' means (None with one state)."""
+    by: dict[int | None, list[float]] = {}
+    for v, lab in zip(logs, labels):
+        by.setdefault(lab, []).append(v)
+    df = len(logs) - len(by)
+    if df < 1:
+        return {"sd": None, "df": 0, "shift": None}
+    ss = sum((v - statistics.fmean(vs)) ** 2 for vs in by.values() for v in vs)
+    own = statistics.fmean(x * x for x in sds)
+    means = [statistics.fmean(by[k]) for k in sorted(k for k in by if k is not None)]
+    shift = means[1] - means[0] if len(means) == 2 else None
+    return {"sd": math.sqrt(max(0.0, ss / df - own)), "df": df, "shift": shift}
+
+
 def calibrate(
     docs: Sequence[Mapping[str, Any]], source: str, rounds: int, method: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Levels from the exports of K runs of one sweep (``CalibrationSpec.sweep``): per working-set level, the
-    between-run sd of log ratios (each candidate against LayerNorm native, pooled over the level's candidates),
-    the per-round sd they came with, the baseline's p50 per run (a later run outside that range met the machine
-    in another state), and the processes a target half-width needs at the calibrated rounds."""
-    per: dict[tuple, dict[str, list]] = {}  # (group, variant, impl) → logs, sds, per-round log sds
+    """Levels from the exports of K runs of one sweep (``CalibrationSpec.sweep``): the machine's memory states
+    (the copy bandwidth probed around each group, clustered), and per working-set level the between-run sd of
+    log ratios within a state (each candidate against LayerNorm native, pooled over the level's candidates),
+    the shift between the two states where there are two, the sd over all runs, the per-round sd, the
+    baseline's p50 per run (a later run outside that range met the machine in another state), and the
+    processes a target half-width needs at the calibrated rounds."""
+    per: dict[tuple, dict[str, list]] = {}  # (group, variant, impl) → logs, sds, per-round log sds, probes
     base_p50: dict[tuple, list[float]] = {}
     level_of_group: dict[tuple, str] = {}
     bytes_of_group: dict[tuple, int] = {}
+    probes: list[float] = []
     for doc in docs:
         pts = [p for p in doc["points"] if p["status"] in ("ok", "imprecise", "unstable")]
         bases = {_group_key(p): p for p in pts if (p["variant"], p["impl"]) == BASELINE}
@@ -177,6 +341,7 @@ def calibrate(
             base_p50.setdefault(key, []).append(base["p50_us"])
             level_of_group[key] = base.get("roofline_level") or "unknown"
             bytes_of_group[key] = base.get("bytes_moved") or 0
+            probes += memory_copy_gbps(base.get("extra"))
         for p in pts:
             base = bases.get(_group_key(p))
             if base is None or p is base:
@@ -187,19 +352,25 @@ def calibrate(
             mine, theirs, _ = shared
             r = paired_ratio(mine, theirs, seed_for(source, p["variant"], p["impl"], *_group_key(p)))
             logs = [math.log(a / b) for a, b in zip(mine, theirs)]
-            d = per.setdefault((_group_key(p), p["variant"], p["impl"]), {"logs": [], "sds": [], "round_sds": []})
+            d = per.setdefault(
+                (_group_key(p), p["variant"], p["impl"]), {"logs": [], "sds": [], "round_sds": [], "probes": []}
+            )
             d["logs"].append(math.log(r.value))
             d["sds"].append(within_sd_log(r, len(mine)))
             d["round_sds"].append(statistics.stdev(logs) if len(logs) > 1 else 0.0)
+            d["probes"].append(memory_copy_gbps(base.get("extra")))
+    states = memory_states(probes)
     rows = []
-    by_level: dict[str, list[Between]] = {}
+    by_level: dict[str, list[tuple[Between, dict[str, Any]]]] = {}
     round_sd: dict[str, list[float]] = {}
     for (key, variant, impl), d in per.items():
         b = between_from_runs(d["logs"], d["sds"], source)
         if b is None:
             continue
+        labels = [state_of(v, states) for v in d["probes"]] if len(states) > 1 else [0] * len(d["logs"])
+        ws = _within_states(d["logs"], d["sds"], labels)
         level = level_of_group[key]
-        by_level.setdefault(level, []).append(b)
+        by_level.setdefault(level, []).append((b, ws))
         round_sd.setdefault(level, []).extend(d["round_sds"])
         rows.append(
             {
@@ -211,25 +382,47 @@ def calibrate(
                 "impl": impl,
                 "level": level,
                 "ratios": [math.exp(v) for v in d["logs"]],
+                "states": labels,
+                "copy_gbps": d["probes"],
                 "within_sd_log": statistics.fmean(d["sds"]),
                 "between_sd_log": b.sd_log,
+                "within_state_sd_log": ws["sd"],
+                "state_shift_log": ws["shift"],
                 "runs": b.runs,
             }
         )
     levels: dict[str, Any] = {}
-    for level, bs in by_level.items():
-        pool = pooled(bs, source)
+    for level, parts in by_level.items():
+        every = pooled([b for b, _ in parts], source)
+        inside = [ws for _, ws in parts if ws["sd"] is not None]
+        # within a state where the runs allow it (each state's mean is one degree of freedom), else all runs
+        if len(states) > 1 and inside:
+            sd_b = math.sqrt(statistics.fmean(ws["sd"] ** 2 for ws in inside))
+            dof = min(ws["df"] for ws in inside)
+        else:
+            sd_b, dof = every.sd_log, None
+        shifts = [ws["shift"] for _, ws in parts if ws["shift"] is not None]
         groups = [k for k, lv in level_of_group.items() if lv == level]
         sd_round = math.sqrt(statistics.fmean(s * s for s in round_sd[level])) if round_sd[level] else 0.0
         levels[level] = {
-            "between_sd_log": pool.sd_log,
-            "runs": pool.runs,
+            "between_sd_log": sd_b,
+            "runs": every.runs,
+            "dof": dof,
+            "between_sd_log_all": every.sd_log,
+            "state_shift_log": math.sqrt(statistics.fmean(x * x for x in shifts)) if shifts else None,
             "round_sd_log": sd_round,
             "bytes": sorted(bytes_of_group[k] for k in groups),
             "baseline_p50_us": {shape_key(*k): base_p50[k] for k in groups},
-            "processes_for": {str(h): processes_for(h, pool.sd_log, sd_round, rounds) for h in (2.0, 5.0, 8.0)},
+            "processes_for": {str(h): processes_for(h, sd_b, sd_round, rounds) for h in (2.0, 5.0, 8.0)},
         }
-    return {"source": source, "rounds": rounds, "method": dict(method or {}), "levels": levels, "ratios": rows}
+    return {
+        "source": source,
+        "rounds": rounds,
+        "method": dict(method or {}),
+        "memory_states": states,
+        "levels": levels,
+        "ratios": rows,
+    }
 
 
 def processes_for(half_width_pct: float, between_sd_log: float, round_sd_log: float, rounds: int) -> int | None:
@@ -245,16 +438,87 @@ def processes_for(half_width_pct: float, between_sd_log: float, round_sd_log: fl
     return None
 
 
-def between_for(point: Mapping[str, Any], calibration: Mapping[str, Any] | None) -> Between | None:
-    """The calibrated between-run part for a point, at its working-set level (the widest level when its own
-    was not calibrated: an unknown level is not assumed quiet)."""
-    if not calibration or not calibration.get("levels"):
-        return None
+def _level_of(point: Mapping[str, Any], calibration: Mapping[str, Any]) -> Mapping[str, Any]:
     levels = calibration["levels"]
     lv = levels.get(point.get("roofline_level") or "")
-    if lv is None:
-        lv = max(levels.values(), key=lambda v: v["between_sd_log"])
-    return Between(float(lv["between_sd_log"]), int(lv["runs"]), calibration["source"])
+    # the widest level when its own was not calibrated: an unknown level is not assumed quiet
+    widest = max(levels.values(), key=lambda v: v.get("between_sd_log_all", v["between_sd_log"]))
+    return lv if lv is not None else widest
+
+
+def between_for(point: Mapping[str, Any], calibration: Mapping[str, Any] | None) -> Between | None:
+    """The calibrated between-run part for a point at its working-set level: within its memory state when the
+    machine has two and the point's group was probed in one of them, else over all the calibrated runs."""
+    if not calibration or not calibration.get("levels"):
+        return None
+    lv = _level_of(point, calibration)
+    states = calibration.get("memory_states") or []
+    known = len(states) > 1 and state_of(memory_copy_gbps(point.get("extra")), states) is not None
+    if len(states) > 1 and not known:
+        sd = lv.get("between_sd_log_all", lv["between_sd_log"])
+        return Between(float(sd), int(lv["runs"]), calibration["source"])
+    return Between(float(lv["between_sd_log"]), int(lv["runs"]), calibration["source"], dof=lv.get("dof"))
+
+
+def point_rerun(
+    r: Ratio, point: Mapping[str, Any], calibration: Mapping[str, Any] | None, rounds: int,
+    within_df: int | None = None, own: Between | None = None,
+) -> Rerun:  # fmt: skip
+    """A candidate's rerun interval: from ``own`` (its run's spread processes) or the calibration's between-run
+    part in the point's memory state; where the machine has a second state, where a rerun there is expected
+    (the level's calibrated shift either way, since its sign differs between comparisons)."""
+    between = own or between_for(point, calibration)
+    base = rerun_interval(r, between, rounds, within_df=within_df)
+    states = (calibration or {}).get("memory_states") or []
+    k = state_of(memory_copy_gbps(point.get("extra")), states) if len(states) > 1 else None
+    if own is not None or k is None:
+        return base
+    o = 1 - k
+    own_shift = _calibrated_shift(point, calibration)
+    if own_shift is not None:  # this very comparison was calibrated: the other state moves it one way
+        d = own_shift * (o - k)
+        other = {"lo": base.lo * math.exp(d), "hi": base.hi * math.exp(d), "shift_log": d, "signed": True}
+    else:
+        shift = _level_of(point, calibration).get("state_shift_log")
+        if not shift:
+            return base
+        s = abs(shift)  # the level's shift, either way: its sign differs between comparisons
+        other = {"lo": base.lo * math.exp(-s), "hi": base.hi * math.exp(s), "shift_log": s, "signed": False}
+    other["state"] = state_name(states, o)
+    return Rerun(base.value, base.lo, base.hi, base.within_sd_log, base.between, base.within_df,
+                 state_name(states, k), other)  # fmt: skip
+
+
+def _calibrated_shift(point: Mapping[str, Any], calibration: Mapping[str, Any]) -> float | None:
+    """The calibrated shift of log ratio from memory state 1 to state 2 for this very comparison (the same
+    variant, implementation, shape, dtype and mode against LayerNorm native), or None."""
+    if point.get("ratio_baseline") != " ".join(BASELINE):
+        return None
+    key = (point.get("tokens"), point.get("hidden"), point.get("dtype"), point.get("mode"))
+    key += (point.get("variant"), point.get("impl"))
+    for row in calibration.get("ratios") or []:
+        if (row["tokens"], row["hidden"], row["dtype"], row["mode"], row["variant"], row["impl"]) == key:
+            return row.get("state_shift_log")
+    return None
+
+
+def memory_state_change(point: Mapping[str, Any], calibration: Mapping[str, Any] | None) -> str | None:
+    """Why a group's memory probes say the machine was not in a calibrated state, or None: its before and
+    after probes in two states (it changed during the group), or outside every state the calibration saw."""
+    states = (calibration or {}).get("memory_states") or []
+    probes = memory_copy_gbps(point.get("extra"))
+    if not states or not probes or state_of(probes, states) is not None:
+        return None
+    seen = ", ".join(f"{st['lo_gbps']:.0f}-{st['hi_gbps']:.0f}" for st in states)
+    if len(probes) == 2 and all(state_of([v], states) is not None for v in probes):
+        return (
+            f"the machine changed memory state during this group: copy bandwidth {probes[0]:.0f} → "
+            f"{probes[1]:.0f} GB/s (calibrated states {seen} GB/s)"
+        )
+    return (
+        "the machine was in a memory state its calibration did not see: copy bandwidth "
+        f"{'-'.join(f'{v:.0f}' for v in probes)} GB/s against {seen} GB/s in the calibrated runs"
+    )
 
 
 def state_changed(base_p50_us: float, level: Mapping[str, Any] | None, shape: str, margin: float = 0.25) -> str | None:
@@ -273,6 +537,21 @@ def state_changed(base_p50_us: float, level: Mapping[str, Any] | None, shape: st
             f"the machine changed state: the baseline took {base_p50_us:,.1f} µs here against "
             f"{lo:,.1f}-{hi:,.1f} µs in the {len(seen)} calibrated runs"
         )
+    return None
+
+
+def group_state_change(
+    baselines: Iterable[tuple[float | None, str | None, str]], calibration: Mapping[str, Any] | None
+) -> str | None:
+    """Why a group's baseline says the machine was in another state than when calibrated, or None; each
+    baseline as (p50 µs, working-set level, ``shape_key``). Only for a run measured as the calibration was."""
+    if not calibration:
+        return None
+    for p50, level, key in baselines:
+        if p50 is not None:
+            why = state_changed(p50, calibration["levels"].get(level or ""), key)
+            if why:
+                return why
     return None
 
 

@@ -71,8 +71,9 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     print(f"calibration run {outcome.run_id}: {spec.runs} runs, {spec.spread_s:g} s apart, {spec.rounds} rounds each")
-    from ..report.calibration import level_rows
+    from ..report.calibration import level_rows, states_line
 
+    print(states_line(doc))
     rows = level_rows(doc)  # the report's and the Hardware page's table
     for row in rows:
         print("  ".join(f"{k}: {v}" for k, v in row.items()))

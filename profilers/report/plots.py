@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from ..analysis import rerun as rerun_
 from ..analysis.compare import Row
-from ..analysis.noise import Ratio, ratio_between
+from ..analysis.noise import ratio_between
 from ..catalog import IMPLS, VARIANTS, label
 from .figures import LAYOUT, PALETTE, empty
 from .labels import tick
@@ -244,16 +244,6 @@ def latency(df: pd.DataFrame, x: str = "tokens", subtitle: str | None = None) ->
     return fig
 
 
-def calibrated_rerun(r: Ratio, point: dict[str, Any]) -> rerun_.Rerun | None:
-    """The rerun interval of a paired ratio from the between-run part stored on ``point`` (its run's calibration
-    at its working-set level), or None where the run had no calibration."""
-    part = (point.get("extra") or {}).get("rerun") or {}
-    if part.get("between_sd_log") is None or not r.method.startswith("paired"):
-        return None
-    between = rerun_.Between(part["between_sd_log"], part["between_runs"], part["between_source"])
-    return rerun_.rerun_interval(r, between, len((point.get("extra") or {}).get("rounds_us") or ()) or 2)
-
-
 def head_to_head(
     df: pd.DataFrame, baseline: tuple[str, str], contender: tuple[str, str], subtitle: str | None = None
 ) -> tuple[go.Figure, pd.DataFrame]:
@@ -283,9 +273,11 @@ def head_to_head(
             r = ratio_between(b, c)
             # where a rerun is expected: from the machine's calibration when the run had one, else what chance
             # alone would give; said for intervals over rounds, not for the older p20-p80 band rule
-            again = calibrated_rerun(r, c)
+            again = rerun_.rerun_for(r, c)
+            other = again.other if again else None
+            elsewhere = f"; {other['lo']:.3f}-{other['hi']:.3f} in its other memory state" if other else ""
             rerun = (
-                f"<br>a rerun on this machine: {again.lo:.3f}-{again.hi:.3f} (calibrated)"
+                f"<br>a rerun on this machine: {again.lo:.3f}-{again.hi:.3f} (calibrated)" + elsewhere
                 if again
                 else "<br>a rerun, if chance is all that differs: {:.3f}-{:.3f}".format(*r.rerun_range)
             )
@@ -304,8 +296,9 @@ def head_to_head(
                     "measurable": r.measurable,
                     "method": r.method,
                     "rerun": rerun if r.method != "p20-p80 band" else "",
-                    "rerun_lo": again.lo if again else None,
-                    "rerun_hi": again.hi if again else None,
+                    # where a rerun lands in any calibrated memory state: what a decision must hold across
+                    "rerun_lo": again.lo_any if again else None,
+                    "rerun_hi": again.hi_any if again else None,
                 }
             )
     table = pd.DataFrame(rows)

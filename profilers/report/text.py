@@ -26,6 +26,9 @@ def progress_line(done: int, total: int, p: Point, res: Any) -> str:
         rerun = res.extra.get("rerun") or {}
         if rerun.get("between_sd_log") is not None:
             extra += f", a rerun: [{rerun['lo']:.3f}, {rerun['hi']:.3f}]"
+            other = rerun.get("other_state")
+            if other:
+                extra += f" here, [{other['lo']:.3f}, {other['hi']:.3f}] in the machine's other memory state"
     if res.compile_s is not None:
         extra += f", compile {res.compile_s:.1f} s"
     if res.energy_mj_per_call is not None:

@@ -117,3 +117,16 @@ def copy_bandwidth_gbps(device: torch.device, nbytes: int | None = None, repeats
 
 
 __all__ = ["Ladder", "cache_level", "copy_bandwidth_gbps", "cpu_cache_sizes", "gpu_cache_sizes", "measure_ladder"]
+
+
+def memory_state_probe(device: torch.device, timer: Timer, nbytes: int, budget_ms: float = 25.0) -> float:
+    """The device-memory copy bandwidth now (GB/s, bytes read + written), at the ladder's top working set:
+    taken before and after each group, it names the memory state the group was timed in (on the 2-core VM the
+    same copy ran at 49-52 GB/s in one state and 72-93 GB/s in another, and bandwidth-bound ratios moved ~70%
+    between them while a compute-bound baseline did not)."""
+    n = max(16, nbytes // 8)
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    m = timer.measure(lambda src=src, dst=dst: dst.copy_(src), warmup_ms=5.0, budget_ms=budget_ms)
+    del src, dst
+    return 8 * n / (m.stats.p50_us * 1e-6) / 1e9

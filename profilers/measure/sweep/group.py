@@ -178,7 +178,12 @@ def measure_group(
             if note and prep.compiled:
                 prep.result.extra["compile_workers"] = note
     if prepared:
+        before = ctx.memory_state() if ctx.memory_state else None
         timed = _timed(prepared, ctx, probe, on_round, kind)
+        if before is not None and ctx.memory_state:
+            state = {"copy_gbps": [before, ctx.memory_state()]}
+            for res in timed.values():
+                res.extra["memory_state"] = state
         if ctx.judge_group is not None:
             ctx.judge_group(list(timed.values()))
         for i, res in timed.items():

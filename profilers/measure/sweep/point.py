@@ -52,6 +52,8 @@ class Context:
     inputs_cache: dict[tuple, Any] = field(default_factory=dict)  # one input set per variant within a group
     # what judges a timed group's results together before they are stored (the runner's rerun intervals)
     judge_group: Callable[[list[PointResult]], None] | None = None
+    # the copy bandwidth now (GB/s), taken before and after each group: the memory state it was timed in
+    memory_state: Callable[[], float] | None = None
 
 
 @dataclass

@@ -34,7 +34,7 @@ from ..instruments import energy
 from ..instruments.memory import available_bytes, set_cpu_allocator
 from ..instruments.timing import CpuTimer, CudaEventTimer, CudaGraphTimer, Timer
 from ..machine import hugepages, placement, provenance
-from ..machine.copyprobe import cpu_cache_sizes, gpu_cache_sizes, measure_ladder
+from ..machine.copyprobe import cpu_cache_sizes, gpu_cache_sizes, measure_ladder, memory_state_probe
 from ..machine.devices import resolve_device
 from ..machine.disturbance import OTHERS_CORES_MAX, RUNQ_WAIT_MAX, STEAL_MAX, CpuProbe, GpuProbe, cpu_pressure
 from .group import KERNELS, Kind, measure_group
@@ -303,6 +303,7 @@ class Session:
             trace_dir=store.local_dir / "traces" / f"run{run_id}",
             ladder=ladder,
             judge_group=lambda results: judge_group(results, calibration, same_method),
+            memory_state=_memory_state(device, self.timer, ladder),
         )
 
     def measure(self, group: list[tuple[int, Any]], announce: Any = None) -> list[PointResult]:
@@ -325,27 +326,43 @@ class Session:
 
 def judge_group(results: list[PointResult], calibration: dict[str, Any] | None, same_method: bool = False) -> None:
     """A timed group against the machine's calibration, before it is stored: each candidate's rerun interval
-    (where a rerun's ratio is expected, its parts kept); a baseline beyond the calibrated range of its shape,
-    dtype and mode (measured as the calibration was) says the machine changed state, and the group's points
-    are then never ``ok``."""
-    changed = None
-    for res in results:
-        is_baseline = res.ratio == res.ratio_lo == res.ratio_hi == 1.0
-        if res.p50_us is None or not is_baseline or not (calibration and same_method):
-            continue
-        level = calibration["levels"].get(res.roofline_level or "")
-        key = rerun.shape_key(res.tokens, res.hidden, res.dtype, res.mode)
-        changed = changed or rerun.state_changed(res.p50_us, level, key)
+    (where a rerun's ratio is expected, in the memory state the group's probes name and in the other one,
+    its parts kept); a baseline beyond the calibrated range of its shape, dtype and mode, or memory probes
+    that span two states or none the calibration saw (measured as the calibration was), say the machine
+    changed state, and the group's points are then never ``ok``."""
+    baselines = [
+        (res.p50_us, res.roofline_level, rerun.shape_key(res.tokens, res.hidden, res.dtype, res.mode))
+        for res in results
+        if res.ratio == res.ratio_lo == res.ratio_hi == 1.0
+    ]
+    cal = calibration if same_method else None
+    changed = rerun.group_state_change(baselines, cal)
+    if cal and results:
+        changed = changed or rerun.memory_state_change({"extra": results[0].extra}, cal)
     for res in results:
         timed_ratio = res.ratio is not None and res.ratio_lo is not None and res.ratio_hi is not None
         if timed_ratio and res.rounds and not res.ratio == res.ratio_lo == res.ratio_hi == 1.0:
             interval = Ratio(res.ratio, res.ratio_lo, res.ratio_hi, "paired rounds")
-            between = rerun.between_for({"roofline_level": res.roofline_level}, calibration)
-            res.extra["rerun"] = rerun.rerun_interval(interval, between, res.rounds).to_dict()
+            point = {
+                "roofline_level": res.roofline_level,
+                "extra": res.extra,
+                "ratio_baseline": res.ratio_baseline,
+                **{k: getattr(res, k) for k in ("tokens", "hidden", "dtype", "mode", "variant", "impl")},
+            }
+            res.extra["rerun"] = rerun.point_rerun(interval, point, cal or calibration, res.rounds).to_dict()
         if changed:
             res.extra["state_change"] = changed
             if res.status == "ok":
                 res.status, res.error = "unstable", changed
+
+
+def _memory_state(device: torch.device, timer: Any, ladder: Any) -> Any:
+    """The probe of the memory state each CPU group is timed in (the ladder's top copy), or None (a GPU, or no
+    ladder: blocks and labs)."""
+    if device.type != "cpu" or ladder is None or not ladder.rungs:
+        return None
+    nbytes = max(ladder.rungs)[0]
+    return lambda: memory_state_probe(device, timer, nbytes)
 
 
 def _close(store: Store, run_id: int, sensors: Sensors) -> None:
