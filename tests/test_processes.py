@@ -260,3 +260,47 @@ def test_processes_in_two_machine_states_are_flagged_not_ok():
             p["extra"]["p50_ci_us"] = [s[2], s[-3]]
     _, (calm_base, _) = merge(calm, {"seed": 0, "ci_target_pct": 50.0}, None)
     assert "state_change" not in calm_base["extra"]
+
+
+def _with_own_ratios(docs):
+    """Each process's RMSNorm point carries its own paired ratio and interval, as a run stores it."""
+    for k, doc in enumerate(docs):
+        base, rms = doc["points"]
+        r = paired_ratio(rms["extra"]["rounds_us"], base["extra"]["rounds_us"], seed=k)
+        rms["ratio"], rms["ratio_lo"], rms["ratio_hi"] = r.value, r.lo, r.hi
+        rms["extra"]["rerun"] = {"lo": 0.0, "hi": 9.0, "between_sd_log": None}  # a scratch store's: no calibration
+        base["ratio"] = base["ratio_lo"] = base["ratio_hi"] = 1.0
+    return docs
+
+
+CAL = {
+    "source": "calibration run 7 (planted)",
+    "method": {},
+    "levels": {"unknown": {"between_sd_log": 0.04, "runs": 6, "baseline_p50_us": {}}},
+}
+
+
+def test_a_run_over_processes_takes_its_rerun_intervals_from_the_stores_calibration():
+    docs = _with_own_ratios([_doc(0.8, seed=k) for k in range(3)])
+    spec = {"seed": 0, "ci_target_pct": 50.0}
+    run, (_, rms) = merge(docs, spec, None, (CAL, "between-run spread from calibration run 7 (planted)"))
+    got = rms["extra"]["rerun"]
+    assert got["between_sd_log"] == 0.04 and got["between_source"].startswith("calibration run 7")
+    assert got["within_df"] == 2  # the run's own part rests on its 3 processes
+    assert got["lo"] < rms["ratio_lo"] and got["hi"] > rms["ratio_hi"] and got["hi"] < 9.0  # the scratch one is gone
+    assert run["extra"]["rerun"]["calibration"].startswith("calibration run 7")
+    _, (_, bare) = merge(docs, spec, None)
+    assert bare["extra"]["rerun"]["between_sd_log"] is None  # no calibration: said, never a made-up spread
+    assert "no calibration" in merge(docs, spec, None)[0]["extra"]["rerun"]["note"]
+
+
+def test_processes_started_apart_give_the_run_its_own_between_run_part():
+    docs = [_doc(ratio, seed=k) for k, ratio in enumerate((0.78, 0.84, 0.80, 0.86))]
+    docs = _with_own_ratios(docs)
+    spec = {"seed": 0, "ci_target_pct": 50.0, "spread_s": 30.0}
+    run, (_, rms) = merge(docs, spec, None, (CAL, "between-run spread from calibration run 7 (planted)"))
+    got = rms["extra"]["rerun"]
+    assert got["between_source"] == "this run's 4 processes, started 30 s apart" and got["between_included"]
+    assert got["between_sd_log"] > 0.02  # the processes' planted spread (0.78-0.86), beyond their own error
+    assert got["within_df"] == 3 and got["lo"] < rms["ratio_lo"] and got["hi"] > rms["ratio_hi"]
+    assert "4 processes, started 30 s apart" in run["extra"]["rerun"]["note"]

@@ -208,6 +208,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
+    from ..analysis import rerun
     from ..jobs import device_lock
     from ..measure.machine import provenance
     from ..measure.sweep.processes import ProcessFailed, merge, progress_recorder, run_processes
@@ -216,9 +217,9 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
     kept_none = "a run over processes keeps no points unless all of them completed"
     with Store(a.db) as store, device_lock(store, spec.device):  # the processes use scratch stores
         # the run the user follows (dashboard, Runs): running with the processes' progress, filled at the end
-        run_id = store.create_run(
-            spec, provenance.machine(spec.device), provenance.versions(), n * per_process, label=a.label
-        )
+        machine, versions = provenance.machine(spec.device), provenance.versions()
+        run_id = store.create_run(spec, machine, versions, n * per_process, label=a.label)
+        calibration = rerun.calibration_for(store, machine, versions)  # the processes' scratch stores have none
 
         progress = progress_recorder(store, run_id, n, per_process)
 
@@ -226,7 +227,7 @@ def _run_in_processes(spec: SweepSpec, a: argparse.Namespace) -> int:
         with stored_run(store, outcome := Outcome(run_id), cancelled=cancelled, failed=kept_none, reraise=False):
             try:
                 docs = run_processes(spec, n, on_progress=progress)
-                run, points = merge(docs, spec.to_dict(), a.label)
+                run, points = merge(docs, spec.to_dict(), a.label, calibration)
             except ProcessFailed as e:  # a process failed or did not complete: its reason is the run's
                 outcome.status, outcome.error = "failed", f"{e}; {kept_none}"
             else:

@@ -142,8 +142,16 @@ def _points_in(db: Path) -> int | None:
         return None
 
 
-def merge(docs: list[dict[str, Any]], spec: dict[str, Any], label: str | None) -> tuple[dict, list[dict]]:
-    """One run from the exports of the same sweep taken in several processes (see the module's docstring)."""
+def merge(
+    docs: list[dict[str, Any]],
+    spec: dict[str, Any],
+    label: str | None,
+    calibration: tuple[dict[str, Any] | None, str] | None = None,
+) -> tuple[dict, list[dict]]:
+    """One run from the exports of the same sweep taken in several processes (see the module's docstring).
+    ``calibration`` is the machine's (``rerun.calibration_for`` on the store the run goes to: the processes'
+    scratch stores have none) and the sentence on it; the merged candidates' rerun intervals come from it, or
+    from the processes themselves when they were started apart (``spread_s``)."""
     if len(docs) < 2:
         raise ValueError("merging needs the runs of at least two processes")
     runs = [d["run"] for d in docs]
@@ -153,6 +161,8 @@ def merge(docs: list[dict[str, Any]], spec: dict[str, Any], label: str | None) -
     per_point = list(zip(*(d["points"] for d in docs), strict=True))
     merged = [_merge_point(list(ps), spec) for ps in per_point]
     _merge_ratios(merged, [list(ps) for ps in per_point], spec)
+    cal, note = calibration or (None, "this machine has no calibration: run `python -m profilers calibrate`")
+    _judge_reruns(merged, [list(ps) for ps in per_point], spec, cal)
     first = runs[0]
     each = [
         {
@@ -173,6 +183,13 @@ def merge(docs: list[dict[str, Any]], spec: dict[str, Any], label: str | None) -
         "copy_gbps": statistics.median(copies) if copies else None,
         "machine": {**first["machine"], "processes": {"count": len(runs), "each": each}},
         "points_planned": len(merged),
+    }
+    spread = float(spec.get("spread_s") or 0.0)
+    if spread > 0:
+        note = f"between-run spread from this run's {len(runs)} processes, started {spread:g} s apart"
+    run["extra"] = {
+        **(first.get("extra") or {}),
+        "rerun": {"calibration": cal["source"] if cal and not spread else None, "note": note},
     }
     return run, merged
 
@@ -288,6 +305,61 @@ def _merge_ratios(merged: list[dict], per_point: list[list[dict]], spec: dict[st
                 p["status"] = "unstable"
                 what = f"its ratio to the baseline over {len(per_point[i])} processes"
                 p["error"] = too_wide(what, r.half_width_pct, target)
+
+
+def _group_of(p: dict[str, Any]) -> tuple:
+    return (p["tokens"], p["hidden"], p["dtype"], p["mode"])
+
+
+def _is_baseline(p: dict[str, Any]) -> bool:
+    return p.get("ratio") == p.get("ratio_lo") == p.get("ratio_hi") == 1.0
+
+
+def _judge_reruns(
+    merged: list[dict], per_point: list[list[dict]], spec: dict[str, Any], calibration: dict[str, Any] | None
+) -> None:
+    """Each merged candidate's rerun interval (the first process's, from a scratch store, is dropped): from the
+    processes' own spread when they were started apart in time, else from the machine's calibration (its
+    between-run part added to the run's interval, which rests on the processes: P − 1 degrees of freedom). A
+    group's baseline beyond the calibrated range (measured as calibrated) flags the group, as in one process."""
+    n = len(per_point[0]) if per_point else 0
+    spread = float(spec.get("spread_s") or 0.0)
+    alike = calibration if calibration and calibration.get("method") == rerun.method_of(spec) else None
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(merged):
+        groups.setdefault(_group_of(p), []).append(i)
+    for members in groups.values():
+        ones = [i for i in members if _is_baseline(merged[i])]
+        baselines = [
+            (merged[i]["p50_us"], merged[i].get("roofline_level"), rerun.shape_key(*_group_of(merged[i])))
+            for i in ones
+            if merged[i]["status"] in TIMED
+        ]
+        changed = rerun.group_state_change(baselines, alike) if not spread else None
+        for i in members:
+            p = merged[i]
+            extra = p.setdefault("extra", {})
+            extra.pop("rerun", None)
+            probes = [v for q in per_point[i] for v in rerun.memory_copy_gbps(q.get("extra"))]
+            if probes:
+                extra["memory_state"] = {"copy_gbps": probes}  # every process's: one state only if all agree
+            timed = p["status"] in TIMED and p.get("ratio") is not None and p.get("ratio_lo") is not None
+            if timed and i not in ones:
+                r = Ratio(p["ratio"], p["ratio_lo"], p["ratio_hi"], "paired rounds")
+                own = None
+                if spread > 0:
+                    each = [q for q in per_point[i] if q.get("ratio") and q.get("ratio_lo") and q.get("ratio_hi")]
+                    own = rerun.from_processes(
+                        [Ratio(q["ratio"], q["ratio_lo"], q["ratio_hi"], "paired rounds") for q in each],
+                        [q.get("rounds") or 2 for q in each],
+                        spread,
+                    )
+                rr = rerun.point_rerun(r, p, alike or calibration, p.get("rounds") or 2, within_df=n - 1, own=own)
+                extra["rerun"] = rr.to_dict()
+            if changed and p["status"] in TIMED:
+                extra["state_change"] = changed
+                if p["status"] == "ok":
+                    p["status"], p["error"] = "unstable", changed
 
 
 def _judge_alone(p: dict[str, Any], n: int, target: float) -> None:
