@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import open_store, run_label, runs_or_welcome
-from profilers.analysis import compare, method
+from profilers.analysis import compare, method, rerun
 from profilers.report import plots
 from profilers.report.labels import COLUMNS, number, percent
 
@@ -32,6 +32,14 @@ def _table_row(r: compare.Row) -> dict:
         "roofline_pct": r.other.get("roofline_pct"),
         "energy_mj_per_call": r.other.get("energy_mj_per_call"),
     }
+
+
+def _between(run: dict) -> tuple[dict[str, float], str]:
+    """The between-run sd of log p50 per working-set level from the calibration of ``run``'s machine (made
+    under its torch), and the sentence on it."""
+    with open_store() as store:
+        doc, note = rerun.calibration_for(store, run.get("machine") or {}, run.get("versions") or {})
+    return compare.p50_between_sd(doc), note
 
 
 def _common(a: list[dict], b: list[dict]) -> int:
@@ -128,15 +136,32 @@ for oid in others:
     other = by_id[oid]
     same = compare.same_machine(base, other)
     diffs = method.differences(base, other)
-    rows = compare.match_points(base_points, other_points[oid], same, method_differs=bool(diffs))
+    spread, cal_note = _between(base) if same else ({}, "")
+    rows = compare.match_points(
+        base_points,
+        other_points[oid],
+        same,
+        method_differs=bool(diffs),
+        between=compare.level_lookup(spread),
+    )
     st.subheader(f"Run {oid} vs baseline run {base_id}")
     gpu = lambda r: (r["machine"].get("gpu") or {}).get("name") or r["machine"].get("cpu_model")  # noqa: E731
     if not same:
         st.caption(f"Different machines ({gpu(base)} vs {gpu(other)}): differences are shown, not flagged.")
     elif diffs:
         st.warning("Same machine, measured differently: " + "; ".join(diffs) + ". Differences are not flagged.")
+    elif spread:
+        st.caption(
+            "Same machine, same method: regressions are flagged on each point's 95% interval widened by how far "
+            f"times moved between this machine's calibrated runs ({cal_note}): a rerun meets the machine in "
+            "another state, so a change within that is not called a regression."
+        )
     else:
-        st.caption("Same machine, same method: regressions are flagged.")
+        st.caption(
+            f"Same machine, same method: regressions are flagged on the runs' own 95% intervals, which cover each "
+            f"run's moment only; {cal_note}, so how far a rerun moves is not known and a flag may be the machine's "
+            "state."
+        )
     if not rows:
         st.warning("These runs have no timed points in common (different variants, shapes, dtypes or modes).")
         continue

@@ -120,6 +120,7 @@ else:
     (st.success if len(ranking.tiers[0]) == 1 else st.info)(ranking.headline)
     for line in ranking.lines:
         st.markdown(f"- {line}")
+    st.caption(ranking.interval_note)
     best = ranking.candidates[0]
     rows = []
     for tier_no, tier in enumerate(ranking.tiers, start=1):
@@ -183,6 +184,7 @@ else:
                     "implementation": c.impl,
                     "measured here": c.measured,
                     "verdict": c.verdict,
+                    "on a rerun": c.rerun,
                     "compared by": c.method,
                 }
                 for c in claims
@@ -192,6 +194,8 @@ else:
         width="stretch",
     )
     st.caption(
-        "A verdict rests on the 95% interval: a saving whose interval includes 0 is no measurable difference. "
+        "A verdict rests on the run's 95% interval: a saving whose interval includes 0 is no measurable "
+        "difference. It stands for a rerun only where the rerun interval (the run's interval widened by this "
+        "machine's calibrated between-run spread) also excludes no change; else it holds in this run only. "
         "'paired rounds': both timed in the same interleaved rounds."
     )

@@ -176,3 +176,56 @@ def test_allocator_effect_needs_both_modes_on_one_machine_and_method():
     # a failed point has no time to compare
     bad = [_alloc_point(1, "layernorm", 9000), _alloc_point(2, "layernorm", None, "failed")]
     assert allocator_effect([_alloc_run(1, "reuse"), _alloc_run(2, "system")], bad) == []
+
+
+def test_a_regression_within_how_far_reruns_move_here_is_not_flagged():
+    from profilers.analysis import compare
+
+    base, other = [pt("rmsnorm", "native", 100.0)], [pt("rmsnorm", "native", 120.0)]
+    (plain,) = match_points(base, other, same=True)
+    assert plain.flag == "regression" and plain.interval == "the runs' own"
+    # this machine's calibrated runs moved its times ~10% (sd of log p50): a 20% change is within reach
+    (calm,) = match_points(base, other, same=True, between=lambda p: 0.10)
+    assert calm.flag == "within noise" and calm.interval.startswith("widened") and calm.band_pct > 20
+    (quiet,) = match_points(base, other, same=True, between=lambda p: 0.01)
+    assert quiet.flag == "regression"  # a quiet machine keeps the flag
+    cal = {
+        "levels": {"DRAM": {"baseline_p50_us": {"64x64 float32 fwd": [100.0, 110.0, 90.0]}}},
+        "ratios": [{"tokens": 64, "hidden": 64, "dtype": "float32", "mode": "fwd", "level": "DRAM",
+                    "ratios": [2.0, 2.0, 2.0]}],
+    }  # fmt: skip
+    spread = compare.p50_between_sd(cal)
+    assert spread["DRAM"] == pytest.approx(0.1, rel=0.1)
+    assert compare.level_lookup(spread)({"roofline_level": "L1"}) == spread["DRAM"]  # unknown level: the widest
+    assert compare.p50_between_sd(None) == {} and compare.level_lookup({}) is None
+
+
+def _paired(variant, p50, ratio, lo, hi, between_sd):
+    """A point of a calibrated run: its ratio to LayerNorm native over shared rounds and its stored rerun part."""
+    rounds = [p50 * (1 + 0.001 * (i % 3)) for i in range(7)]
+    extra = {"rounds_us": rounds, "rounds_index": list(range(7))}
+    if between_sd is not None and ratio != 1.0:  # a baseline carries no rerun interval of its own
+        extra["rerun"] = {"between_sd_log": between_sd, "between_runs": 6, "between_source": "calibration run 1",
+                          "lo": lo, "hi": hi}  # fmt: skip
+    return pt(variant, "native", p50, extra=extra, ratio=ratio, ratio_lo=lo, ratio_hi=hi)
+
+
+def test_a_lead_is_said_to_hold_on_a_rerun_only_where_the_rerun_interval_excludes_one():
+    for between, holds in ((0.001, True), (0.2, False)):
+        pts = [_paired("layernorm", 100.0, 1.0, 1.0, 1.0, between), _paired("rmsnorm", 95.0, 0.95, 0.94, 0.96, between)]
+        r = recommend.rank(pts, T)
+        assert r.candidates[0].name == "RMSNorm native"
+        assert "rerun interval" in r.interval_note
+        if holds:
+            assert r.headline.startswith("Use RMSNorm native") and "a rerun keeps the lead" in r.lines[0]
+        else:
+            assert "a rerun on this machine may not keep its lead" in r.headline
+            assert "in this run; a rerun may not agree" in r.lines[0]
+        (claim,) = [c for c in recommend.claims_check(pts, "bfloat16", "fwd") if c.claim.startswith("RMSNorm is")]
+        assert ("a rerun agrees" in claim.rerun) == holds
+        assert claim.verdict.endswith("a rerun may not agree") != holds
+    bare = [_paired("layernorm", 100.0, 1.0, 1.0, 1.0, None), _paired("rmsnorm", 95.0, 0.95, 0.94, 0.96, None)]
+    r = recommend.rank(bare, T)
+    assert r.headline.startswith("Use RMSNorm native") and "no rerun interval" in r.interval_note
+    (claim,) = [c for c in recommend.claims_check(bare, "bfloat16", "fwd") if c.claim.startswith("RMSNorm is")]
+    assert claim.rerun == "N/A: no calibration of this machine"

@@ -4,19 +4,25 @@ Points match on (variant, impl, dtype, tokens, hidden, mode). A difference is
 flagged only on the same machine with the same method (``method.differences``
 is empty: budget, rounds, timer, threads, cache state, allocator, torch), only
 beyond ±10%, and only when its 95% interval excludes no change
-(``noise.ratio_between``); anything else is "within noise", a "method
+(``noise.ratio_between``), widened, where the machine was calibrated, by how far
+its times move between runs (``p50_between_sd``: a rerun tomorrow meets the
+machine in another state, so two runs differ by more than their own intervals
+say); anything else is "within noise", a "method
 difference" (stated, never a regression) or, across machines, a machine
 difference.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..catalog import TIMED_STATUSES
-from .noise import ratio_between
+from .noise import Ratio, ratio_between
+from .stats import Z95
 
 KEY = ("variant", "impl", "dtype", "tokens", "hidden", "mode")
 THRESHOLD_PCT = 10.0
@@ -71,6 +77,7 @@ class Row:
     flag: str  # regression | faster | within noise | method difference | machine difference
     lo_pct: float | None = None  # the interval of diff_pct
     hi_pct: float | None = None
+    interval: str = "the runs' own"  # or "widened by the calibrated between-run spread"
 
     @property
     def variant(self) -> str:
@@ -97,13 +104,55 @@ class Row:
         return self.key[5]
 
 
+def p50_between_sd(calibration: Mapping[str, Any] | None) -> dict[str, float]:
+    """Per working-set level, the between-run sd of log p50 in the machine's calibration: over its runs, the
+    spread of each calibrated point's time (the baseline's, and each candidate's as its ratio times the
+    baseline's), root mean square over the level's points, in every memory state (a rerun may meet either).
+    It includes the runs' own error, so it errs wide. {} without a calibration."""
+    if not calibration:
+        return {}
+    spreads: dict[str, list[float]] = {}
+    for level, lv in (calibration.get("levels") or {}).items():
+        for times in (lv.get("baseline_p50_us") or {}).values():
+            if len(times) > 1:
+                spreads.setdefault(level, []).append(statistics.stdev(math.log(t) for t in times))
+    for row in calibration.get("ratios") or []:
+        key = f"{row['tokens']}x{row['hidden']} {row['dtype']} {row['mode']}"
+        base = ((calibration["levels"].get(row["level"]) or {}).get("baseline_p50_us") or {}).get(key) or []
+        if len(base) == len(row["ratios"]) > 1:
+            logs = [math.log(r * b) for r, b in zip(row["ratios"], base)]
+            spreads.setdefault(row["level"], []).append(statistics.stdev(logs))
+    return {lv: math.sqrt(statistics.fmean(x * x for x in v)) for lv, v in spreads.items() if v}
+
+
+def level_lookup(spread: Mapping[str, float]) -> Callable[[dict[str, Any]], float | None] | None:
+    """``between`` for ``match_points`` from ``p50_between_sd``: a point's level, or the widest calibrated one
+    where its own was not calibrated (an unknown level is not assumed quiet); None without a calibration."""
+    if not spread:
+        return None
+    widest = max(spread.values())
+    return lambda p: spread.get(p.get("roofline_level") or "", widest)
+
+
+def widened(r: Ratio, sd_log: float) -> Ratio:
+    """``r`` (a time of one run over another's) with the two runs' between-run parts added on the log scale:
+    each run carries its own, so the difference carries twice the variance."""
+    if not (r.value > 0 and r.lo > 0 and r.hi > 0):
+        return r
+    own = (math.log(r.hi) - math.log(r.lo)) / 2
+    half = math.sqrt(own * own + 2 * (Z95 * sd_log) ** 2)
+    return Ratio(r.value, min(r.lo, r.value * math.exp(-half)), max(r.hi, r.value * math.exp(half)), r.method)
+
+
 def match_points(
     base_points: Sequence[dict[str, Any]],
     other_points: Sequence[dict[str, Any]],
     same: bool,
     method_differs: bool = False,
+    between: Callable[[dict[str, Any]], float | None] | None = None,
 ) -> list[Row]:
-    """Rows for every point timed in both runs, flagged as the module docstring says."""
+    """Rows for every point timed in both runs, flagged as the module docstring says; ``between(point)`` is
+    the between-run sd of log p50 at the point's level on this machine (None where not calibrated)."""
 
     def timed(p: dict[str, Any]) -> bool:
         return p["status"] in TIMED_STATUSES and bool(p.get("p50_us"))
@@ -116,6 +165,10 @@ def match_points(
         if b is None or not timed(p):
             continue
         r = ratio_between(b, p)
+        sd = between(p) if between and same else None
+        interval = "the runs' own"
+        if sd:
+            r, interval = widened(r, sd), "widened by the calibrated between-run spread"
         diff, lo, hi = 100 * (r.value - 1), 100 * (r.lo - 1), 100 * (r.hi - 1)
         if not same:
             flag = "machine difference"
@@ -127,5 +180,5 @@ def match_points(
             flag = "faster"
         else:
             flag = "within noise"
-        rows.append(Row(key, b, p, diff, r.half_width_points, flag, lo, hi))
+        rows.append(Row(key, b, p, diff, r.half_width_points, flag, lo, hi, interval))
     return rows

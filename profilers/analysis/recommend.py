@@ -6,7 +6,10 @@ for), and one never measured, each with its reason. Ranked candidates are
 compared with the cheapest through ``noise.ratio_between``: paired per-round
 ratios when they were timed in the same interleaved rounds, otherwise the best
 honest interval. A difference whose 95% interval contains 1 is a tie ("no
-measurable difference") and is never ranked apart.
+measurable difference") and is never ranked apart. A lead is stated as one a
+rerun on the machine keeps only where its rerun interval (``analysis/rerun``:
+the run's interval widened by the machine's calibrated between-run spread)
+excludes 1; otherwise it holds "in this run", and each line says which.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..catalog import KERNEL_IMPLS as IMPLS
 from ..catalog import VARIANTS, label, unsupported_reason
 from ..catalog import Config as _Config
 from ..spec import SweepSpec, default_spec
+from . import rerun as rerun_
 from .noise import Ratio, band_pct, ratio_between
 
 DEFAULT_VARIANTS = ("layernorm", "rmsnorm", "dyt")
@@ -93,6 +97,7 @@ class Ranking:
     shape_note: str | None = None
     missing: str | None = None
     left_out: list[Considered] = field(default_factory=list)
+    interval_note: str = ""  # which interval the lines rest on: the runs' own, or rerun intervals
 
 
 def _value(p: dict[str, Any], metric: str) -> float | None:
@@ -189,6 +194,12 @@ def saving_text(r: Ratio) -> tuple[float, float, float]:
     return 100.0 * (1 - 1 / r.value), 100.0 * (1 - 1 / r.lo), 100.0 * (1 - 1 / r.hi)
 
 
+def rerun_between(ref: Candidate, other: Candidate, r: Ratio) -> rerun_.Rerun | None:
+    """Where a rerun on this machine puts ``r`` (other / ref), when both were timed in the same rounds of a
+    calibrated run (or one of spread processes); None otherwise."""
+    return rerun_.rerun_for(r, other.point) or rerun_.rerun_for(r, ref.point) if r.method.startswith("paired") else None
+
+
 def _phrase(ref: Candidate, other: Candidate, metric: str) -> str:
     r = versus(ref, other, metric)
     if not r.measurable:
@@ -199,7 +210,13 @@ def _phrase(ref: Candidate, other: Candidate, metric: str) -> str:
     s, lo, hi = saving_text(r)
     what = "time" if metric == "time" else "energy per call"
     times = f" ({r.value:.2f}× as much)" if r.value >= 1.5 else ""
-    return f"{ref.name} saves {s:.1f}% of the {what} of {other.name}{times}; 95% interval {lo:.1f}% to {hi:.1f}%"
+    line = f"{ref.name} saves {s:.1f}% of the {what} of {other.name}{times}; 95% interval {lo:.1f}% to {hi:.1f}%"
+    again = rerun_between(ref, other, r) if metric == "time" else None
+    if again is None:
+        return line
+    if again.excludes_one:
+        return f"{line}; a rerun keeps the lead ({rerun_.interval_text(again)})"
+    return f"{line} in this run; a rerun may not agree ({rerun_.interval_text(again)})"
 
 
 def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> Ranking:
@@ -222,11 +239,34 @@ def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> R
         remaining = [c for c in remaining if c not in tier]
     best = ranked[0]
     top = r.tiers[0]
-    if len(top) == 1:
+    runner_up = r.tiers[1][0] if len(top) == 1 and len(r.tiers) > 1 else None
+    again = None
+    if runner_up is not None and t.metric == "time":
+        again = rerun_between(best, runner_up, versus(best, runner_up, t.metric))
+    if len(top) == 1 and again is not None and not again.excludes_one:
+        r.headline = (
+            f"{best.name} is the cheapest in this run, but a rerun on this machine may not keep its lead over "
+            f"{runner_up.name} ({rerun_.interval_text(again)}): treat them as tied until a rerun agrees."
+        )
+    elif len(top) == 1:
         r.headline = f"Use {best.name}: it is the cheapest here, beyond the noise."
     else:
         r.headline = f"Tie: {', '.join(c.name for c in top)} are within the noise of each other; pick on other grounds."
     r.lines = [_phrase(best, c, t.metric) for c in ranked[1:]]
+    calibrated = [c for c in ranked if rerun_.rerun_of_point(c.point)]
+    if t.metric != "time":
+        r.interval_note = "Ties and leads rest on each run's own 95% interval (reruns are calibrated for time only)."
+    elif calibrated:
+        source = (calibrated[0].point["extra"]["rerun"] or {}).get("between_source")
+        r.interval_note = (
+            "Ties rest on the run's own 95% interval; a lead is said to hold on a rerun only where its rerun "
+            f"interval (between-run spread from {source}) excludes 1."
+        )
+    else:
+        r.interval_note = (
+            "Ties and leads rest on each run's own 95% interval, which covers that run's moment only: this "
+            "machine's runs carry no rerun interval (run `python -m profilers calibrate`, then measure again)."
+        )
     return r
 
 
@@ -269,6 +309,7 @@ class ClaimCheck:
     band_pct: float | None  # half-width of the interval, in %
     shape: str = ""
     method: str = ""
+    rerun: str = "N/A: no calibration of this machine"  # whether a rerun on the machine is expected to agree
 
 
 def _pairs(points: Sequence[dict[str, Any]], a: str, b: str, metric: str, dtype: str, mode: str):
@@ -301,6 +342,20 @@ def _saving_verdict(lo: float, hi: float, low: float, high: float) -> str:
     return "consistent with the claim"
 
 
+def _on_rerun(r: Ratio, a: dict[str, Any], b: dict[str, Any], verdict: str) -> tuple[str, str]:
+    """The verdict as a rerun would leave it, and the sentence on the rerun: a verdict other than "no
+    measurable difference" stands only where the rerun interval excludes 1."""
+    again = (rerun_.rerun_for(r, b) or rerun_.rerun_for(r, a)) if r.method.startswith("paired") else None
+    if again is None:
+        why = "not timed in the same rounds" if not r.method.startswith("paired") else "no calibration of this machine"
+        return verdict, f"N/A: {why}"
+    if not r.measurable:
+        return verdict, f"{rerun_.interval_text(again)}"
+    if again.excludes_one:
+        return verdict, f"a rerun agrees ({rerun_.interval_text(again)})"
+    return f"{verdict} in this run; a rerun may not agree", rerun_.interval_text(again)
+
+
 def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> list[ClaimCheck]:
     out: list[ClaimCheck] = []
     for metric, claim in (
@@ -316,7 +371,8 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
                 measured = f"RMSNorm saves {saving:.1f}% (95% interval {s_lo:.1f}% to {s_hi:.1f}%) at {shape}"
             else:
                 measured = f"RMSNorm costs {r.value:.2f}× LayerNorm (95% interval {r.lo:.2f}-{r.hi:.2f}×) at {shape}"
-            out.append(ClaimCheck(claim, impl, measured, verdict, saving, (s_hi - s_lo) / 2, shape, r.method))
+            verdict, again = _on_rerun(r, ln, rms, verdict) if metric == "time" else (verdict, "N/A: energy")
+            out.append(ClaimCheck(claim, impl, measured, verdict, saving, (s_hi - s_lo) / 2, shape, r.method, again))
     for impl, ln, dyt in _pairs(points, "layernorm", "dyt", "time", dtype, mode):
         r = ratio_between(ln, dyt, "time")
         shape = f"{ln['tokens']}×{ln['hidden']}"
@@ -326,6 +382,7 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
             verdict = "confirmed here"
         else:
             verdict = "not confirmed: LayerNorm is faster here"
+        verdict, again = _on_rerun(r, ln, dyt, verdict)
         out.append(
             ClaimCheck(
                 "DyT is faster than LayerNorm",
@@ -336,6 +393,7 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
                 r.half_width_pct,
                 shape,
                 r.method,
+                again,
             )
         )
     return out

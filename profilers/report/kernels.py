@@ -89,7 +89,8 @@ def _answers(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[s
             if r.left_out
             else ""
         )
-        parts.append(f'<div class="{cls}"><b>{head}</b>: {esc(r.headline)}<ul>{lines}</ul>{left}</div>')
+        note = f"<p class='muted'>{esc(r.interval_note)}</p>" if r.interval_note else ""
+        parts.append(f'<div class="{cls}"><b>{head}</b>: {esc(r.headline)}<ul>{lines}</ul>{note}{left}</div>')
     return parts or ["<p>No timed kernel points to rank.</p>"]
 
 
@@ -200,8 +201,13 @@ def _claims(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[st
         *([("method", "method")] if any(c["method"] != "—" for c in claims) else []),
         ("measured", "measured here"),
         ("verdict", "verdict"),
+        ("rerun", "on a rerun"),
     ]
-    return ["<h2>Published claims, checked here</h2>", table(claims, columns)]
+    note = (
+        "<p class='muted'>Verdicts rest on each run's 95% interval; one stands for a rerun only where the rerun "
+        "interval (widened by the machine's calibrated between-run spread) excludes no change too.</p>"
+    )
+    return ["<h2>Published claims, checked here</h2>", table(claims, columns), note]
 
 
 def _noise_and_failures(points: list[dict[str, Any]]) -> list[str]:
