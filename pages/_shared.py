@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,17 @@ def open_store() -> Store:
 def devices() -> list[str]:
     """cpu plus every CUDA device torch can see, found without loading torch in the server."""
     return jobs.visible_devices()
+
+
+def local_calibration(store: Any) -> dict[str, Any] | None:
+    """The newest completed calibration of this host in ``store`` (found without loading torch), or None."""
+    host = socket.gethostname()
+    for run in store.list_runs(kind="calibration"):
+        if run["status"] == "completed" and (run.get("machine") or {}).get("hostname") == host:
+            doc = store.artifact(run["id"], "calibration")
+            if doc:
+                return doc
+    return None
 
 
 def sidebar() -> None:

@@ -11,6 +11,7 @@ from pages._shared import (
     db_path,
     devices,
     gpu_metrics,
+    local_calibration,
     may_write,
     open_store,
     quick_sweep_button,
@@ -21,6 +22,7 @@ from profilers import jobs, registry
 from profilers.analysis.footprint import LIMIT_ENV, cap_available, shape_fit
 from profilers.catalog import IMPLS as IMPLS_INFO
 from profilers.catalog import MODES as MODES_INFO
+from profilers.report.calibration import recommended_processes
 from profilers.report.labels import HELP
 from profilers.sensors import energy_capability
 from profilers.sensors.live import snapshot
@@ -281,21 +283,37 @@ with right:
             horizontal=True,
             help=" · ".join(f"{k}: {v}" for k, v in CPU_PAGES.items()),
         )
+        with open_store() as store:
+            calibrated, why = recommended_processes(local_calibration(store), 5.0)
+        as_calibrated = a3.toggle(
+            "Processes as calibrated",
+            disabled=calibrated is None,
+            help=f"This machine's calibration recommends {why}." if calibrated else why[:1].upper() + why[1:] + ".",
+        )
         processes = a3.number_input(
             "Processes",
             1,
             16,
-            1,
+            calibrated if as_calibrated and calibrated else 1,
             help="Run the sweep in this many fresh processes, one after the other, and merge them: each process "
             "lands its own memory placement, and the 95% intervals resample the processes too (with two or three "
             "processes, that part rests on that few draws). About this many times the time; the points are "
             "stored when every process has finished.",
         )
+        spread_s = a3.number_input(
+            "Seconds between processes",
+            0,
+            600,
+            0,
+            disabled=processes < 2,
+            help="Start the processes this many seconds apart, so one run meets the machine in several of its "
+            "states; the run's rerun intervals then come from its own processes.",
+        )
         cache = "warm"
     elif device == "cpu":
-        allocator, cpu_pages, processes, cache = "reuse", "huge", 1, "warm"
+        allocator, cpu_pages, processes, spread_s, cache = "reuse", "huge", 1, 0, "warm"
     else:
-        allocator, cpu_pages, processes = "reuse", "huge", 1
+        allocator, cpu_pages, processes, spread_s = "reuse", "huge", 1, 0
         cache = st.radio(
             "Cache state",
             ["cold", "warm"],
@@ -346,6 +364,7 @@ try:
         cpu_allocator=allocator,
         cpu_pages=cpu_pages,
         processes=int(processes),
+        spread_s=float(spread_s) if processes > 1 else 0.0,
         energy=energy_on,
         energy_window_s=ENERGY_WINDOWS_S["accurate" if accurate else "quick"],
         trace=trace_on,

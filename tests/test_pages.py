@@ -423,3 +423,52 @@ def test_results_says_when_the_chosen_runs_were_measured_differently(monkeypatch
     at.multiselect[0].set_value(ids[:1]).run()
     assert at.multiselect[0].value == ids[:1]
     assert not any("Measured differently" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def _planted_calibration(db: Path) -> None:
+    """A completed calibration of this host in ``db``, in two memory states, recommending 3 processes for ±5%."""
+    import socket
+
+    from profilers.spec import CalibrationSpec
+
+    doc = {
+        "source": "calibration run 1 (planted)",
+        "rounds": 7,
+        "method": {},
+        "memory_states": [
+            {"lo_gbps": 47.0, "hi_gbps": 53.0, "mid_gbps": 50.0, "groups": 16},
+            {"lo_gbps": 83.0, "hi_gbps": 101.0, "mid_gbps": 92.0, "groups": 8},
+        ],
+        "levels": {
+            "DRAM": {
+                "between_sd_log": 0.027,
+                "runs": 6,
+                "dof": 4,
+                "between_sd_log_all": 0.25,
+                "state_shift_log": 0.54,
+                "round_sd_log": 0.065,
+                "bytes": [],
+                "baseline_p50_us": {},
+                "processes_for": {"2.0": 16, "5.0": 3, "8.0": 2},
+            },
+        },
+        "ratios": [],
+    }
+    with Store(db) as s:
+        rid = s.create_run(CalibrationSpec(), {"hostname": socket.gethostname()}, {}, 0, kind="calibration")
+        s.put_artifact(rid, "calibration", doc)
+        s.finish_run(rid, "completed")
+
+
+def test_the_run_page_offers_the_calibrations_processes_and_hardware_shows_the_states(tmp_path, monkeypatch):
+    db = tmp_path / "cal.db"
+    _planted_calibration(db)
+    at = page("pages/run.py", db, monkeypatch)
+    toggle = next(t for t in at.toggle if t.label == "Processes as calibrated")
+    assert not toggle.disabled and "3 process(es) per run for ±5% at every level" in toggle.help
+    assert next(n for n in at.number_input if n.label == "Processes").value == 1
+    toggle.set_value(True).run()
+    assert next(n for n in at.number_input if n.label == "Processes").value == 3
+    assert not at.exception
+    bare = page("pages/run.py", tmp_path / "bare.db", monkeypatch)
+    assert next(t for t in bare.toggle if t.label == "Processes as calibrated").disabled
