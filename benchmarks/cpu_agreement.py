@@ -1,19 +1,29 @@
-"""Do two runs of the default CPU sweep agree, on a busy machine and on an idle one?
+"""Where does a rerun of the default CPU sweep land, quiet and with a competitor? (issue 25's check)
 
-Runs `python -m profilers run` (the default CPU sweep) twice back to back while a competitor process on the
-same machine alternates busy and idle at random (about 30% busy, one core of matrix products), then twice
-with no competitor. Prints, per paired ratio (each candidate against its group's baseline), both runs'
-values and 95% intervals, and the goals:
+First calibrates the machine into a fresh store (``python -m profilers calibrate``: K short runs spread over
+minutes, the between-run spread per working-set level), then runs the default CPU sweep (`python -m profilers
+run`) in back-to-back pairs: ``--pairs-quiet`` pairs with nothing else running, and ``--pairs-busy`` pairs with
+a competitor on the same machine alternating busy and idle at random (``--busy-share`` of the time busy, one
+core), its kind alternating per pair between memory-bound (streaming copies of 256 MB arrays) and
+compute-bound (matrix products in cache). For every paired ratio stored `ok` in run 1 (each candidate against
+its group's baseline), it counts:
 
-- ≥ 90% of paired ratios agree within 5% between the two runs;
-- ≥ 90% of run 2's ratios fall inside run 1's intervals (an honest 95% interval holds another run's value
-  only about 83% of the time by chance alone, see ``interval_coverage.py``: also counted against run 1's
-  rerun range, ``Ratio.rerun_range``, which is meant to hold a rerun 95% of the time);
-- no point stored as plain `ok` is more than 2× its clean value (the idle runs' p50).
+- run 2's ratio inside run 1's *rerun* interval (``extra.rerun``: where a rerun is expected with 95%
+  probability) — goal ≥ 90%, quiet and with a competitor;
+- the median rerun half-width — goal ≤ 5% quiet, ≤ 8% with a competitor (an interval that holds anything is
+  no answer);
+- silent misses: both runs `ok` with disjoint rerun intervals (two confident, different answers) — goal ≤ 1
+  in 100 ratios;
 
-    .venv/bin/python benchmarks/cpu_agreement.py [--busy-share 0.3] [--skip-idle | --skip-busy] [--cpu-pages base]
-        [--cpu-placement fixed]
-        [--rounds accurate] [--processes 3]
+and, for contrast, run 2 inside run 1's own 95% interval (which covers run 1's moment, not a rerun's). Also
+prints the points stored plain `ok` in a busy run at more than 2× their quiet p50, and every sweep's wall
+time (goal: the default sweep ≤ 60 s on an idle machine; the calibration ≤ 5 minutes).
+
+Takes the whole machine for ~35 minutes at the defaults: run it with nothing else on the CPUs.
+
+    .venv/bin/python benchmarks/cpu_agreement.py [--pairs-quiet 10] [--pairs-busy 6] [--busy-share 0.5]
+        [--kinds memory,compute] [--calibration-runs 6] [--db PATH (reuse a calibrated store)] [--analyze DB]
+        [--cpu-pages base] [--cpu-placement fixed] [--rounds accurate] [--processes 3] [--show-points]
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import argparse
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,10 +42,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from profilers.analysis.noise import Ratio  # noqa: E402
 from profilers.store import Store  # noqa: E402
 
-COMPETITOR = r"""
+COMPETITORS = {
+    # one core of matrix products on a 256×256 array: cache-resident, compute-bound
+    "compute": r"""
 import random, sys, time
 import numpy as np
 rng = random.Random(int(sys.argv[2]))
@@ -48,16 +60,50 @@ while True:
             a /= np.abs(a).max() or 1.0
     else:
         time.sleep(rng.uniform(0.2, 1.0))
-"""
-
+""",
+    # one core streaming 256 MB copies: far beyond the caches, memory-bandwidth-bound
+    "memory": r"""
+import random, sys, time
+import numpy as np
+rng = random.Random(int(sys.argv[2]))
+share = float(sys.argv[1])
+src = np.ones(32 * 1024 * 1024)
+dst = np.empty_like(src)
+while True:
+    if rng.random() < share:
+        end = time.perf_counter() + rng.uniform(0.2, 1.0)
+        while time.perf_counter() < end:
+            np.copyto(dst, src)
+    else:
+        time.sleep(rng.uniform(0.2, 1.0))
+""",
+}
 
 EXTRA_ARGS: list[str] = []  # passed to every sweep (e.g. --cpu-pages base)
+TIMED = ("ok", "imprecise", "unstable")
 
 
-def sweep(db: Path) -> tuple[int, float]:
+def calibrate(db: Path, runs: int) -> float:
     t0 = time.perf_counter()
     p = subprocess.run(
-        [sys.executable, "-m", "profilers", "run", "--db", str(db), *EXTRA_ARGS],
+        [sys.executable, "-m", "profilers", "calibrate", "--db", str(db), "--runs", str(runs)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.exit(f"calibration failed: {p.stderr[-2000:]}")
+    print(f"calibration: {runs} runs in {wall:.0f} s (goal ≤ 300 s)")
+    print(p.stdout.rstrip(), flush=True)
+    return wall
+
+
+def sweep(db: Path, label: str) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    p = subprocess.run(
+        [sys.executable, "-m", "profilers", "run", "--db", str(db), "--label", label, *EXTRA_ARGS],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -66,133 +112,285 @@ def sweep(db: Path) -> tuple[int, float]:
     if p.returncode != 0:
         sys.exit(f"sweep failed: {p.stderr[-2000:]}")
     with Store(db) as s:
-        return s.list_runs()[0]["id"], time.perf_counter() - t0
+        return s.list_runs(kind="kernels")[0]["id"], time.perf_counter() - t0
 
 
-def ratios(db: Path, run_id: int) -> dict[tuple, dict]:
+def points(db: Path, run_id: int) -> dict[tuple, dict]:
     with Store(db) as s:
         pts = s.points(run_id)
-    return {
-        (p["variant"], p["impl"], p["tokens"], p["hidden"]): p
-        for p in pts
-        if p["status"] in ("ok", "imprecise", "unstable") and p.get("ratio") is not None
-    }
+    return {(p["variant"], p["impl"], p["dtype"], p["mode"], p["tokens"], p["hidden"]): p for p in pts}
 
 
-def pair(db: Path, label: str, competitor: bool, share: float) -> tuple[dict, dict, float, float]:
+def pair(db: Path, i: int, kind: str | None, share: float) -> tuple[float, float]:
     proc = None
-    if competitor:
+    if kind:
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         proc = subprocess.Popen(
-            [sys.executable, "-c", COMPETITOR, str(share), str(random.randrange(1 << 30))],
+            [sys.executable, "-c", COMPETITORS[kind], str(share), str(random.randrange(1 << 30))],
             env=env,
             start_new_session=True,
         )
     try:
-        r1, w1 = sweep(db)
-        r2, w2 = sweep(db)
+        _, w1 = sweep(db, f"{LABEL} {i} {kind or 'quiet'} run 1")
+        _, w2 = sweep(db, f"{LABEL} {i} {kind or 'quiet'} run 2")
     finally:
         if proc:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    print(f"{label}: runs {r1} and {r2}, {w1:.0f} s and {w2:.0f} s", flush=True)
-    return ratios(db, r1), ratios(db, r2), w1, w2
+    return w1, w2
 
 
-def report(label: str, a: dict, b: dict) -> None:
-    keys = sorted(set(a) & set(b))
-    print(f"\n{label}")
-    print(
-        f"{'point':<34} {'run 1 ratio [95%]':>26} {'run 2 ratio [95%]':>26} {'diff':>7}  in run 1's interval"
-        " / rerun range"
-    )
-    agree = inside = rerun = compared = 0
-    widths, unstable = [], [0, 0]
-    for k in keys:
-        p, q = a[k], b[k]
-        if p["ratio_baseline"] == f"{k[0]} {k[1]}":
-            continue  # the baseline itself: 1 by definition
-        compared += 1
-        diff = 100 * (q["ratio"] / p["ratio"] - 1)
-        ok_agree = abs(diff) <= 5
-        ok_inside = p["ratio_lo"] <= q["ratio"] <= p["ratio_hi"]
-        lo, hi = Ratio(p["ratio"], p["ratio_lo"], p["ratio_hi"], "paired rounds").rerun_range
-        ok_rerun = lo <= q["ratio"] <= hi
-        agree += ok_agree
-        inside += ok_inside
-        rerun += ok_rerun
-        widths.append(100 * (p["ratio_hi"] - p["ratio_lo"]) / (2 * p["ratio"]))
-        unstable[0] += p["status"] == "unstable"
-        unstable[1] += q["status"] == "unstable"
-        name = f"{k[0]} {k[1]} {k[2]}x{k[3]}"
-        print(
-            f"{name:<34} {p['ratio']:>8.3f} [{p['ratio_lo']:.3f}, {p['ratio_hi']:.3f}] "
-            f"{q['ratio']:>8.3f} [{q['ratio_lo']:.3f}, {q['ratio_hi']:.3f}] {diff:>+6.1f}%  "
-            + ("yes" if ok_inside else "no")
-            + (" / yes" if ok_rerun else " / no")
+LABEL = "agreement pair"
+
+
+def stored_pairs(db: Path, plan: list[str | None]) -> list[tuple[str | None, int, int, float, float]]:
+    """(kind, run 1, run 2, wall 1, wall 2) per pair: by the sweeps' labels, or, in a store of unlabelled
+    sweeps, by their order against ``plan`` (the kinds of the pairs, None for quiet)."""
+    with Store(db) as s:
+        runs = sorted((r for r in s.list_runs(kind="kernels") if r["status"] == "completed"), key=lambda r: r["id"])
+    wall = {r["id"]: _seconds(r) for r in runs}
+    labelled: dict[int, dict[int, int]] = {}
+    kinds: dict[int, str | None] = {}
+    for r in runs:
+        parts = (r.get("label") or "").split()
+        if (r.get("label") or "").startswith(LABEL) and len(parts) == 6:
+            i, kind, k = int(parts[2]), parts[3], int(parts[5])
+            labelled.setdefault(i, {})[k] = r["id"]
+            kinds[i] = None if kind == "quiet" else kind
+    if labelled:
+        return [(kinds[i], d[1], d[2], wall[d[1]], wall[d[2]]) for i, d in sorted(labelled.items()) if len(d) == 2]
+    ids = [r["id"] for r in runs]
+    return [(kind, ids[2 * i], ids[2 * i + 1], wall[ids[2 * i]], wall[ids[2 * i + 1]])
+            for i, kind in enumerate(plan) if 2 * i + 1 < len(ids)]  # fmt: skip
+
+
+def _seconds(run: dict) -> float:
+    from datetime import datetime
+
+    a, b = run.get("created_at"), run.get("finished_at")
+    return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds() if a and b else float("nan")
+
+
+def is_candidate(p: dict) -> bool:
+    """A timed point with a ratio to a baseline other than itself."""
+    return p["status"] in TIMED and p.get("ratio") is not None and p["ratio_baseline"] != f"{p['variant']} {p['impl']}"
+
+
+def rerun_of(p: dict) -> dict | None:
+    rr = (p.get("extra") or {}).get("rerun") or {}
+    if rr.get("lo") is None or rr.get("between_sd_log") is None:
+        return None  # no calibrated rerun interval on this point
+    return rr
+
+
+def any_state(rr: dict) -> tuple[float, float]:
+    """Where a rerun lands in any calibrated memory state."""
+    o = rr.get("other_state")
+    return (min(rr["lo"], o["lo"]), max(rr["hi"], o["hi"])) if o else (rr["lo"], rr["hi"])
+
+
+class Tally:
+    """Run 2 against run 1's rerun interval: the one for run 2's memory state (the same as run 1's, or the
+    other), as the rerun itself would report its state."""
+
+    def __init__(self) -> None:
+        self.compared = self.inside_rerun = self.inside_run = self.silent = self.no_rerun = 0
+        self.cross = self.cross_inside = 0
+        self.run2_ok = self.inside_ok = 0
+        self.spanned = self.spanned_inside = self.same_inside = 0
+        self.by_level: dict[str, list[float]] = {}
+        self.half_widths: list[float] = []
+        self.cross_widths: list[float] = []
+        self.run1_not_ok = 0
+
+    def add(self, a: dict, b: dict, show: bool, name: str) -> None:
+        """Run 1's point ``a`` against run 2's ``b`` (the same comparison)."""
+        if not is_candidate(a) or not is_candidate(b):
+            return
+        if a["status"] != "ok":
+            self.run1_not_ok += 1
+            return
+        rr = rerun_of(a)
+        if rr is None:
+            self.no_rerun += 1
+            return
+        self.compared += 1
+        rr2 = rerun_of(b)
+        s1, s2 = rr.get("state"), (rr2 or {}).get("state")
+        two = bool(rr.get("other_state")) and s1 is not None
+        crossed = two and s2 is not None and s2 != s1
+        if crossed:  # run 2 was timed in the other state: where run 1 said a rerun there would land
+            lo, hi = rr["other_state"]["lo"], rr["other_state"]["hi"]
+        elif two and s2 is None:  # run 2's group spanned both states (or none was named): either
+            lo, hi = any_state(rr)
+        else:
+            lo, hi = rr["lo"], rr["hi"]
+        self.run2_ok += b["status"] == "ok"
+        self.inside_ok += b["status"] == "ok" and lo <= b["ratio"] <= hi
+        inside = lo <= b["ratio"] <= hi
+        self.inside_rerun += inside
+        self.inside_run += a["ratio_lo"] <= b["ratio"] <= a["ratio_hi"]
+        width = 100 * (hi - lo) / (2 * a["ratio"])
+        if crossed:
+            self.cross += 1
+            self.cross_inside += inside
+            self.cross_widths.append(width)
+        elif two and s2 is None:
+            self.spanned += 1
+            self.spanned_inside += inside
+        else:
+            self.same_inside += inside
+            self.half_widths.append(width)
+            self.by_level.setdefault(a.get("roofline_level") or "?", []).append(width)
+        silent = False
+        if b["status"] == "ok" and rr2 is not None:
+            (l1, h1), (l2, h2) = any_state(rr), any_state(rr2)
+            silent = l2 > h1 or h2 < l1
+        self.silent += silent
+        if show or not inside or silent:
+            where = f" (run 2 in the other state: {rr['other_state']['state']})" if crossed else ""
+            print(
+                f"  {name:<44} {a['ratio']:.3f} rerun [{lo:.3f}, {hi:.3f}]{where}  run 2 {b['ratio']:.3f} "
+                f"({b['status']}){'' if inside else '  OUTSIDE'}{'  SILENT MISS' if silent else ''}"
+            )
+
+    def line(self, label: str, half_goal: float) -> str:
+        if not self.compared:
+            return f"{label}: no ratio stored ok with a rerun interval in run 1 ({self.no_rerun} without one)"
+        n = self.compared
+        inside = 100 * self.inside_rerun / n
+        levels = ", ".join(f"{lv} ±{statistics.median(w):.1f}% ({len(w)})" for lv, w in sorted(self.by_level.items()))
+        same = (
+            f"within one state {self.same_inside}/{len(self.half_widths)} inside, median rerun half-width "
+            f"±{statistics.median(self.half_widths):.1f}% (goal ≤ "
+            f"{half_goal:g}%; by level: {levels}), widest ±{max(self.half_widths):.1f}%"
+            if self.half_widths
+            else "no ratio compared within one state"
         )
-    if compared:
-        print(
-            f"agree within 5%: {agree}/{compared} ({100 * agree / compared:.0f}%); run 2 inside run 1's interval: "
-            f"{inside}/{compared} ({100 * inside / compared:.0f}%); inside its rerun range: {rerun}/{compared} "
-            f"({100 * rerun / compared:.0f}%); run 1's intervals "
-            f"±{sorted(widths)[len(widths) // 2]:.1f}% (median), ±{max(widths):.1f}% at most; "
-            f"unstable ratios {unstable[0]} and {unstable[1]}"
+        if self.spanned:
+            same += (
+                f"; {self.spanned} against a run 2 whose group spanned both states (held to either state's "
+                f"interval: {self.spanned_inside} inside)"
+            )
+        cross = (
+            f"; {self.cross} compared across memory states ({self.cross_inside} inside the other state's interval, "
+            f"median half-width ±{statistics.median(self.cross_widths):.1f}%)"
+            if self.cross
+            else "; none across memory states"
+        )
+        return (
+            f"{label}: {n} ratios ok in run 1 — run 2 inside run 1's rerun interval {self.inside_rerun}/{n} "
+            f"({inside:.0f}%, goal ≥ 90%) [inside run 1's own 95% interval {self.inside_run}/{n} "
+            f"({100 * self.inside_run / n:.0f}%)]; of run 2's ratios stored ok, {self.inside_ok}/{self.run2_ok} "
+            f"inside; {same}{cross}; silent misses {self.silent}/{n} "
+            f"({100 * self.silent / n:.1f}%, goal ≤ 1%); left out: {self.run1_not_ok} not ok in run 1, "
+            f"{self.no_rerun} without a rerun interval"
         )
 
 
 def blowups(busy: list[dict], clean: list[dict]) -> list[str]:
-    """Points stored as plain ok in a busy run whose p50 is more than 2× the clean (idle) p50."""
-    clean_p50 = {}
+    """Points stored as plain ok in a busy run whose p50 is more than 2× the clean (quiet) p50."""
+    clean_p50: dict[tuple, float] = {}
     for run in clean:
         for k, p in run.items():
-            clean_p50[k] = min(clean_p50.get(k, float("inf")), p["p50_us"])
+            if p["status"] in TIMED and p.get("p50_us"):
+                clean_p50[k] = min(clean_p50.get(k, float("inf")), p["p50_us"])
     out = []
     for run in busy:
         for k, p in run.items():
             if p["status"] == "ok" and k in clean_p50 and p["p50_us"] > 2 * clean_p50[k]:
-                out.append(f"{k}: {p['p50_us']:.0f} µs vs clean {clean_p50[k]:.0f} µs")
+                out.append(f"{k}: {p['p50_us']:.0f} µs vs quiet {clean_p50[k]:.0f} µs")
     return out
+
+
+def statuses(run: dict) -> str:
+    c = [p["status"] for p in run.values() if is_candidate(p)]
+    return ", ".join(f"{s} {c.count(s)}" for s in TIMED if c.count(s))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--busy-share", type=float, default=0.3)
-    ap.add_argument("--skip-idle", action="store_true")
-    ap.add_argument("--skip-busy", action="store_true")
+    ap.add_argument("--pairs-quiet", type=int, default=10, help="back-to-back run pairs with nothing else running")
+    ap.add_argument("--pairs-busy", type=int, default=6, help="run pairs beside a competitor (kinds alternate)")
+    ap.add_argument("--busy-share", type=float, default=0.5, help="the competitor's busy share of the time")
+    ap.add_argument("--kinds", default="memory,compute", help="competitor kinds, alternating per busy pair")
+    ap.add_argument("--calibration-runs", type=int, default=6)
+    ap.add_argument("--db", help="a store already calibrated on this machine (skips the calibration)")
+    ap.add_argument("--analyze", metavar="DB", help="measure nothing: read the pairs a run of this benchmark stored")
     ap.add_argument("--cpu-pages", choices=("huge", "base"), help="the sweeps' CPU page mode (default: the CLI's)")
     ap.add_argument("--cpu-placement", choices=("round", "fixed"), help="the sweeps' CPU placement")
     ap.add_argument("--rounds", help="the sweeps' rounds: a number or quick|default|accurate (default: the CLI's)")
     ap.add_argument("--processes", type=int, help="each sweep spread over N fresh processes (default: the CLI's, 1)")
+    ap.add_argument("--show-points", action="store_true", help="print every compared ratio, not only the misses")
     a = ap.parse_args()
-    if a.skip_idle and a.skip_busy:
-        sys.exit("--skip-idle and --skip-busy leave nothing to run: drop one")
-    if a.cpu_pages:
-        EXTRA_ARGS.extend(["--cpu-pages", a.cpu_pages])
-    if a.cpu_placement:
-        EXTRA_ARGS.extend(["--cpu-placement", a.cpu_placement])
-    if a.rounds:
-        EXTRA_ARGS.extend(["--rounds", a.rounds])
+    kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+    if bad := [k for k in kinds if k not in COMPETITORS]:
+        sys.exit(f"unknown competitor kind {bad[0]!r}: choose from {', '.join(COMPETITORS)}")
+    if a.pairs_quiet < 0 or a.pairs_busy < 0 or a.pairs_quiet + a.pairs_busy == 0:
+        sys.exit("--pairs-quiet and --pairs-busy leave nothing to run: give one of them a positive count")
+    if a.pairs_busy and not kinds:
+        sys.exit("--kinds is empty: name memory, compute or both")
+    for flag, value in (("--cpu-pages", a.cpu_pages), ("--cpu-placement", a.cpu_placement), ("--rounds", a.rounds)):
+        if value:
+            EXTRA_ARGS.extend([flag, value])
     if a.processes:
         EXTRA_ARGS.extend(["--processes", str(a.processes)])
-    db = Path(tempfile.mkdtemp()) / "agreement.db"
-    busy1 = busy2 = None
-    if not a.skip_busy:
-        busy1, busy2, _, _ = pair(db, f"with a competitor ~{a.busy_share:.0%} busy", True, a.busy_share)
-    runs_clean = []
-    if not a.skip_idle:
-        idle1, idle2, w1, w2 = pair(db, "idle machine", False, 0.0)
-        runs_clean = [idle1, idle2]
-        report("idle machine: run 1 vs run 2", idle1, idle2)
-        print(f"default CPU sweep wall time on the idle machine: {w1:.0f} s and {w2:.0f} s")
-    if busy1 is None or busy2 is None:
-        return
-    report(f"competitor ~{a.busy_share:.0%} busy: run 1 vs run 2", busy1, busy2)
-    if runs_clean:
-        bad = blowups([busy1, busy2], runs_clean)
-        print(f"points stored as plain ok at more than 2× their clean p50: {len(bad)}")
-        for line in bad:
-            print("  " + line)
+    t_start = time.perf_counter()
+    plan = [None] * a.pairs_quiet + [kinds[i % len(kinds)] for i in range(a.pairs_busy)]
+    if a.analyze:
+        db = Path(a.analyze)
+    else:
+        if a.db:
+            db = Path(a.db)
+        else:
+            db = Path(tempfile.mkdtemp()) / "agreement.db"
+            calibrate(db, a.calibration_runs)
+        for i, kind in enumerate(plan):
+            w1, w2 = pair(db, i + 1, kind, a.busy_share)
+            what = f"a {kind}-bound competitor ~{a.busy_share:.0%} busy" if kind else "quiet"
+            print(f"pair {i + 1}/{len(plan)} ({what}): {w1:.0f} s and {w2:.0f} s", flush=True)
+    analyze(db, plan, a.busy_share, a.show_points)
+    print(f"whole benchmark: {time.perf_counter() - t_start:.0f} s; store: {db}")
+
+
+def analyze(db: Path, plan: list[str | None], share: float, show: bool) -> None:
+    quiet, busy = Tally(), Tally()
+    by_kind: dict[str, Tally] = {}
+    quiet_runs: list[dict] = []
+    busy_runs: list[dict] = []
+    walls_quiet: list[float] = []
+    pairs = stored_pairs(db, plan)
+    for i, (kind, r1, r2, w1, w2) in enumerate(pairs):
+        one, two = points(db, r1), points(db, r2)
+        what = f"a {kind}-bound competitor ~{share:.0%} busy" if kind else "quiet"
+        print(f"pair {i + 1}/{len(pairs)} ({what}): runs {r1} and {r2}; run 1 {statuses(one)}; run 2 {statuses(two)}")
+        for key in sorted(set(one) & set(two)):
+            name = f"{key[0]} {key[1]} {key[4]}x{key[5]} {key[2]} {key[3]}"
+            if kind:
+                busy.add(one[key], two[key], show, name)
+                by_kind.setdefault(kind, Tally()).add(one[key], two[key], False, name)
+            else:
+                quiet.add(one[key], two[key], show, name)
+        (busy_runs if kind else quiet_runs).extend([one, two])
+        if not kind:
+            walls_quiet += [w1, w2]
+    print()
+    n_quiet = sum(1 for k, *_ in pairs if not k)
+    if n_quiet:
+        print(quiet.line(f"quiet, {n_quiet} pairs", 5.0))
+        print(
+            f"default CPU sweep wall time, quiet (stored start to end): median {statistics.median(walls_quiet):.0f} "
+            f"s, {min(walls_quiet):.0f}-{max(walls_quiet):.0f} s over {len(walls_quiet)} runs (goal ≤ 60 s)"
+        )
+    if len(pairs) > n_quiet:
+        print(busy.line(f"with a competitor, {len(pairs) - n_quiet} pairs", 8.0))
+        for kind, t in by_kind.items():
+            print("  " + t.line(f"{kind}-bound", 8.0))
+        if quiet_runs:
+            bad = blowups(busy_runs, quiet_runs)
+            print(f"points stored plain ok in a busy run at more than 2× their quiet p50: {len(bad)}")
+            for line in bad:
+                print("  " + line)
 
 
 if __name__ == "__main__":
