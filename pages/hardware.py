@@ -128,7 +128,8 @@ def calibration_panel() -> None:
 
 calibration_panel()
 spec = CalibrationSpec()
-minutes = (spec.runs - 1) * spec.spread_s / 60 + spec.runs * 0.3
+# each run starts spread_s after the previous one began (or when it ends: ~15 s on the 2-core VM)
+minutes = ((spec.runs - 1) * max(spec.spread_s, 15.0) + 15.0) / 60
 if st.button(f"Calibrate this machine (about {minutes:.0f} min)", icon=":material/tune:", key="calibrate"):
     start_lab_job(spec, ("calibrate",), "calibrate")
 

@@ -283,9 +283,10 @@ with right:
             horizontal=True,
             help=" · ".join(f"{k}: {v}" for k, v in CPU_PAGES.items()),
         )
+        p1, p2 = st.columns(2)
         with open_store() as store:
             calibrated, why = recommended_processes(local_calibration(store), 5.0)
-        as_calibrated = a3.toggle(
+        as_calibrated = p1.toggle(
             "Processes as calibrated",
             disabled=calibrated is None,
             help=f"This machine's calibration recommends {why}." if calibrated else why[:1].upper() + why[1:] + ".",
@@ -300,7 +301,7 @@ with right:
             "processes, that part rests on that few draws). About this many times the time; the points are "
             "stored when every process has finished.",
         )
-        spread_s = a3.number_input(
+        spread_s = p2.number_input(
             "Seconds between processes",
             0,
             600,

@@ -139,9 +139,10 @@ def widened(r: Ratio, sd_log: float) -> Ratio:
     each run carries its own, so the difference carries twice the variance."""
     if not (r.value > 0 and r.lo > 0 and r.hi > 0):
         return r
-    own = (math.log(r.hi) - math.log(r.lo)) / 2
-    half = math.sqrt(own * own + 2 * (Z95 * sd_log) ** 2)
-    return Ratio(r.value, min(r.lo, r.value * math.exp(-half)), max(r.hi, r.value * math.exp(half)), r.method)
+    extra = 2 * (Z95 * sd_log) ** 2
+    down = math.sqrt(max(0.0, math.log(r.value / r.lo)) ** 2 + extra)  # each side widened on its own: a
+    up = math.sqrt(max(0.0, math.log(r.hi / r.value)) ** 2 + extra)  # skewed interval keeps its shape
+    return Ratio(r.value, min(r.lo, r.value * math.exp(-down)), max(r.hi, r.value * math.exp(up)), r.method)
 
 
 def match_points(

@@ -517,7 +517,7 @@ def memory_state_change(point: Mapping[str, Any], calibration: Mapping[str, Any]
         )
     return (
         "the machine was in a memory state its calibration did not see: copy bandwidth "
-        f"{'-'.join(f'{v:.0f}' for v in probes)} GB/s against {seen} GB/s in the calibrated runs"
+        f"{'-'.join(dict.fromkeys(f'{v:.0f}' for v in probes))} GB/s against {seen} GB/s in the calibrated runs"
     )
 
 
