@@ -132,11 +132,12 @@ if not others:
     st.stop()
 
 base = by_id[base_id]
+base_spread, base_note = _between(base)  # the baseline's machine: read once, not per compared run
 for oid in others:
     other = by_id[oid]
     same = compare.same_machine(base, other)
     diffs = method.differences(base, other)
-    spread, cal_note = _between(base) if same else ({}, "")
+    spread, cal_note = (base_spread, base_note) if same else ({}, "")
     rows = compare.match_points(
         base_points,
         other_points[oid],
