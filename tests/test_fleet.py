@@ -168,6 +168,57 @@ def test_a_cancel_of_one_device_s_run_stops_every_worker_and_ends_every_run_canc
             os.kill(pid, 0)
 
 
+def _line(proc: subprocess.Popen, wanted: str, timeout: float) -> None:
+    """Read the process's stdout until a line ``wanted`` (an AssertionError with its stderr past ``timeout``)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            line = proc.stdout.readline()
+            if line.strip() == wanted:
+                return
+            if not line:  # the driver ended before it waited
+                break
+    proc.kill()
+    raise AssertionError(f"the driver never printed {wanted!r}: {proc.communicate()[1][-2000:]}")
+
+
+@pytest.mark.soak
+def test_twenty_signals_inside_ray_wait_each_end_the_sweep_cancelled_with_exit_130(cluster, tmp_path):
+    """The cancel's signal lands while the driver is inside ray.wait (Ray's C code, which checks signals itself):
+    SIGTERM (the dashboard's Cancel) and SIGINT (Ctrl-C) by turns, 20 times, each a fresh driver. Each must end
+    the sweep cancelled: exit 130, no traceback, every device's run cancelled, the group finished before kept.
+    The workers time nothing (``fleet_cancel_driver.py``): what is tested is the driver's cancel."""
+    from profilers.store import Store
+
+    env = {k: v for k, v in os.environ.items() if k != "NORMSCOPE_DB"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
+    driver = str(ROOT / "tests" / "fleet_cancel_driver.py")
+    for i in range(20):
+        sig = signal.SIGTERM if i % 2 == 0 else signal.SIGINT
+        db = tmp_path / f"cancel{i}.db"
+        cmd = [sys.executable, driver, "run", *SWEEP, "--shapes", "64x64,128x64,256x64", "--ray", cluster.address]
+        proc = subprocess.Popen(
+            [*cmd, "--db", str(db)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        _line(proc, "waiting", timeout=120)  # group 1 is stored and the driver has entered ray.wait again
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (i, sig.name, err[-2000:])
+        assert "Traceback" not in err and "SystemError" not in err, err[-2000:]
+        assert f"{sig.name} landed inside ray.wait" in out, (i, out)
+        assert "cluster sweep cancelled" in err
+        runs, points = fleet_runs(str(db))
+        assert len(runs) == 3 and {r["status"] for r in runs} == {"cancelled"}, [(r["id"], r["status"]) for r in runs]
+        assert all(r["error"] == "cancelled by the user" for r in runs)
+        assert len(points) == 4 and len({(q["tokens"], q["hidden"]) for q in points}) == 1  # the finished group's
+        with Store(db, readonly=True) as s:
+            assert s.query("SELECT * FROM leases") == []
+
+
 def test_the_dashboard_lists_the_cluster_and_starts_a_sweep_on_it(cluster, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

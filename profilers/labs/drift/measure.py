@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ...measure.models import hooks
+from ...runs import checkpoint
 from ...spec import SpecError
 from .analysis import LayerSample, Window
 
@@ -66,6 +67,7 @@ def record_windows(
     out: list[dict[str, LayerSample]] = []
     it = iter(batches)
     while limit is None or len(out) < limit:
+        checkpoint()  # inside a run (the demo), a cancel stops it between windows
         chunk = hooks.take(it, window_batches)
         if len(chunk) < window_batches:
             break

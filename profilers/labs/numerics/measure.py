@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ...catalog import VARIANTS as CATALOG
 from ...measure.machine.devices import resolve_device
-from ...runs import CANCELLED_BY_USER, Outcome, stored_run
+from ...runs import CANCELLED_BY_USER, Outcome, checkpoint, stored_run
 from ...store import Store
 from .spec import DEMO_MODEL, INPUTS, RECORDED, NumericsSpec
 
@@ -524,6 +524,7 @@ def run(
     last = [0.0]
 
     def tick(done: int, n: int) -> None:
+        checkpoint()  # a cancel stops the table between cells
         now = time.monotonic()
         if now - last[0] > 0.5 or done == n:
             last[0] = now

@@ -35,7 +35,7 @@ from ...measure.machine import provenance
 from ...measure.machine.devices import resolve_device
 from ...measure.models.blocks import BlockConfig
 from ...measure.models.stack import LMStack, StackConfig, blocks_of, build_stack, make_optimizer
-from ...runs import Outcome, stored_run
+from ...runs import Outcome, checkpoint, stored_run
 from ...spec import SpecError
 from ...store import Store
 from .spec import VOCAB, Cell, TrainingSpec, norm_impl
@@ -43,6 +43,7 @@ from .spec import VOCAB, Cell, TrainingSpec, norm_impl
 ARTIFACT_PREFIX = "cell/"
 EVAL_SEED = 0x5EED  # the validation windows: one fixed set for every cell of every grid on a corpus
 PROGRESS_EVERY_S = 1.0
+WAIT_S = 1.0  # the longest wait for a worker's cell between looks at the cancel state
 
 # (cells done, cells total, cell, step, steps, loss or None)
 OnStep = Callable[[int, int, Cell, int, int, float | None], None]  # cells done, cells, the cell, step, steps, loss
@@ -312,6 +313,7 @@ class Trainer:
                 if (step + 1) % spec.eval_every == 0 or step == steps - 1:
                     val_curve.append([step + 1, evaluate(stack, val, self.autocast)])
                 self.report(step + 1, steps, value)
+                checkpoint()  # a cancel stops the cell between steps
             wall_s = time.perf_counter() - t0
         done = len(losses)
         final_val = val_curve[-1][1] if val_curve and diverged_step is None else None
@@ -506,7 +508,16 @@ def _parallel(
     args = (spec.to_dict(), data, threads, energy_reason)
     pool = ctx.Pool(min(spec.workers, len(pending)), _worker_init, args)
     try:
-        yield from pool.imap_unordered(_worker_cell, [c.to_dict() for c in pending])
+        results = pool.imap_unordered(_worker_cell, [c.to_dict() for c in pending])
+        for _ in pending:
+            while True:  # waits of WAIT_S: a cancel is seen between them, not only when a cell ends
+                checkpoint()
+                try:
+                    got = results.next(timeout=WAIT_S)
+                except multiprocessing.TimeoutError:
+                    continue
+                break
+            yield got
         pool.close()
         pool.join()
     finally:
@@ -581,7 +592,8 @@ def _on_ray(
     failed: list[str] = []
     try:
         while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+            checkpoint()  # between turns of ray.wait: a cancel is acted on here, never inside Ray
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=WAIT_S)
             for ref in ready:
                 cell = refs.pop(ref)
                 try:
@@ -695,6 +707,7 @@ def run_grid(
                     store.put_artifact(run_id, "progress", done_doc)
         else:
             for cell in pending:
+                checkpoint()  # a cancel stops the grid between cells (an init cell takes no steps)
 
                 def report(step: int, steps: int, loss: float | None, cell: Cell = cell) -> None:
                     if progress:

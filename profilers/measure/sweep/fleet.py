@@ -16,7 +16,9 @@ is given under that lease (two sweeps, local or over a cluster, never time one d
 actors of a CPU cluster take turns) and commits the group's points in one transaction, so a worker killed
 mid-group leaves none of the group's points. The driver retries such a group once on another device; killed
 again, its points are stored failed with the reason. A dead worker's run ends interrupted with the groups it
-committed. Ctrl-C, or SIGTERM from the dashboard's Cancel, kills every actor and ends every run cancelled.
+committed. Ctrl-C, or SIGTERM from the dashboard's Cancel, kills every actor and ends every run cancelled: the
+signal is only noted (``runs.cancellable``), and the driver acts on it between its turns of ``ray.wait``, never
+inside Ray's own code.
 
 A SQLite file serves a cluster on one host; nodes on several hosts need a store they all reach (PostgreSQL).
 Nothing here imports torch or Ray at import: the driver needs neither until it runs, the actor loads torch in
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ...cluster import Slot, connect, slots
-from ...runs import CANCELLED_BY_USER, Cancelled, first_line, sigterm_cancels
+from ...runs import CANCELLED_BY_USER, Cancelled, cancellable, checkpoint, first_line
 from ...spec import Point, SpecError, SweepSpec
 from ...store import Store, StoreError
 from ...store.backend import locate
@@ -47,6 +49,7 @@ from ...store.records import PointResult
 RETRIES = 1  # a group whose worker died is given to another device this many times
 START_TIMEOUT_S = 300.0  # a device whose worker has not started (imports, ladder) by then is left out
 LEASE_WAIT_S = 900.0  # how long a worker waits for its device's lease (another sweep on it) before giving up
+WAIT_S = 1.0  # the driver's longest turn inside ray.wait: how soon it sees a cancel
 
 Say = Callable[[str], None]
 
@@ -179,7 +182,7 @@ def run_fleet(spec: SweepSpec, db: str | Path, label: str | None = None, say: Sa
             )
         target = str(Path(where.target).resolve()) if where.is_file else where.target
         groups = groups_of(spec)
-        with Store(db) as store, sigterm_cancels():
+        with Store(db) as store, cancellable():
             try:
                 _start(ray, spec, target, label, found, outcome, store, say)
                 _schedule(ray, groups, outcome, store, say)
@@ -215,7 +218,10 @@ def _start(
     pending = {d.actor.info.remote(): d for d in outcome.devices}
     deadline = time.monotonic() + START_TIMEOUT_S
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.1, deadline - time.monotonic()))
+        checkpoint()
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(WAIT_S, max(0.1, deadline - time.monotonic())))
+        if not ready and time.monotonic() < deadline:
+            continue
         if not ready:
             for d in pending.values():
                 d.alive, d.reason = False, f"its worker did not start in {START_TIMEOUT_S:.0f} s"
@@ -241,6 +247,7 @@ def _schedule(ray: Any, groups: list[list[tuple[int, Any]]], outcome: FleetOutco
     tried: dict[int, list[Device]] = {}
     running: dict[Any, tuple[Device, int, float]] = {}
     while queue or running:
+        checkpoint()  # between turns of ray.wait: a cancel is acted on here, in the driver's own code
         free = [d for d in outcome.devices if d.alive and d not in [dv for dv, _, _ in running.values()]]
         for gi in list(queue):
             if not free:
@@ -258,7 +265,7 @@ def _schedule(ray: Any, groups: list[list[tuple[int, Any]]], outcome: FleetOutco
             for gi in queue:
                 _lose(store, outcome, groups[gi], gi, tried.get(gi, []), "no other device was left to measure it")
             break
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
         for ref in ready:
             d, gi, sent = running.pop(ref)
             try:
@@ -332,10 +339,19 @@ def _finish(ray: Any, outcome: FleetOutcome, store: Store, groups: list, say: Sa
 
 
 def _cancel(ray: Any, outcome: FleetOutcome, store: Store) -> None:
+    """Every worker killed, and every run of the sweep ended cancelled: those the driver heard of, and those a
+    worker opened before it could say so (a cancel while the workers start), found by the sweep's uid."""
     for d in outcome.devices:
         with contextlib.suppress(Exception):
             ray.kill(d.actor, no_restart=True)
-    for run_id in outcome.run_ids:
+    run_ids = set(outcome.run_ids)
+    with contextlib.suppress(StoreError):
+        run_ids |= {
+            r["id"]
+            for r in store.list_runs("kernels")
+            if r["status"] == "running" and ((r.get("extra") or {}).get("fleet") or {}).get("uid") == outcome.uid
+        }
+    for run_id in sorted(run_ids):
         with contextlib.suppress(StoreError):
             store.finish_run(run_id, "cancelled", CANCELLED_BY_USER)
 

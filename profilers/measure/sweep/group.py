@@ -18,6 +18,7 @@ import torch
 
 from ...analysis.footprint import does_not_fit, point_bytes
 from ...analysis.noise import bootstrap_median_ci, seed_for
+from ...runs import checkpoint
 from ...spec import Point
 from ...store.records import PointResult
 from ..instruments import compile as compiling
@@ -155,6 +156,7 @@ def measure_group(
     prepared: list[tuple[int, Prepared]] = []
     group_why = kind.begin_group(points, ctx)  # a kind whose points share one model checks the group once
     for i, p in enumerate(points):
+        checkpoint()  # a cancel stops the group between points (a compile may take a while)
         if announce:
             announce(p, None)
         if group_why is not None or not kind.points_own_memory:
@@ -217,6 +219,7 @@ def _timed(
     )
 
     def visit(i: int, r: int) -> tuple[Sequence[float], VisitWindow] | None:
+        checkpoint()  # a cancel stops the rounds between visits
         if i in errors:
             return None
         placement.new_round(r)

@@ -48,6 +48,7 @@ from ...analysis.noise import (
     shared_rounds,
 )
 from ...analysis.roofline import roofline_pct
+from ...runs import checkpoint, pause
 from ...store import Store
 from ...store.exchange import export_run
 from ..instruments.timing import quantile
@@ -88,7 +89,7 @@ def run_processes(
             wait = start + k * spread - time.monotonic()  # --spread-s: process k starts k × S seconds in
             if wait > 0:
                 say(f"process {k + 1} of {n} starts in {wait:.0f} s (processes {spread:g} s apart)")
-                time.sleep(wait)
+                pause(wait)
             say(f"process {k + 1} of {n}")
             spec_path = Path(tmp) / f"spec{k}.json"
             one = {"processes": 1, "spread_s": 0.0, "seed": process_seed(spec.seed, k)}
@@ -100,11 +101,12 @@ def run_processes(
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)  # progress passes on stderr
                 done = -1
                 while (rc := proc.poll()) is None:
-                    time.sleep(poll_s)
+                    pause(poll_s)
                     now = _points_in(child_db)
                     if on_progress and now is not None and now != done:  # told only when it moved
                         done = now
                         on_progress(k, done)
+                checkpoint()  # Ctrl-C reaches the process too: its exit 130 is this run's cancel, not a failure
             except BaseException:  # Ctrl-C or a cancel: the running process goes too
                 if proc is not None:
                     proc.terminate()

@@ -250,6 +250,8 @@ class Session:
             sensors.close()
             raise
         extra = {"fleet": fleet} if fleet else {}
+        if fleet:  # from the start: a cancel while the device prepares finds its run by the sweep's uid
+            store.update_run(run_id, extra=extra)
         return cls(spec, store, device, kind, run_id, sensors, the_timer, machine, extra)
 
     def prepare(self, probe: object | None = None) -> None:
