@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format gpu-check device-wheels corpus clean
+.PHONY: install run test soak lint format gpu-check device-wheels corpus clean
 
 install: $(STAMP)
 
@@ -21,7 +21,11 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -m "not gpu" -q
+	$(BIN)/python -m pytest -m "not gpu and not soak" -q
+
+# races' scenarios repeated many times (a cancel's signal inside ray.wait, 20 times); CI runs it after `make test`
+soak: install
+	$(BIN)/python -m pytest -m "soak and not gpu" -q
 
 format: install
 	$(BIN)/ruff check --fix .
