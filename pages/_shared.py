@@ -270,3 +270,25 @@ def gpu_metrics(g: dict[str, Any]) -> None:
     c[3].metric("temperature", na(g["temperature_c"], "{} °C"), help=g.get("temperature_c_reason"))
     c[4].metric("SM clock", na(g["sm_clock_mhz"], "{} MHz"), help=g.get("sm_clock_mhz_reason"))
     c[5].metric("memory used", na(used and used / 2**30, "{:.1f} GiB"), help=g.get("memory_used_bytes_reason"))
+
+
+def margin_input(default_pct: float, what: str, key: str) -> float:
+    """The margin of practical equivalence a page's verdicts are taken at (± %), the user's to set."""
+    from profilers.analysis.equivalence import MARGIN_MAX_PCT
+
+    return float(
+        st.number_input(
+            "Equivalence margin (±%)",
+            min_value=0.1,
+            max_value=MARGIN_MAX_PCT,
+            value=float(default_pct),
+            step=0.5,
+            format="%.1f",
+            key=key,
+            help=(
+                f"A difference smaller than this share of {what} is not worth acting on: two candidates whose whole "
+                "95% interval lies inside ±margin are equivalent (two one-sided tests); beyond it one is faster or "
+                "slower; an interval that crosses it is undecided."
+            ),
+        )
+    )

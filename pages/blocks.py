@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._shared import devices, pick_lab_run, start_job
-from profilers.catalog import BLOCK_FAMILIES, PLACEMENTS
+from pages._shared import devices, margin_input, pick_lab_run, start_job
+from profilers.catalog import BLOCK_FAMILIES, PLACEMENTS, STEP_MARGIN_PCT
 from profilers.labs.blocks import analysis as blocks
 from profilers.labs.blocks.spec import BLOCK_IMPLS, BLOCK_NORMS, STEP_MODE, BlockSweepSpec, default_block_spec
 from profilers.report import plots
@@ -25,7 +25,8 @@ if run is None:
     st.info("No block run yet: start one below (a BERT-base block on this CPU takes a few minutes).")
 else:
     st.subheader("The answer")
-    for line in blocks.answers(points):
+    margin = margin_input(STEP_MARGIN_PCT, "the block's or the step's time", "margin-blocks")
+    for line in blocks.answers(points, margin):
         st.markdown(f"- {line}")
     rows = blocks.component_rows(points)
     groups: dict[tuple, list[dict]] = {}
@@ -68,7 +69,7 @@ else:
             hide_index=True,
             width="stretch",
         )
-    claims = blocks.claims(points)
+    claims = blocks.claims(points, margin)
     if claims:
         st.subheader("Claims at block and step level")
         st.dataframe(pd.DataFrame([c.__dict__ for c in claims]), hide_index=True, width="stretch")

@@ -7,8 +7,9 @@ import hashlib
 import pandas as pd
 import streamlit as st
 
-from pages._shared import open_store, run_label, runs_or_welcome
+from pages._shared import margin_input, open_store, run_label, runs_or_welcome
 from profilers.analysis import compare, method, rerun
+from profilers.catalog import KERNEL_MARGIN_PCT
 from profilers.report import plots
 from profilers.report.labels import COLUMNS, number, percent
 
@@ -60,10 +61,11 @@ def _sweep_label(uid: str, members: list[dict]) -> str:
 
 st.title("Compare runs")
 st.caption(
-    f"Points match on variant, implementation, dtype, shape and mode. On the same machine, measured the same way, "
-    f"a point more than {compare.THRESHOLD_PCT:.0f}% slower than the baseline whose 95% interval excludes no "
-    "change is a regression (red); as much faster is green. Runs measured differently (budget, rounds, timer, "
-    "threads, cache state, allocator, torch) or on other machines are shown side by side, never flagged."
+    "Points match on variant, implementation, dtype, shape and mode. On the same machine, measured the same way, "
+    "each change is decided against the equivalence margin: a point whose whole 95% interval lies beyond +margin "
+    "is a regression (red), beyond −margin faster (green), inside ±margin equivalent (grey); an interval that "
+    "crosses the margin is undecided (purple). Runs measured differently (budget, rounds, timer, threads, cache "
+    "state, allocator, torch) or on other machines are shown side by side, never flagged."
 )
 
 with open_store() as store:
@@ -131,6 +133,7 @@ if not others:
     st.info("Pick at least one run to compare with the baseline.")
     st.stop()
 
+margin = margin_input(KERNEL_MARGIN_PCT, "a kernel's time", "margin-compare")
 base = by_id[base_id]
 base_spread, base_note = _between(base)  # the baseline's machine: read once, not per compared run
 for oid in others:
@@ -144,6 +147,7 @@ for oid in others:
         same,
         method_differs=bool(diffs),
         between=compare.level_lookup(spread),
+        margin_pct=margin,
     )
     st.subheader(f"Run {oid} vs baseline run {base_id}")
     gpu = lambda r: (r["machine"].get("gpu") or {}).get("name") or r["machine"].get("cpu_model")  # noqa: E731
@@ -167,11 +171,13 @@ for oid in others:
         st.warning("These runs have no timed points in common (different variants, shapes, dtypes or modes).")
         continue
     flags = pd.Series([r.flag for r in rows]).value_counts()
-    m = st.columns(4)
+    m = st.columns(6)
     m[0].metric("matched points", len(rows))
     m[1].metric("regressions", int(flags.get("regression", 0)))
     m[2].metric("faster", int(flags.get("faster", 0)))
-    m[3].metric("median change", percent(pd.Series([r.diff_pct for r in rows]).median(), signed=True))
+    m[3].metric(f"equivalent (±{margin:g}%)", int(flags.get("equivalent", 0)))
+    m[4].metric("undecided", int(flags.get("undecided", 0)))
+    m[5].metric("median change", percent(pd.Series([r.diff_pct for r in rows]).median(), signed=True))
     st.plotly_chart(plots.compare_scatter(rows, f"run {base_id}", f"run {oid}"), width="stretch")
     table = pd.DataFrame([_table_row(r) for r in rows]).rename(columns=COLUMNS)
     text_cols = {COLUMNS.get(k, k) for k in ("variant", "impl", "dtype", "shape", "mode", "flag", "status")}

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages._shared import devices, pick_lab_run, start_job
+from pages._shared import devices, margin_input, pick_lab_run, start_job
+from profilers.catalog import STEP_MARGIN_PCT
 from profilers.labs.models import analysis, plots
 from profilers.labs.models.spec import (
     DEFAULT_IMPLS,
@@ -52,16 +53,17 @@ else:
         facts[-1] += f" ({info['trained_parameters'] / 1e6:,.2f} M parameters)"
     st.markdown(" · ".join(facts))
     st.subheader("The answer")
-    for line in analysis.answers(points):
+    margin = margin_input(STEP_MARGIN_PCT, "the model's call (forward, forward+backward or step)", "margin-models")
+    for line in analysis.answers(points, margin):
         st.markdown(f"- {line}")
     st.plotly_chart(
         plots.savings_chart(analysis.savings(points), "What each norm implementation saves"), width="stretch"
     )
-    claims = analysis.claim_check(points)
+    claims = analysis.claim_check(points, margin)
     if claims:
         st.subheader("The fine-tuning claim")
         st.dataframe(pd.DataFrame([c.__dict__ for c in claims]), hide_index=True, width="stretch")
-    rows = pd.DataFrame(analysis.table(points))
+    rows = pd.DataFrame(analysis.table(points, margin))
     numeric = ("p50_ms", "saving_pct", "saving_lo_pct", "saving_hi_pct", "norm_share_pct", "peak_mib", "tokens_per_s")
     for c in numeric:
         rows[c] = pd.to_numeric(rows[c], errors="coerce")

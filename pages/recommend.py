@@ -5,17 +5,27 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._shared import default_runs, open_store, remember_runs, run_label, runs_or_welcome, start_sweep
+from pages._shared import (
+    default_runs,
+    margin_input,
+    open_store,
+    remember_runs,
+    run_label,
+    runs_or_welcome,
+    start_sweep,
+)
 from profilers.analysis import recommend
 from profilers.analysis.method import allocator_sentence, allocator_short, differences
+from profilers.catalog import KERNEL_MARGIN_PCT
 from profilers.report.labels import HELP, number
 from profilers.sensors import energy_capability
 from profilers.spec import DTYPES, PRESETS, VARIANTS, SpecError
 
 st.title("Recommend")
 st.caption(
-    "The cheapest choice for your target, measured on your machine. Differences whose 95% interval includes "
-    "no change are ties. " + " · ".join(f"**{k}**: {HELP[k]}" for k in ("native", "eager", "compiled"))
+    "The cheapest choice for your target, measured on your machine. A difference is decided against a margin "
+    "of practical equivalence: candidates equivalent within it are tied, and the simpler one is recommended. "
+    + " · ".join(f"**{k}**: {HELP[k]}" for k in ("native", "eager", "compiled"))
 )
 
 with open_store() as store:
@@ -73,6 +83,7 @@ with open_store() as store:
         i1, i2 = st.columns(2)
         with_imprecise = i1.toggle("Include imprecise points", help="past their dtype's tolerance, right in fp32")
         with_unstable = i2.toggle("Include unstable points", help="their 95% interval stayed wider than the target")
+        margin = margin_input(KERNEL_MARGIN_PCT, "the kernel's time", "margin-recommend")
 
 if not variants:
     st.info("Pick at least one variant to consider.")
@@ -88,7 +99,7 @@ target = recommend.Target(
     include=include,
 )
 device = by_id[chosen[0]]["spec"]["device"] if chosen else "cpu"
-ranking = recommend.rank(points, target, device=device)
+ranking = recommend.rank(points, target, device=device, margin_pct=margin)
 capability = energy_capability(device.split(":")[0])
 
 if metric == "energy" and not has_energy:
@@ -117,7 +128,7 @@ if ranking.missing:
 else:
     if ranking.shape_note:
         st.caption(ranking.shape_note)
-    (st.success if len(ranking.tiers[0]) == 1 else st.info)(ranking.headline)
+    (st.success if ranking.decided else st.info)(ranking.headline)
     for line in ranking.lines:
         st.markdown(f"- {line}")
     st.caption(ranking.interval_note)
@@ -126,13 +137,14 @@ else:
     for tier_no, tier in enumerate(ranking.tiers, start=1):
         for c in tier:
             r = recommend.versus(best, c, metric)
+            v = ranking.verdicts.get(c.name)
             rows.append(
                 {
                     "rank": str(tier_no),
-                    "choice": c.name,
+                    "choice": c.name + (" (recommended)" if c is ranking.pick else ""),
                     f"{metric} ({target.unit})": number(c.value),
                     "× best (95% interval)": "best" if c is best else f"{r.value:.3f} ({r.lo:.3f}-{r.hi:.3f})",
-                    "measurable?": "—" if c is best else ("yes" if r.measurable else "no: a tie"),
+                    f"verdict (±{margin:g}%)": "the cheapest" if v is None else v.label,
                     "status": c.status,
                     "compared by": "—" if c is best else r.method,
                     "shape": f"{c.tokens:,}×{c.hidden:,}",
@@ -172,7 +184,7 @@ if modes_used:
     st.caption(
         "Measured with " + " and ".join(modes_used) + ("" if len(modes_used) == 1 else ": the runs differ in method")
     )
-claims = recommend.claims_check(points, dtype, target.mode)
+claims = recommend.claims_check(points, dtype, target.mode, margin_pct=margin)
 if not claims:
     st.info(f"The chosen runs have no clean LayerNorm/RMSNorm/DyT pairs in {dtype} {target.mode}; measure them first.")
 else:
@@ -194,8 +206,7 @@ else:
         width="stretch",
     )
     st.caption(
-        "A verdict rests on the run's 95% interval: a saving whose interval includes 0 is no measurable "
-        "difference. It stands for a rerun only where the rerun interval (the run's interval widened by this "
-        "machine's calibrated between-run spread) also excludes no change; else it holds in this run only. "
-        "'paired rounds': both timed in the same interleaved rounds."
+        recommend.margin_note(margin) + " A verdict stands for a rerun only where the rerun interval (the run's "
+        "interval widened by this machine's calibrated between-run spread) reaches the same verdict; else it "
+        "holds in this run only. 'paired rounds': both timed in the same interleaved rounds."
     )

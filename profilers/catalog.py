@@ -147,6 +147,14 @@ IMPLS: dict[str, ImplInfo] = {
     )
 }
 KERNEL_IMPLS: dict[str, ImplInfo] = {name: info for name, info in IMPLS.items() if info.kernel}
+# When two candidates are equivalent within the margin, the simpler one is recommended: the model's own module
+# (nothing to change), torch's fused operator, the formula in plain ops, torch.compile (a compile per shape),
+# then third-party kernels (a package to install and keep in step with torch).
+SIMPLICITY = ("own", "native", "eager", "compiled", "liger", "quack")
+# Margins of practical equivalence (analysis/equivalence.py): a difference inside ±margin is not worth acting on.
+KERNEL_MARGIN_PCT = 2.0  # a norm kernel alone
+STEP_MARGIN_PCT = 1.0  # a whole block, forward, backward or training step
+
 QUACK_VARIANTS = ("rmsnorm",)
 LIGER_VARIANTS = ("rmsnorm", "layernorm")
 

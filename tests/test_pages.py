@@ -244,8 +244,11 @@ def test_compare_page_flags_against_a_baseline(seeded, monkeypatch, tmp_path):
     at = page("pages/compare.py", db, monkeypatch)
     labels = {m.label: m.value for m in at.metric}
     assert labels["matched points"] == "2"
+    assert sum(int(labels[k]) for k in ("regressions", "faster", "equivalent (±2%)", "undecided")) == 2
     assert any("Same machine, same method" in c.value for c in at.caption)
     assert at.get("plotly_chart")
+    next(n for n in at.number_input if n.label == "Equivalence margin (±%)").set_value(10.0).run()
+    assert not at.exception and "equivalent (±10%)" in {m.label for m in at.metric}
 
 
 def test_compare_picks_machines_and_the_devices_of_a_cluster_sweep(seeded, monkeypatch, tmp_path):

@@ -32,20 +32,90 @@ T = recommend.Target(tokens=4096, hidden=4096)
 
 
 def test_rank_orders_and_explains_in_numbers():
-    pts = [pt("layernorm", "native", 100.0), pt("rmsnorm", "native", 97.3), pt("dyt", "eager", 300.0)]
+    pts = [pt("layernorm", "native", 100.0), pt("rmsnorm", "native", 95.0), pt("dyt", "eager", 300.0)]
     r = recommend.rank(pts, T)
     assert [c.name for c in r.candidates] == ["RMSNorm native", "LayerNorm native", "DyT eager"]
-    assert r.headline.startswith("Use RMSNorm native")
+    assert r.headline == "Use RMSNorm native: faster than every other candidate by more than the ±2% margin."
     # legacy points (no rounds): the interval is the ratio ± the combined p20-p80 band (±1.4%)
-    assert r.lines[0].startswith("RMSNorm native saves 2.7% of the time of LayerNorm native; 95% interval")
-    assert "(3.08× as much)" in r.lines[1]
+    assert r.lines[0].startswith("RMSNorm native saves 5.0% of the time of LayerNorm native; 95% interval")
+    assert r.lines[0].endswith("beyond the ±2% margin")
+    assert "(3.16× as much)" in r.lines[1]
+    assert r.decided and r.pick.name == "RMSNorm native" and "±2%" in r.interval_note
 
 
-def test_differences_inside_the_noise_are_a_tie():
+def test_a_saving_inside_the_margin_is_equivalent_not_a_lead():
+    """A 0.5% saving beyond the noise (its interval excludes 1) is still no reason to switch."""
+    pts = [pt("layernorm", "native", 100.0, band_pct=0.2), pt("rmsnorm", "native", 99.5, band_pct=0.2)]
+    r = recommend.rank(pts, T)
+    v = r.verdicts["LayerNorm native"]
+    assert v.hi > v.lo > 1.0  # measurable
+    assert v.kind == "equivalent" and len(r.tiers[0]) == 2
+    assert "equivalent within ±2%" in r.headline and "beyond the noise" not in r.headline
+    assert r.lines[0].startswith("LayerNorm native and RMSNorm native: equivalent within ±2%")
+    wide = recommend.rank(pts, T, margin_pct=0.1)  # a user who cares about 0.1%: now it is a lead
+    assert wide.verdicts["LayerNorm native"].kind == "slower" and wide.headline.startswith("Use RMSNorm native")
+
+
+def test_equivalent_candidates_are_tied_and_the_simpler_one_is_recommended():
+    pts = [
+        pt("rmsnorm", "compiled", 99.0, band_pct=0.3),
+        pt("rmsnorm", "native", 100.0, band_pct=0.3),
+        pt("layernorm", "native", 130.0, band_pct=0.3),
+    ]
+    r = recommend.rank(pts, T)
+    assert r.candidates[0].name == "RMSNorm compiled" and r.pick.name == "RMSNorm native"
+    assert r.headline.startswith("Use RMSNorm native: equivalent within ±2% to the cheapest here, RMSNorm compiled")
+    assert "simpler (torch's own operator" in r.headline
+    assert [c.name for c in r.tiers[0]] == ["RMSNorm compiled", "RMSNorm native"]
+
+
+def test_an_interval_across_the_margin_is_undecided_and_says_what_would_decide_it():
     pts = [pt("layernorm", "native", 100.0, band_pct=5), pt("rmsnorm", "native", 97.0, band_pct=5)]
     r = recommend.rank(pts, T)
-    assert len(r.tiers[0]) == 2 and r.headline.startswith("Tie:")
-    assert "no measurable difference" in r.lines[0]
+    v = r.verdicts["LayerNorm native"]
+    assert v.kind == "undecided" and v.n is None  # legacy points: no rounds to count
+    assert not r.decided and "Undecided against LayerNorm native" in r.headline
+    assert "narrower would decide it" in r.headline
+    with pytest.raises(ValueError, match="margin"):
+        recommend.rank(pts, T, margin_pct=0)
+
+
+@pytest.mark.parametrize(
+    ("lo", "value", "hi", "kind"),
+    [
+        (0.90, 0.93, 0.96, "faster"),  # wholly below 1 - 2%
+        (1.03, 1.05, 1.08, "slower"),  # wholly above 1 + 2%
+        (0.985, 0.991, 0.997, "equivalent"),  # inside ±2%, though it excludes 1
+        (0.97, 0.985, 1.00, "undecided"),  # crosses 0.98
+        (0.95, 1.0, 1.05, "undecided"),  # crosses both margins
+    ],
+)
+def test_the_four_verdicts_on_planted_intervals(lo, value, hi, kind):
+    from profilers.analysis import equivalence as eq
+
+    v = eq.judge(value, lo, hi, 2.0, n=8)
+    assert v.kind == kind and v.margin_pct == 2.0
+    assert v.to_dict()["verdict"] == kind and v.to_dict()["margin_pct"] == 2.0
+    if kind == "undecided":
+        assert v.needed > 8 and f"{v.needed - 8} more rounds" in v.decides
+    else:
+        assert v.needed is None and v.decides == ""
+
+
+def test_rounds_needed_follow_the_square_of_the_interval_to_the_margin():
+    """Half the distance to the nearer margin: four times the rounds, if the spread stays as measured."""
+    import math
+
+    from profilers.analysis import equivalence as eq
+
+    e, d = math.log(0.99), math.log(0.99) - math.log(0.98)  # 1% from the lower margin, on the log scale
+    v = eq.judge(0.99, math.exp(e - 2 * d), math.exp(e + 2 * d), 2.0, n=10)
+    assert v.kind == "undecided" and v.needed == 40
+    on_edge = eq.judge(0.98, 0.97, 0.99, 2.0, n=10)  # the estimate on the margin: rounds cannot decide
+    assert on_edge.needed is None and "would not decide it" in on_edge.decides
+    for bad in (0, -1, 60, float("nan")):
+        with pytest.raises(ValueError, match=r"the margin must be in \(0, 50\] %"):
+            eq.judge(1.0, 0.9, 1.1, bad)
 
 
 def test_newest_run_wins_and_nearest_shape_is_said():
@@ -75,10 +145,10 @@ def test_energy_ranking_uses_energy():
     ("rms", "verdict"),
     [
         (82.0, "consistent with the claim"),
-        (97.0, "smaller than claimed"),
+        (95.0, "smaller than claimed"),
         (60.0, "larger than claimed"),
-        (130.0, "opposite: LayerNorm is cheaper here"),
-        (99.5, "no measurable difference"),
+        (130.0, "opposite: LayerNorm is cheaper here by more than ±2%"),
+        (99.5, "not supported: equivalent within ±2% here"),
     ],
 )
 def test_claims_check_verdicts(rms, verdict):
@@ -90,12 +160,15 @@ def test_claims_check_verdicts(rms, verdict):
 def test_dyt_claim():
     pts = [
         pt("layernorm", "compiled", 100.0),
-        pt("dyt", "compiled", 101.0),
+        pt("dyt", "compiled", 100.5),
         pt("layernorm", "eager", 500.0),
         pt("dyt", "eager", 300.0),
     ]
     verdicts = {c.impl: c.verdict for c in recommend.claims_check(pts, "bfloat16", "fwd")}
-    assert verdicts == {"compiled": "no measurable difference", "eager": "confirmed here"}
+    assert verdicts == {
+        "compiled": "not supported: equivalent within ±2% here",
+        "eager": "confirmed here: faster by more than ±2%",
+    }
 
 
 RUN_A = {"machine": {"hostname": "h100-a", "cpu_model": "x", "gpu": {"uuid": "GPU-1"}}, "spec": {"device": "cuda:0"}}
@@ -107,7 +180,11 @@ def test_planted_20pct_slowdown_is_a_regression_and_noise_is_not():
     other = [pt("rmsnorm", "native", 120.0), pt("layernorm", "native", 104.0), pt("dyt", "eager", 80.0)]
     rows = {r.key[0]: r for r in match_points(base, other, same=True)}
     assert rows["rmsnorm"].flag == "regression" and rows["rmsnorm"].diff_pct == pytest.approx(20.0)
-    assert rows["layernorm"].flag == "within noise"
+    assert rows["layernorm"].flag == "regression"  # 4% slower, its interval wholly beyond the ±2% margin
+    (small,) = match_points(base[:1], [pt("rmsnorm", "native", 100.5, band_pct=0.2)], same=True)
+    assert small.flag == "equivalent" and small.verdict.label == "equivalent within ±2%"
+    (lenient,) = match_points(base[1:2], other[1:2], same=True, margin_pct=10.0)
+    assert lenient.flag == "equivalent"  # a team that only cares about 10%
     assert rows["dyt"].flag == "faster"
 
 
@@ -115,7 +192,7 @@ def test_a_large_change_inside_a_wide_noise_band_is_not_flagged():
     base = [pt("rmsnorm", "native", 100.0, band_pct=15)]
     other = [pt("rmsnorm", "native", 118.0, band_pct=15)]
     (row,) = match_points(base, other, same=True)
-    assert row.flag == "within noise" and row.band_pct > 18
+    assert row.flag == "undecided" and row.band_pct > 18
 
 
 def test_other_machines_are_compared_not_flagged():
@@ -186,7 +263,7 @@ def test_a_regression_within_how_far_reruns_move_here_is_not_flagged():
     assert plain.flag == "regression" and plain.interval == "the runs' own"
     # this machine's calibrated runs moved its times ~10% (sd of log p50): a 20% change is within reach
     (calm,) = match_points(base, other, same=True, between=lambda p: 0.10)
-    assert calm.flag == "within noise" and calm.interval.startswith("widened") and calm.band_pct > 20
+    assert calm.flag == "undecided" and calm.interval.startswith("widened") and calm.band_pct > 20
     (quiet,) = match_points(base, other, same=True, between=lambda p: 0.01)
     assert quiet.flag == "regression"  # a quiet machine keeps the flag
     cal = {

@@ -1,15 +1,16 @@
 """Compare runs point by point: machines side by side, and regressions against a baseline.
 
-Points match on (variant, impl, dtype, tokens, hidden, mode). A difference is
-flagged only on the same machine with the same method (``method.differences``
-is empty: budget, rounds, timer, threads, cache state, allocator, torch), only
-beyond ±10%, and only when its 95% interval excludes no change
-(``noise.ratio_between``), widened, where the machine was calibrated, by how far
-its times move between runs (``p50_between_sd``: a rerun tomorrow meets the
-machine in another state, so two runs differ by more than their own intervals
-say); anything else is "within noise", a "method
-difference" (stated, never a regression) or, across machines, a machine
-difference.
+Points match on (variant, impl, dtype, tokens, hidden, mode). On the same
+machine with the same method (``method.differences`` is empty: budget, rounds,
+timer, threads, cache state, allocator, torch) each difference is decided
+against a margin of practical equivalence (``analysis/equivalence``: ±2% for a
+kernel by default) on its 95% interval (``noise.ratio_between``), widened, where
+the machine was calibrated, by how far its times move between runs
+(``p50_between_sd``: a rerun tomorrow meets the machine in another state, so two
+runs differ by more than their own intervals say): a regression (slower by more
+than the margin), faster (by more than it), equivalent (within it) or
+undecided. Otherwise it is a "method difference" (stated, never a regression)
+or, across machines, a machine difference.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..catalog import TIMED_STATUSES
+from ..catalog import KERNEL_MARGIN_PCT, TIMED_STATUSES
+from . import equivalence as eq
 from .noise import Ratio, ratio_between
 from .stats import Z95
 
 KEY = ("variant", "impl", "dtype", "tokens", "hidden", "mode")
-THRESHOLD_PCT = 10.0
+FLAGS = ("regression", "faster", "equivalent", "undecided", "method difference", "machine difference")
+_FLAG_OF = {eq.SLOWER: "regression", eq.FASTER: "faster", eq.EQUIVALENT: "equivalent", eq.UNDECIDED: "undecided"}
 
 
 def machine_key(run: dict[str, Any]) -> tuple:
@@ -74,10 +77,11 @@ class Row:
     other: dict[str, Any]
     diff_pct: float  # other p50 relative to the baseline's, in %
     band_pct: float  # half-width of the 95% interval of diff_pct, in percentage points
-    flag: str  # regression | faster | within noise | method difference | machine difference
+    flag: str  # one of FLAGS
     lo_pct: float | None = None  # the interval of diff_pct
     hi_pct: float | None = None
     interval: str = "the runs' own"  # or "widened by the calibrated between-run spread"
+    verdict: eq.Verdict | None = None  # the change decided at the margin (same machine, same method)
 
     @property
     def variant(self) -> str:
@@ -151,9 +155,11 @@ def match_points(
     same: bool,
     method_differs: bool = False,
     between: Callable[[dict[str, Any]], float | None] | None = None,
+    margin_pct: float = KERNEL_MARGIN_PCT,
 ) -> list[Row]:
     """Rows for every point timed in both runs, flagged as the module docstring says; ``between(point)`` is
     the between-run sd of log p50 at the point's level on this machine (None where not calibrated)."""
+    eq.check_margin(margin_pct)
 
     def timed(p: dict[str, Any]) -> bool:
         return p["status"] in TIMED_STATUSES and bool(p.get("p50_us"))
@@ -171,15 +177,14 @@ def match_points(
         if sd:
             r, interval = widened(r, sd), "widened by the calibrated between-run spread"
         diff, lo, hi = 100 * (r.value - 1), 100 * (r.lo - 1), 100 * (r.hi - 1)
+        v = None
         if not same:
             flag = "machine difference"
         elif method_differs:
             flag = "method difference"
-        elif diff > THRESHOLD_PCT and r.measurable:
-            flag = "regression"
-        elif diff < -THRESHOLD_PCT and r.measurable:
-            flag = "faster"
         else:
-            flag = "within noise"
-        rows.append(Row(key, b, p, diff, r.half_width_points, flag, lo, hi, interval))
+            n = min(len((q.get("extra") or {}).get("rounds_us") or ()) for q in (b, p)) or None
+            v = eq.judge(r.value, r.lo, r.hi, margin_pct, n, "rounds", f"{interval} 95% interval")
+            flag = _FLAG_OF[v.kind]
+        rows.append(Row(key, b, p, diff, r.half_width_points, flag, lo, hi, interval, v))
     return rows

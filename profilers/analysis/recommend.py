@@ -5,11 +5,14 @@ gate, one that is unstable or imprecise (left out of the ranking unless asked
 for), and one never measured, each with its reason. Ranked candidates are
 compared with the cheapest through ``noise.ratio_between``: paired per-round
 ratios when they were timed in the same interleaved rounds, otherwise the best
-honest interval. A difference whose 95% interval contains 1 is a tie ("no
-measurable difference") and is never ranked apart. A lead is stated as one a
-rerun on the machine keeps only where its rerun interval (``analysis/rerun``:
-the run's interval widened by the machine's calibrated between-run spread)
-excludes 1; otherwise it holds "in this run", and each line says which.
+honest interval, and decided against a margin of practical equivalence
+(``analysis/equivalence``, ±2% for a kernel by default): faster or slower by
+more than the margin, equivalent within it (tied with the cheapest: the simpler
+implementation is then recommended, and the headline says so), or undecided
+(with how many rounds would decide it). A lead is stated as one a rerun on the
+machine keeps only where its rerun interval (``analysis/rerun``: the run's
+interval widened by the machine's calibrated between-run spread) excludes 1;
+otherwise it holds "in this run", and each line says which.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..catalog import KERNEL_IMPLS as IMPLS
-from ..catalog import VARIANTS, label, unsupported_reason
+from ..catalog import KERNEL_MARGIN_PCT, VARIANTS, label, unsupported_reason
 from ..catalog import Config as _Config
 from ..spec import SweepSpec, default_spec
+from . import equivalence as eq
 from . import rerun as rerun_
 from .noise import Ratio, band_pct, ratio_between
 
@@ -82,6 +86,17 @@ def versus(ref: Candidate, other: Candidate, metric: str = "time") -> Ratio:
     return ratio_between(ref.point or _as_point(ref), other.point or _as_point(other), metric)
 
 
+def rounds_of(p: dict[str, Any]) -> int | None:
+    """How many rounds a point's interval rests on (None for a point stored without its rounds)."""
+    return len((p.get("extra") or {}).get("rounds_us") or ()) or None
+
+
+def verdict_between(ref: Candidate, other: Candidate, metric: str = "time", margin_pct: float = KERNEL_MARGIN_PCT):
+    """``other`` against ``ref`` decided at ±``margin_pct`` (``equivalence.judge`` over ``versus``)."""
+    r = versus(ref, other, metric)
+    return eq.from_ratio(r, margin_pct, _rounds(ref.point, other.point))
+
+
 def _as_point(c: Candidate) -> dict[str, Any]:
     half = c.noise_pct / 100.0 * c.value
     return {"p50_us": c.value, "p20_us": c.value - half, "p80_us": c.value + half, "energy_mj_per_call": c.value}
@@ -98,6 +113,15 @@ class Ranking:
     missing: str | None = None
     left_out: list[Considered] = field(default_factory=list)
     interval_note: str = ""  # which interval the lines rest on: the runs' own, or rerun intervals
+    margin_pct: float = KERNEL_MARGIN_PCT
+    verdicts: dict[str, eq.Verdict] = field(default_factory=dict)  # each candidate's against the cheapest, by name
+    pick: Candidate | None = None  # the recommendation: the cheapest, or the simplest of those equivalent to it
+
+    @property
+    def decided(self) -> bool:
+        """The recommendation beats every other candidate by more than the margin, or ties only with ones
+        equivalent within it (no undecided comparison left)."""
+        return self.pick is not None and not any(v.kind == eq.UNDECIDED for v in self.verdicts.values())
 
 
 def _value(p: dict[str, Any], metric: str) -> float | None:
@@ -200,17 +224,19 @@ def rerun_between(ref: Candidate, other: Candidate, r: Ratio) -> rerun_.Rerun | 
     return rerun_.rerun_for(r, other.point) or rerun_.rerun_for(r, ref.point) if r.method.startswith("paired") else None
 
 
-def _phrase(ref: Candidate, other: Candidate, metric: str) -> str:
+def _phrase(ref: Candidate, other: Candidate, metric: str, v: eq.Verdict) -> str:
+    """One line of the ranking: ``other`` against the cheapest, ``ref``, by its verdict at the margin."""
+    m = f"±{v.margin_pct:g}%"
+    if v.kind != eq.SLOWER:
+        return v.sentence(other.name, ref.name)
     r = versus(ref, other, metric)
-    if not r.measurable:
-        return (
-            f"{other.name} and {ref.name}: no measurable difference "
-            f"(ratio {r.value:.3f}, 95% interval {r.lo:.3f}-{r.hi:.3f} contains 1)"
-        )
     s, lo, hi = saving_text(r)
     what = "time" if metric == "time" else "energy per call"
     times = f" ({r.value:.2f}× as much)" if r.value >= 1.5 else ""
-    line = f"{ref.name} saves {s:.1f}% of the {what} of {other.name}{times}; 95% interval {lo:.1f}% to {hi:.1f}%"
+    line = (
+        f"{ref.name} saves {s:.1f}% of the {what} of {other.name}{times}; 95% interval {lo:.1f}% to {hi:.1f}%, "
+        f"beyond the {m} margin"
+    )
     again = rerun_between(ref, other, r) if metric == "time" else None
     if again is None:
         return line
@@ -219,10 +245,53 @@ def _phrase(ref: Candidate, other: Candidate, metric: str) -> str:
     return f"{line} in this run; a rerun may not agree ({rerun_.interval_text(again)})"
 
 
-def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> Ranking:
+def _headline(best: Candidate, ranked: Sequence[Candidate], verdicts: dict[str, eq.Verdict], metric: str) -> tuple:
+    """The recommendation and its sentence: among the cheapest and those equivalent to it, the simplest."""
+    m = f"±{verdicts[ranked[1].name].margin_pct:g}%" if len(ranked) > 1 else ""
+    equal = [c for c in ranked[1:] if verdicts[c.name].kind == eq.EQUIVALENT]
+    open_ = [c for c in ranked[1:] if verdicts[c.name].kind == eq.UNDECIDED]
+    pick = min([best, *equal], key=lambda c: (eq.simplicity(c.impl), c.value))
+    if len(ranked) == 1:
+        return pick, f"Use {best.name}: the only candidate measured for this target."
+    if pick is not best:
+        v = verdicts[pick.name]
+        text = (
+            f"Use {pick.name}: equivalent within {m} to the cheapest here, {best.name} ({pick.name} "
+            f"{v.change_text}), and simpler ({eq.SIMPLER_BECAUSE.get(pick.impl, pick.impl)})."
+        )
+    elif equal:
+        names = ", ".join(c.name for c in equal)
+        text = f"Use {best.name}: the cheapest, equivalent within {m} to {names}, and none of those is simpler."
+    elif not open_:
+        text = f"Use {best.name}: faster than every other candidate by more than the {m} margin."
+        runner_up = ranked[1]
+        again = None
+        if metric == "time":
+            again = rerun_between(best, runner_up, versus(best, runner_up, metric))
+        if again is not None and not again.excludes_one:
+            text = (
+                f"{best.name} is the cheapest in this run, but a rerun on this machine may not keep its lead over "
+                f"{runner_up.name} ({rerun_.interval_text(again)}): treat them as tied until a rerun agrees."
+            )
+        return pick, text
+    else:
+        text = f"{best.name} is the cheapest here, but not decided against every other at {m}."
+    if open_:
+        first = verdicts[open_[0].name]
+        names = ", ".join(c.name for c in open_)
+        text += f" Undecided against {names}: {first.decides}."
+    return pick, text
+
+
+def rank(
+    points: Sequence[dict[str, Any]], t: Target, device: str = "cuda", margin_pct: float = KERNEL_MARGIN_PCT
+) -> Ranking:
+    """Every candidate for ``t``, ranked and decided against the cheapest at ±``margin_pct``."""
+    eq.check_margin(margin_pct)
     ranked, left, note = _split(points, t)
     impls = [name for name, info in IMPLS.items() if device.split(":")[0] in info.devices]
     r = Ranking(t, ranked, shape_note=note, left_out=left + unmeasured(ranked, left, t, device, impls))
+    r.margin_pct = margin_pct
     if not ranked:
         spec = suggest_spec(t, device)
         names = ", ".join(label(v) for v in t.variants)
@@ -231,28 +300,20 @@ def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> R
             f"run `python -m profilers run {cli_args(spec)}`"
         )
         return r
+    best = ranked[0]
+    r.verdicts = {c.name: verdict_between(best, c, t.metric, margin_pct) for c in ranked[1:]}
     remaining = list(ranked)
-    while remaining:
+    while remaining:  # a tier: its head and every candidate not slower than it by more than the margin
         head = remaining[0]
-        tier = [c for c in remaining if c is head or not versus(head, c, t.metric).measurable]
+        tier = [
+            c
+            for c in remaining
+            if c is head or verdict_between(head, c, t.metric, margin_pct).kind in (eq.EQUIVALENT, eq.UNDECIDED)
+        ]
         r.tiers.append(tier)
         remaining = [c for c in remaining if c not in tier]
-    best = ranked[0]
-    top = r.tiers[0]
-    runner_up = r.tiers[1][0] if len(top) == 1 and len(r.tiers) > 1 else None
-    again = None
-    if runner_up is not None and t.metric == "time":
-        again = rerun_between(best, runner_up, versus(best, runner_up, t.metric))
-    if len(top) == 1 and again is not None and not again.excludes_one:
-        r.headline = (
-            f"{best.name} is the cheapest in this run, but a rerun on this machine may not keep its lead over "
-            f"{runner_up.name} ({rerun_.interval_text(again)}): treat them as tied until a rerun agrees."
-        )
-    elif len(top) == 1:
-        r.headline = f"Use {best.name}: it is the cheapest here, beyond the noise."
-    else:
-        r.headline = f"Tie: {', '.join(c.name for c in top)} are within the noise of each other; pick on other grounds."
-    r.lines = [_phrase(best, c, t.metric) for c in ranked[1:]]
+    r.pick, r.headline = _headline(best, ranked, r.verdicts, t.metric)
+    r.lines = [_phrase(best, c, t.metric, r.verdicts[c.name]) for c in ranked[1:]]
     calibrated = [c for c in ranked if rerun_.rerun_of_point(c.point)]
     if t.metric != "time":
         r.interval_note = "Ties and leads rest on each run's own 95% interval (reruns are calibrated for time only)."
@@ -267,7 +328,17 @@ def rank(points: Sequence[dict[str, Any]], t: Target, device: str = "cuda") -> R
             "Ties and leads rest on each run's own 95% interval, which covers that run's moment only: this "
             "machine's runs carry no rerun interval (run `python -m profilers calibrate`, then measure again)."
         )
+    r.interval_note = f"{margin_note(margin_pct)} {r.interval_note}"
     return r
+
+
+def margin_note(margin_pct: float) -> str:
+    """How the verdicts are taken, in one sentence (Recommend, the claims check, the report)."""
+    m = f"±{margin_pct:g}%"
+    return (
+        f"Verdicts at a margin of {m}: equivalent when the whole 95% interval lies inside {m} (two one-sided "
+        f"tests), faster or slower when it lies beyond it, undecided when it crosses it."
+    )
 
 
 def suggest_spec(t: Target, device: str) -> SweepSpec:
@@ -310,6 +381,7 @@ class ClaimCheck:
     shape: str = ""
     method: str = ""
     rerun: str = "N/A: no calibration of this machine"  # whether a rerun on the machine is expected to agree
+    decision: eq.Verdict | None = None  # the comparison decided at the margin
 
 
 def _pairs(points: Sequence[dict[str, Any]], a: str, b: str, metric: str, dtype: str, mode: str):
@@ -330,33 +402,26 @@ def _pairs(points: Sequence[dict[str, Any]], a: str, b: str, metric: str, dtype:
             yield impl, by[(a, impl, t, h)], by[(b, impl, t, h)]
 
 
-def _saving_verdict(lo: float, hi: float, low: float, high: float) -> str:
-    if lo <= 0 <= hi:
-        return "no measurable difference"
-    if hi < 0:
-        return "opposite: LayerNorm is cheaper here"
-    if hi < low:
-        return "smaller than claimed"
-    if lo > high:
-        return "larger than claimed"
-    return "consistent with the claim"
-
-
-def _on_rerun(r: Ratio, a: dict[str, Any], b: dict[str, Any], verdict: str) -> tuple[str, str]:
-    """The verdict as a rerun would leave it, and the sentence on the rerun: a verdict other than "no
-    measurable difference" stands only where the rerun interval excludes 1."""
+def _on_rerun(r: Ratio, a: dict[str, Any], b: dict[str, Any], v: eq.Verdict, verdict: str) -> tuple[str, str]:
+    """The verdict as a rerun would leave it, and the sentence on the rerun: a verdict stands for a rerun only
+    where the rerun interval (in every calibrated memory state) reaches the same verdict at the margin."""
     again = (rerun_.rerun_for(r, b) or rerun_.rerun_for(r, a)) if r.method.startswith("paired") else None
     if again is None:
         why = "not timed in the same rounds" if not r.method.startswith("paired") else "no calibration of this machine"
         return verdict, f"N/A: {why}"
-    if not r.measurable:
+    if v.kind == eq.UNDECIDED:
         return verdict, f"{rerun_.interval_text(again)}"
-    if again.excludes_one:
+    on_rerun = eq.judge(again.value, again.lo_any, again.hi_any, v.margin_pct)
+    if on_rerun.kind == v.kind:
         return verdict, f"a rerun agrees ({rerun_.interval_text(again)})"
     return f"{verdict} in this run; a rerun may not agree", rerun_.interval_text(again)
 
 
-def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> list[ClaimCheck]:
+def claims_check(
+    points: Sequence[dict[str, Any]], dtype: str, mode: str, margin_pct: float = KERNEL_MARGIN_PCT
+) -> list[ClaimCheck]:
+    """The published claims against the measured pairs, each decided at ±``margin_pct``."""
+    eq.check_margin(margin_pct)
     out: list[ClaimCheck] = []
     for metric, claim in (
         ("time", "RMSNorm is 15-20% cheaper than LayerNorm"),
@@ -364,25 +429,28 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
     ):
         for impl, ln, rms in _pairs(points, "layernorm", "rmsnorm", metric, dtype, mode):
             r = ratio_between(ln, rms, metric)  # rms / ln
+            v = eq.from_ratio(r, margin_pct, _rounds(ln, rms))
             saving, s_lo, s_hi = 100 * (1 - r.value), 100 * (1 - r.hi), 100 * (1 - r.lo)
             shape = f"{ln['tokens']}×{ln['hidden']}"
-            verdict = _saving_verdict(s_lo, s_hi, 15.0, 20.0)
+            verdict = eq.claimed_saving(v, 15.0, 20.0, "LayerNorm is cheaper here")
             if saving >= 0:
                 measured = f"RMSNorm saves {saving:.1f}% (95% interval {s_lo:.1f}% to {s_hi:.1f}%) at {shape}"
             else:
                 measured = f"RMSNorm costs {r.value:.2f}× LayerNorm (95% interval {r.lo:.2f}-{r.hi:.2f}×) at {shape}"
-            verdict, again = _on_rerun(r, ln, rms, verdict) if metric == "time" else (verdict, "N/A: energy")
-            out.append(ClaimCheck(claim, impl, measured, verdict, saving, (s_hi - s_lo) / 2, shape, r.method, again))
+            verdict, again = _on_rerun(r, ln, rms, v, verdict) if metric == "time" else (verdict, "N/A: energy")
+            out.append(ClaimCheck(claim, impl, measured, verdict, saving, (s_hi - s_lo) / 2, shape, r.method, again, v))
     for impl, ln, dyt in _pairs(points, "layernorm", "dyt", "time", dtype, mode):
         r = ratio_between(ln, dyt, "time")
+        v = eq.from_ratio(r, margin_pct, _rounds(ln, dyt))
         shape = f"{ln['tokens']}×{ln['hidden']}"
-        if not r.measurable:
-            verdict = "no measurable difference"
-        elif r.value < 1:
-            verdict = "confirmed here"
-        else:
-            verdict = "not confirmed: LayerNorm is faster here"
-        verdict, again = _on_rerun(r, ln, dyt, verdict)
+        m = f"±{margin_pct:g}%"
+        verdict = {
+            eq.FASTER: f"confirmed here: faster by more than {m}",
+            eq.SLOWER: f"not confirmed: LayerNorm is faster here by more than {m}",
+            eq.EQUIVALENT: f"not supported: equivalent within {m} here",
+            eq.UNDECIDED: f"undecided at {m}: {v.decides}",
+        }[v.kind]
+        verdict, again = _on_rerun(r, ln, dyt, v, verdict)
         out.append(
             ClaimCheck(
                 "DyT is faster than LayerNorm",
@@ -394,9 +462,15 @@ def claims_check(points: Sequence[dict[str, Any]], dtype: str, mode: str) -> lis
                 shape,
                 r.method,
                 again,
+                v,
             )
         )
     return out
+
+
+def _rounds(a: dict[str, Any], b: dict[str, Any]) -> int | None:
+    n = [x for x in (rounds_of(a), rounds_of(b)) if x]
+    return min(n) if n else None
 
 
 __all__ = [
@@ -409,7 +483,9 @@ __all__ = [
     "Target",
     "claims_check",
     "cli_args",
+    "margin_note",
     "rank",
     "suggest_spec",
+    "verdict_between",
     "versus",
 ]

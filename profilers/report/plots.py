@@ -684,7 +684,8 @@ def timeseries(series: dict[str, Any], keys: Sequence[str], title: str) -> go.Fi
 FLAG_COLORS = {
     "regression": "#dc2626",
     "faster": "#16a34a",
-    "within noise": "#6b7280",
+    "equivalent": "#6b7280",
+    "undecided": "#9333ea",
     "method difference": "#ca8a04",
     "machine difference": "#2563eb",
 }

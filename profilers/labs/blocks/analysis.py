@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...analysis import equivalence as eq
 from ...analysis.noise import Ratio, ratio_between
-from ...catalog import PLACEMENTS, TIMED_STATUSES, label
+from ...catalog import PLACEMENTS, STEP_MARGIN_PCT, TIMED_STATUSES, label
 
 STEP = "step"
 
@@ -98,15 +99,16 @@ def _what(mode: str) -> str:
     return {"fwd": "forward time", "fwdbwd": "forward+backward time", STEP: "training-step time"}.get(mode, mode)
 
 
-def switch_sentence(s: Switch) -> str:
+def switch_sentence(s: Switch, margin_pct: float = STEP_MARGIN_PCT) -> str:
     r = s.ratio
+    v = eq.from_ratio(r, margin_pct)
     lo, hi = 100 * (r.lo - 1), 100 * (r.hi - 1)
     where = f"{PLACEMENTS[s.placement].display}, {s.impl}, {s.dtype}, {s.tokens:,} tokens"
     if s.mode == STEP:
         text = f"Switching LayerNorm → RMSNorm changes a training step's time by {s.change_pct:+.1f}%"
     else:
         text = f"Switching LayerNorm → RMSNorm changes this block's {_what(s.mode)} by {s.change_pct:+.1f}%"
-    text += f" (95% interval {lo:+.1f}% to {hi:+.1f}%{'' if r.measurable else ': no measurable difference'})"
+    text += f" (95% interval {lo:+.1f}% to {hi:+.1f}%: {v.label})"
     if s.ln_share_pct is not None:
         text += f"; the norm is {s.ln_share_pct:.1f}% of the {'step' if s.mode == STEP else 'block'} with LayerNorm"
         if s.rms_share_pct is not None:
@@ -116,9 +118,9 @@ def switch_sentence(s: Switch) -> str:
     return f"{text} ({where})."
 
 
-def answers(points: Sequence[dict[str, Any]]) -> list[str]:
-    """The sentences a block run answers with; an explanation when it cannot."""
-    out = [switch_sentence(s) for s in switches(points)]
+def answers(points: Sequence[dict[str, Any]], margin_pct: float = STEP_MARGIN_PCT) -> list[str]:
+    """The sentences a block run answers with, each decided at ±``margin_pct``; an explanation when it cannot."""
+    out = [switch_sentence(s, margin_pct) for s in switches(points)]
     return out or ["No configuration was timed with both LayerNorm and RMSNorm: add both norms to the block sweep."]
 
 
@@ -177,25 +179,11 @@ class BlockClaim:
     verdict: str
 
 
-def claim_verdict(
-    saving_lo: float, saving_hi: float, low: float, high: float, cheaper: str = "LayerNorm is cheaper here"
-) -> str:
-    """A claimed saving of ``low``-``high``% against a measured interval; ``cheaper`` says what won instead."""
-    if saving_lo <= 0 <= saving_hi:
-        return "no measurable difference"
-    if saving_hi < 0:
-        return f"opposite: {cheaper}"
-    if saving_hi < low:
-        return "smaller than claimed"
-    if saving_lo > high:
-        return "larger than claimed"
-    return "consistent with the claim"
-
-
-def claims(points: Sequence[dict[str, Any]]) -> list[BlockClaim]:
-    """The claims users bring, checked at block and training-step level with the 95% intervals."""
+def claims(points: Sequence[dict[str, Any]], margin_pct: float = STEP_MARGIN_PCT) -> list[BlockClaim]:
+    """The claims users bring, checked at block and training-step level with the 95% intervals, at ±margin."""
     out = []
     for s in switches(points):
+        v = eq.from_ratio(s.ratio, margin_pct)
         saving, s_lo, s_hi = -s.change_pct, 100 * (1 - s.ratio.hi), 100 * (1 - s.ratio.lo)
         config = f"{PLACEMENTS[s.placement].display}, {s.impl}, {s.dtype}, {s.mode}, {s.tokens:,} tokens"
         if saving >= 0:
@@ -210,7 +198,7 @@ def claims(points: Sequence[dict[str, Any]]) -> list[BlockClaim]:
                     "training step",
                     config,
                     measured + " of a training step",
-                    claim_verdict(s_lo, s_hi, 20.0, 30.0),
+                    eq.claimed_saving(v, 20.0, 30.0, "LayerNorm is cheaper here"),
                 )
             )
         else:
@@ -221,7 +209,7 @@ def claims(points: Sequence[dict[str, Any]]) -> list[BlockClaim]:
                     "block",
                     config,
                     measured + " of the whole block" + share,
-                    claim_verdict(s_lo, s_hi, 15.0, 20.0),
+                    eq.claimed_saving(v, 15.0, 20.0, "LayerNorm is cheaper here"),
                 )
             )
     return out

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...analysis import equivalence as eq
 from ...analysis.noise import Ratio, ratio_between
-from ...catalog import TIMED_STATUSES, label
-from ..blocks.analysis import claim_verdict, norm_share_pct, share_note
+from ...catalog import STEP_MARGIN_PCT, TIMED_STATUSES, label
+from ..blocks.analysis import norm_share_pct, share_note
 
 CLAIM = "Choosing the right normalization cuts fine-tuning compute 20-30%"
 CLAIM_RANGE = (20.0, 30.0)
@@ -28,6 +29,7 @@ COLUMNS = [  # the table's keys and titles, on the page and in the report
     ("saving_pct", "saved vs baseline (%)"),
     ("saving_lo_pct", "95% lo"),
     ("saving_hi_pct", "95% hi"),
+    ("verdict", "at the margin"),
     ("norm_share_pct", "norm share (%)"),
     ("tokens_per_s", "tokens/s"),
     ("peak_mib", "peak (MiB)"),
@@ -63,8 +65,14 @@ class Saving:
     def hi_pct(self) -> float:
         return 100.0 * (1.0 - self.ratio.lo)
 
-    def sentence(self) -> str:
+    def verdict(self, margin_pct: float = STEP_MARGIN_PCT) -> eq.Verdict:
+        """The candidate against the model's own module, decided at ±``margin_pct`` of the call's time."""
+        n = len((self.point.get("extra") or {}).get("rounds_us") or ()) or None
+        return eq.from_ratio(self.ratio, margin_pct, n)
+
+    def sentence(self, margin_pct: float = STEP_MARGIN_PCT) -> str:
         p = self.point
+        v = self.verdict(margin_pct)
         where = f"{WHAT.get(p['mode'], p['mode'])}, {p['dtype']}, {p['tokens']:,} tokens"
         what = WHAT.get(p["mode"], p["mode"])
         change = (
@@ -73,11 +81,13 @@ class Saving:
             else f"takes {-self.saving_pct:.1f}% more {what} time"
         )
         interval = f"95% interval {self.lo_pct:+.1f}% to {self.hi_pct:+.1f}% saved"
-        text = (
-            f"{candidate_name(self.base)} → {label(p['variant'], p['impl'])} {change} ({interval}"
-            + ("" if self.ratio.measurable else ": no measurable difference")
-            + ")"
-        )
+        decided = {
+            eq.EQUIVALENT: f"equivalent within ±{v.margin_pct:g}% of the {what}",
+            eq.FASTER: f"faster by more than ±{v.margin_pct:g}%",
+            eq.SLOWER: f"slower by more than ±{v.margin_pct:g}%",
+            eq.UNDECIDED: f"undecided at ±{v.margin_pct:g}%: {v.decides}",
+        }[v.kind]
+        text = f"{candidate_name(self.base)} → {label(p['variant'], p['impl'])} {change} ({interval}: {decided})"
         share = norm_share_pct(self.base)
         if share is not None:
             text += f"; the norm is {share:.1f}% of the model's time with its own module"
@@ -117,8 +127,9 @@ class Claim:
     verdict: str
 
 
-def claim_check(points: Sequence[dict[str, Any]]) -> list[Claim]:
-    """The 20-30% claim on each dtype's fine-tuning step: the best measured choice's saving and interval."""
+def claim_check(points: Sequence[dict[str, Any]], margin_pct: float = STEP_MARGIN_PCT) -> list[Claim]:
+    """The 20-30% claim on each dtype's fine-tuning step: the best measured choice's saving and interval,
+    decided at ±``margin_pct`` of the step."""
     out = []
     by: dict[str, list[Saving]] = {}
     for s in savings(points):
@@ -140,24 +151,25 @@ def claim_check(points: Sequence[dict[str, Any]]) -> list[Claim]:
                 CLAIM,
                 config,
                 measured,
-                claim_verdict(best.lo_pct, best.hi_pct, *CLAIM_RANGE, cheaper="the model's own module is cheaper here"),
+                eq.claimed_saving(best.verdict(margin_pct), *CLAIM_RANGE, "the model's own module is cheaper here"),
             )
         )
     return out
 
 
-def answers(points: Sequence[dict[str, Any]]) -> list[str]:
-    """The sentences a model run answers with; an explanation when it cannot."""
-    out = [s.sentence() for s in savings(points)]
+def answers(points: Sequence[dict[str, Any]], margin_pct: float = STEP_MARGIN_PCT) -> list[str]:
+    """The sentences a model run answers with, decided at ±``margin_pct``; an explanation when it cannot."""
+    out = [s.sentence(margin_pct) for s in savings(points)]
     if not out:
         return ["No candidate was timed beside the model's own norm module: nothing to compare."]
-    for c in claim_check(points):
+    for c in claim_check(points, margin_pct):
         out.append(f"Claim “{c.claim}”: {c.measured}: {c.verdict} ({c.config}).")
     return out
 
 
-def table(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per point, for the page and the report: time, saving, the norm's share, tokens/s, memory."""
+def table(points: Sequence[dict[str, Any]], margin_pct: float = STEP_MARGIN_PCT) -> list[dict[str, Any]]:
+    """One row per point, for the page and the report: time, saving (decided at ±``margin_pct``), the norm's
+    share, tokens/s, memory."""
     by_point = {id(s.point): s for s in savings(points)}
     rows = []
     for p in points:
@@ -173,6 +185,7 @@ def table(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "saving_pct": s.saving_pct if s else None,
                 "saving_lo_pct": s.lo_pct if s else None,
                 "saving_hi_pct": s.hi_pct if s else None,
+                "verdict": s.verdict(margin_pct).label if s else None,
                 "norm_share_pct": norm_share_pct(p) if p["status"] in TIMED_STATUSES else None,
                 "tokens_per_s": extra.get("tokens_per_s"),
                 "peak_mib": p["peak_bytes"] / 2**20 if p.get("peak_bytes") else None,
