@@ -8,6 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from pages._shared import default_runs, open_store, remember_runs, run_label, runs_or_welcome
+from profilers.analysis.equivalence import MARGIN_MAX_PCT
+from profilers.catalog import KERNEL_MARGIN_PCT, STEP_MARGIN_PCT
 from profilers.report import document
 
 st.title("Reports")
@@ -27,17 +29,37 @@ with open_store() as store:
         key="runs-reports",
     )
     remember_runs(chosen)
-    title = st.text_input("Heading (optional)", max_chars=200)
+    c_title, c_margin = st.columns([3, 1])
+    title = c_title.text_input("Heading (optional)", max_chars=200)
+    margin = c_margin.number_input(
+        "Equivalence margin (±%)",
+        min_value=0.1,
+        max_value=MARGIN_MAX_PCT,
+        value=None,
+        step=0.5,
+        format="%.1f",
+        placeholder=f"{KERNEL_MARGIN_PCT:g} kernel, {STEP_MARGIN_PCT:g} step",
+        key="report-margin",
+        help=(
+            "The margin every verdict in the report is decided at: inside it two candidates are equivalent. "
+            f"Empty: {KERNEL_MARGIN_PCT:g}% of a kernel's time, {STEP_MARGIN_PCT:g}% of a block's or a step's."
+        ),
+    )
     if not chosen:
         st.info("Pick at least one run.")
         st.stop()
     if st.button("Build the report", type="primary"):
         with st.spinner("Building…"):
-            st.session_state["report_html"] = document.build(store, chosen, title or None)
+            st.session_state["report_html"] = document.build(store, chosen, title or None, margin)
             st.session_state["report_runs"] = list(chosen)
+            st.session_state["report_margin"] = margin
 
 html_text = st.session_state.get("report_html")
-if html_text and st.session_state.get("report_runs") == list(chosen):
+if (
+    html_text
+    and st.session_state.get("report_runs") == list(chosen)
+    and st.session_state.get("report_margin") == margin
+):
     name = "normscope-report-runs-" + "-".join(str(i) for i in chosen)
     st.success(f"Report ready: {len(html_text) / 2**20:.1f} MiB.")
     c1, c2 = st.columns(2)

@@ -83,7 +83,11 @@ def test_the_answer_names_the_ratio_its_interval_and_the_norms_share(block_db):
     claims = blocks.claims(points)
     assert {c.level for c in claims} == {"block", "training step"}
     p = run_cli("blocks", "show", "1", db=block_db)
-    assert p.returncode == 0 and "Switching LayerNorm → RMSNorm" in p.stdout
+    assert p.returncode == 0 and "Switching LayerNorm → RMSNorm" in p.stdout and "±1%" in p.stdout
+    wide = run_cli("blocks", "show", "1", "--margin-pct", "45", db=block_db)
+    assert wide.returncode == 0 and "±45%" in wide.stdout and "±1%" not in wide.stdout
+    bad = run_cli("blocks", "show", "1", "--margin-pct", "0", db=block_db)
+    assert bad.returncode == 2 and "--margin-pct" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_block_runs_export_and_import(block_db, tmp_path):

@@ -239,6 +239,10 @@ def test_cli_runs_shows_and_reports_a_model(tmp_path):
     assert shown.returncode == 0 and "fine-tuning step" in shown.stdout and "Claim" in shown.stdout
     as_json = json.loads(run_cli("model", "show", str(doc["run_id"]), "--json", db=db).stdout)
     assert as_json["model"] == "qwen2.5-0.5b" and len(as_json["claims"]) == 1 and len(as_json["rows"]) == 4
+    assert as_json["margin_pct"] == 1.0 and all("±1%" in (r["verdict"] or "±1%") for r in as_json["rows"])
+    wide = json.loads(run_cli("model", "show", str(doc["run_id"]), "--json", "--margin-pct", "30", db=db).stdout)
+    assert wide["margin_pct"] == 30.0 and any("±30%" in (r["verdict"] or "") for r in wide["rows"])
+    assert run_cli("model", "show", str(doc["run_id"]), "--margin-pct", "99", db=db).returncode == 2
     listed = run_cli("model", "configs")
     assert listed.returncode == 0 and "llama-3.1-8b" in listed.stdout and "post_ln" in listed.stdout
     from profilers.report import document

@@ -60,6 +60,48 @@ def test_points_export_round_trips(store_with_run, tmp_path, fmt):
         assert json.loads(row["extra_json"]) == p["extra"]
 
 
+def test_report_decides_at_the_margin_it_is_given_and_refuses_a_bad_one(store_with_run, tmp_path):
+    default, wide = tmp_path / "d.html", tmp_path / "w.html"
+    assert run_cli("report", "1", "-o", str(default), db=store_with_run).returncode == 0
+    p = run_cli("report", "1", "-o", str(wide), "--margin-pct", "40", db=store_with_run)
+    assert p.returncode == 0, p.stderr
+    assert "Verdicts at a margin of ±2%" in default.read_text() and "±40%" not in default.read_text()
+    assert "Verdicts at a margin of ±40%" in wide.read_text()
+    for bad in ("0", "-1", "75", "nan"):
+        out = tmp_path / f"bad{bad}.html"
+        p = run_cli("report", "1", "-o", str(out), "--margin-pct", bad, db=store_with_run)
+        assert p.returncode == 2 and "--margin-pct" in p.stderr and "(0, 50]" in p.stderr, (bad, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_shipped_h200_fp16_forward_calls_its_0_9_percent_difference_equivalent_not_a_lead(tmp_path):
+    """The fp16 forward reference: compiled RMSNorm vs compiled LayerNorm differ by 0.9%, an interval inside ±2%."""
+    from conftest import ROOT
+
+    from profilers.analysis import equivalence as eq
+    from profilers.analysis import recommend
+    from profilers.report.kernels import questions
+
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    name = "h200-2026-11-27-fp16-fwd.json"
+    (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
+    with Store(tmp_path / "r.db") as s:
+        (run_id,), _ = reference.sync(s, ref)
+        run, points = s.get_run(run_id), s.points(run_id)
+        (q,) = questions([run], points)
+        r = recommend.rank(points, q["target"], device=q["device"])
+        html = build(s, [run_id])
+    tie = r.verdicts["LayerNorm compiled"]
+    assert tie.kind == eq.EQUIVALENT and 0.5 < 100 * (tie.value - 1) < 1.5, tie
+    assert r.tiers[0][:2] == [r.candidates[0], r.candidates[1]]  # tied, not led
+    assert "equivalent within ±2% to LayerNorm compiled" in r.headline and "faster than every" not in r.headline
+    assert "equivalent within ±2%" in html
+    # a margin too tight for the interval makes it a lead again, said as such
+    tight = recommend.rank(points, q["target"], device=q["device"], margin_pct=0.5)
+    assert tight.verdicts["LayerNorm compiled"].kind == eq.SLOWER
+
+
 def test_reference_sync_is_idempotent_and_skips_bad_files(store_with_run, tmp_path):
     ref = tmp_path / "reference"
     ref.mkdir()

@@ -31,6 +31,28 @@ def rounds_fields(value: str | None) -> dict[str, Any]:
     raise UsageError(f"--rounds must be a number or one of {', '.join(ROUND_PRESETS)}, got {value!r}")
 
 
+def add_margin_flag(p: Any, default_pct: float | None, what: str) -> None:
+    """``--margin-pct``: the margin of practical equivalence a command's verdicts are taken at."""
+    default = f"default {default_pct:g}" if default_pct is not None else "default: 2 for a kernel, 1 for a step"
+    p.add_argument(
+        "--margin-pct",
+        type=float,
+        help=f"equivalence margin, ± %% of {what} ({default}): inside it two candidates are equivalent",
+    )
+
+
+def margin_of(a: Any, default_pct: float) -> float:
+    """The ``--margin-pct`` a command was given, checked (a one-line usage error), or its default."""
+    from ..analysis.equivalence import check_margin
+
+    if getattr(a, "margin_pct", None) is None:
+        return default_pct
+    try:
+        return check_margin(a.margin_pct)
+    except ValueError as e:
+        raise UsageError(f"--margin-pct: {e}") from None
+
+
 def run_lab_sweep(
     spec: Any, kind: Any, db: str | None, label: str | None, as_json: bool, banner: str | None = None
 ) -> int:

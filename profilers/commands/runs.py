@@ -10,7 +10,7 @@ from typing import Any
 
 from ..store import Store
 from ..store.exchange import atomic_write, export_run, import_run, load_export_file, output_path
-from .base import PROG
+from .base import PROG, add_margin_flag, margin_of
 
 EXPORT_FORMATS = ("json", "csv", "parquet")
 
@@ -31,6 +31,7 @@ def register(sub: Any) -> None:
     rp.add_argument("-o", "--output", required=True, help="the .html file to write")
     rp.add_argument("--pdf", help="also print it to this PDF file (needs Chromium)")
     rp.add_argument("--title", help="the report's heading")
+    add_margin_flag(rp, None, "a kernel's or a step's time")
     rp.add_argument("--db")
 
     im = sub.add_parser("import", help="import a run exported elsewhere")
@@ -88,11 +89,12 @@ def cmd_export(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from ..report import document
 
+    margin = margin_of(a, 0.0) if a.margin_pct is not None else None  # checked before any file is touched
     out = output_path(a.output, "report.html")
     with Store(a.db) as store:
         for rid in a.run_ids:
             store.get_run(rid)
-        document.write(store, a.run_ids, out, title=a.title)
+        document.write(store, a.run_ids, out, title=a.title, margin_pct=margin)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opens offline)", file=sys.stderr)
     if a.pdf:
         pdf = output_path(a.pdf, "report.pdf")

@@ -84,13 +84,14 @@ def _method(lab: registry.Lab, run: dict[str, Any]) -> str:
     return method(run)
 
 
-def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str:
-    """The report for ``run_ids`` as one HTML string: each lab's section for its runs, then method and provenance."""
+def build(store: Store, run_ids: Sequence[int], title: str | None = None, margin_pct: float | None = None) -> str:
+    """The report for ``run_ids`` as one HTML string: each lab's section for its runs, then method and provenance.
+    Verdicts are decided at ``margin_pct`` (± %), else at each lab's default (a kernel's 2%, a step's 1%)."""
     import plotly.offline
 
     runs = [store.get_run(i) for i in run_ids]
     n_points = sum(r.get("points_done") or 0 for r in runs)
-    figs = Figures()
+    figs = Figures(margin_pct)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     heading = title or "Normalization layers measured on " + ", ".join(
         sorted({(r["machine"].get("gpu") or {}).get("name") or r["machine"].get("cpu_model", "?") for r in runs})
@@ -124,8 +125,10 @@ def build(store: Store, run_ids: Sequence[int], title: str | None = None) -> str
     )
 
 
-def write(store: Store, run_ids: Sequence[int], path: Path, title: str | None = None) -> Path:
-    text = build(store, run_ids, title)
+def write(
+    store: Store, run_ids: Sequence[int], path: Path, title: str | None = None, margin_pct: float | None = None
+) -> Path:
+    text = build(store, run_ids, title, margin_pct)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 

@@ -22,10 +22,16 @@ def script_safe(text: str) -> str:
 
 
 class Figures:
-    """Numbers the figures of one report; each becomes a div drawn from its embedded JSON."""
+    """Numbers the figures of one report; each becomes a div drawn from its embedded JSON. It also carries the
+    reader's equivalence margin (``--margin-pct``), so every section decides its verdicts at the same one."""
 
-    def __init__(self) -> None:
+    def __init__(self, margin_pct: float | None = None) -> None:
         self.n = 0
+        self.margin_pct = margin_pct
+
+    def margin(self, default_pct: float) -> float:
+        """The margin the report was asked for, else the section's own default (a kernel's, a step's)."""
+        return self.margin_pct if self.margin_pct is not None else default_pct
 
     def div(self, fig: go.Figure) -> str:
         self.n += 1

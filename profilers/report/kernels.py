@@ -10,7 +10,7 @@ import pandas as pd
 from ..analysis import recommend
 from ..analysis.method import allocator_sentence, allocator_short, method_of
 from ..analysis.noise import NOISY_RULE
-from ..catalog import RTOL, WRONG_REL_L2, label
+from ..catalog import KERNEL_MARGIN_PCT, RTOL, WRONG_REL_L2, label
 from ..store import Store
 from . import plots
 from .html import Figures, esc, table
@@ -64,12 +64,12 @@ def questions(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[
     return out
 
 
-def _answers(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[str]:
-    """One answer per question, ranked as the Recommend page ranks (clean points; ties by 95% interval)."""
+def _answers(runs: list[dict[str, Any]], points: list[dict[str, Any]], margin_pct: float) -> list[str]:
+    """One answer per question, ranked and decided at ±``margin_pct`` as the Recommend page does."""
     parts = []
     for q in questions(runs, points):
         pts = [p for p in points if p["run_id"] in q["runs"]]
-        r = recommend.rank(pts, q["target"], device=q["device"])
+        r = recommend.rank(pts, q["target"], device=q["device"], margin_pct=margin_pct)
         runs_text = ", ".join(f"run {i}" for i in q["runs"])
         head = (
             f"{esc(USES.get(q['mode'], q['mode']))} in {esc(q['dtype'])} on {esc(q['machine'])}, "
@@ -80,7 +80,7 @@ def _answers(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[s
         if r.missing:
             parts.append(f'<p class="warn"><b>{head}</b>: no clean measurement to rank: {esc(r.missing)}</p>')
             continue
-        cls = "answer" if len(r.tiers[0]) == 1 else "answer tie"
+        cls = "answer" if r.decided else "answer tie"
         lines = "".join(f"<li>{esc(line)}</li>" for line in r.lines[:6])
         left = (
             "<p class='muted'>Not ranked: "
@@ -139,8 +139,9 @@ def method(run: dict[str, Any]) -> str:
         f"Timing: {how['timer']}: {timers.get(how['timer'], '')}; warmup {how['warmup']}, budget {how['budget']} "
         f"per point; threads {how['threads']}.",
         f"Comparisons: {how['rounds']}; ratios are medians of per-round ratios with a bootstrap 95% interval "
-        "over rounds (the expanded percentile interval, which holds for few rounds); a difference is measurable "
-        "only when its interval excludes 1.",
+        "over rounds (the expanded percentile interval, which holds for few rounds); each comparison is decided "
+        "at a margin of practical equivalence (the answer states it): equivalent when the whole interval lies "
+        "inside ±margin, faster or slower beyond it, undecided when the interval crosses it.",
         f"Statistics: p20, p50, p80 and IQR of the clean samples; noisy when {NOISY_RULE}.",
         gate,
         f"Energy: {energy}; idle power {na(run.get('idle_power_w'), '{:.0f} W')}.",
@@ -179,7 +180,7 @@ def _charts(df: pd.DataFrame, runs: list[dict[str, Any]], points: list[dict[str,
     return parts
 
 
-def _claims(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[str]:
+def _claims(runs: list[dict[str, Any]], points: list[dict[str, Any]], margin_pct: float) -> list[str]:
     """The claims check per dtype × mode, apart for each CPU allocator mode (never pooled across it)."""
     method = {r["id"]: allocator_short(r) or "" for r in runs}
     claims = []
@@ -189,7 +190,7 @@ def _claims(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[st
             for mode in sorted({p["mode"] for p in pts}):
                 claims += [
                     dict(c.__dict__, dtype=dtype, mode=mode, method=how or "—")
-                    for c in recommend.claims_check(pts, dtype, mode)
+                    for c in recommend.claims_check(pts, dtype, mode, margin_pct)
                 ]
     if not claims:
         return []
@@ -204,8 +205,9 @@ def _claims(runs: list[dict[str, Any]], points: list[dict[str, Any]]) -> list[st
         ("rerun", "on a rerun"),
     ]
     note = (
-        "<p class='muted'>Verdicts rest on each run's 95% interval; one stands for a rerun only where the rerun "
-        "interval (widened by the machine's calibrated between-run spread) excludes no change too.</p>"
+        f"<p class='muted'>{esc(recommend.margin_note(margin_pct))} Verdicts rest on each run's 95% interval; one "
+        "stands for a rerun only where the rerun interval (widened by the machine's calibrated between-run "
+        "spread) reaches the same verdict at the margin.</p>"
     )
     return ["<h2>Published claims, checked here</h2>", table(claims, columns), note]
 
@@ -248,7 +250,8 @@ def sections(store: Store, runs: list[dict[str, Any]], figs: Figures) -> list[st
     points = store.points([r["id"] for r in runs])
     labels = {r["id"]: esc(f"run {r['id']}" + (f" ({r['label']})" if r.get("label") else "")) for r in runs}
     df = plots.points_frame(points, labels)
-    parts = ["<h2>The answer</h2>", *_answers(runs, points), *_claims(runs, points)]
+    margin = figs.margin(KERNEL_MARGIN_PCT)
+    parts = ["<h2>The answer</h2>", *_answers(runs, points, margin), *_claims(runs, points, margin)]
     if not df.empty:
         parts += _charts(df, runs, points, figs)
     parts += _noise_and_failures(points)

@@ -6,8 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ...catalog import PLACEMENTS
-from ...commands.base import UsageError, add_lab_run_flags, rounds_fields, run_lab_sweep, split_list
+from ...catalog import PLACEMENTS, STEP_MARGIN_PCT
+from ...commands.base import (
+    UsageError,
+    add_lab_run_flags,
+    add_margin_flag,
+    margin_of,
+    rounds_fields,
+    run_lab_sweep,
+    split_list,
+)
 from ...measure.machine import hugepages
 from ...spec import PRESETS, SpecError
 from ...store import Store
@@ -32,6 +40,7 @@ def register(sub: Any) -> None:
     s = bsub.add_parser("show", help="print a block run's answer: the norm's share and LN→RMS ratios")
     s.add_argument("run_id", type=int)
     s.add_argument("--db")
+    add_margin_flag(s, STEP_MARGIN_PCT, "a block's or a step's time")
     s.set_defaults(handler=cmd_blocks_show)
 
 
@@ -88,11 +97,12 @@ def cmd_blocks_run(a: argparse.Namespace) -> int:
 def cmd_blocks_show(a: argparse.Namespace) -> int:
     from .analysis import answers
 
+    margin = margin_of(a, STEP_MARGIN_PCT)
     with Store(a.db) as store:
         run = store.get_run(a.run_id)
         if run.get("kind") != "blocks":
             raise UsageError(f"run {a.run_id} is a {run.get('kind')} run, not a block run: see `profilers runs`")
         points = store.points(a.run_id)
-    for line in answers(points):
+    for line in answers(points, margin):
         print(line)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...catalog import PLACEMENTS
+from ...catalog import PLACEMENTS, STEP_MARGIN_PCT
 from ...report import kernels, plots
 from ...report.html import esc, table
 from ...store import Store
@@ -14,9 +14,12 @@ from . import analysis as blocks
 def section(store: Store, run: dict[str, Any], figs: Any) -> list[str]:
     points = store.points(run["id"])
     spec = run["spec"]
+    margin = figs.margin(STEP_MARGIN_PCT)
     parts = [
         f"<h2>Blocks: {esc(spec.get('preset'))} (run {run['id']})</h2>",
-        "<div class='answer'><ul>" + "".join(f"<li>{esc(s)}</li>" for s in blocks.answers(points)) + "</ul></div>",
+        "<div class='answer'><ul>"
+        + "".join(f"<li>{esc(s)}</li>" for s in blocks.answers(points, margin))
+        + "</ul></div>",
     ]
     rows = blocks.component_rows(points)
     for (dtype, mode, tokens), group in _by(rows, ("dtype", "mode", "tokens")).items():
@@ -38,7 +41,7 @@ def section(store: Store, run: dict[str, Any], figs: Any) -> list[str]:
         ]
         cols = [(k, k.replace("_", " ")) for k in ("placement", "norm", "impl", "dtype", "mode", "tokens")]
         parts.append(table(cost_rows, [*cols, ("p50_us", "p50 (µs)"), ("vs_pre_ln", "time vs Pre-LN (95% interval)")]))
-    claims = blocks.claims(points)
+    claims = blocks.claims(points, margin)
     if claims:
         parts.append("<h3>Claims at block and step level</h3>")
         parts.append(

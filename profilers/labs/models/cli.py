@@ -14,7 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...commands.base import UsageError, add_lab_run_flags, rounds_fields, run_lab_sweep, split_list
+from ...catalog import STEP_MARGIN_PCT
+from ...commands.base import (
+    UsageError,
+    add_lab_run_flags,
+    add_margin_flag,
+    margin_of,
+    rounds_fields,
+    run_lab_sweep,
+    split_list,
+)
 from ...measure.machine import hugepages
 from ...spec import SpecError
 from ...store import Store
@@ -40,6 +49,7 @@ def register(sub: Any) -> None:
     s.add_argument("run_id", type=int)
     s.add_argument("--db")
     s.add_argument("--json", action="store_true")
+    add_margin_flag(s, STEP_MARGIN_PCT, "the call's time")
     s.set_defaults(handler=cmd_model_show)
     c = msub.add_parser("configs", help="list the shipped model configs")
     c.set_defaults(handler=cmd_model_configs)
@@ -84,6 +94,7 @@ def cmd_model_run(a: argparse.Namespace) -> int:
 def cmd_model_show(a: argparse.Namespace) -> int:
     from .analysis import answers, claim_check, table
 
+    margin = margin_of(a, STEP_MARGIN_PCT)
     with Store(a.db, readonly=True) as store:
         run = store.get_run(a.run_id)
         if run.get("kind") != "models":
@@ -93,14 +104,15 @@ def cmd_model_show(a: argparse.Namespace) -> int:
         doc = {
             "run_id": a.run_id,
             "model": ModelSweepSpec.from_dict(run["spec"]).name,
-            "rows": table(points),
-            "claims": [c.__dict__ for c in claim_check(points)],
+            "margin_pct": margin,
+            "rows": table(points, margin),
+            "claims": [c.__dict__ for c in claim_check(points, margin)],
         }
         json.dump(doc, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
         return 0
     print(f"run {a.run_id}: {ModelSweepSpec.from_dict(run['spec']).name}")
-    for line in answers(points):
+    for line in answers(points, margin):
         print(line)
     return 0
 

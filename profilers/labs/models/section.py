@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...catalog import STEP_MARGIN_PCT
 from ...report import kernels
 from ...report.html import esc, table
 from ...store import Store
@@ -14,16 +15,19 @@ from .spec import ModelSweepSpec
 def section(store: Store, run: dict[str, Any], figs: Any) -> list[str]:
     points = store.points(run["id"])
     spec = ModelSweepSpec.from_dict(run["spec"])
+    margin = figs.margin(STEP_MARGIN_PCT)
     parts = [
         f"<h2>Model: {esc(spec.name)} (run {run['id']})</h2>",
         f"<p>{esc(spec.model['model_type'])} built from its config with random weights, batch {spec.batch}, "
         f"{spec.tokens:,} tokens per call; every candidate's logits and gradients were checked against the model's "
         "own norms in float64 before it was timed.</p>",
-        "<div class='answer'><ul>" + "".join(f"<li>{esc(s)}</li>" for s in analysis.answers(points)) + "</ul></div>",
+        "<div class='answer'><ul>"
+        + "".join(f"<li>{esc(s)}</li>" for s in analysis.answers(points, margin))
+        + "</ul></div>",
         figs.div(plots.savings_chart(analysis.savings(points), "What each norm implementation saves")),
-        table(analysis.table(points), analysis.COLUMNS),
+        table(analysis.table(points, margin), analysis.COLUMNS),
     ]
-    claims = analysis.claim_check(points)
+    claims = analysis.claim_check(points, margin)
     if claims:
         parts.append("<h3>The fine-tuning claim</h3>")
         cols = [("claim", "claim"), ("config", "where"), ("measured", "measured"), ("verdict", "verdict")]
