@@ -51,6 +51,7 @@ def _wait(predicate, timeout_s: float = 120, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_oom_guard_skips_what_does_not_fit_and_a_killed_worker_says_why(tmp_path, browser):
     db = tmp_path / "results.db"
     with serve(

@@ -11,6 +11,7 @@ pytestmark = pytest.mark.browser
 browser = pytest.fixture(scope="module")(browser_fixture)
 
 
+@pytest.mark.slow
 def test_the_dashboard_on_postgresql_as_writer_and_viewer(browser, pg_cluster, pg_url, tmp_path):
     from sqlalchemy import make_url
 

@@ -52,6 +52,7 @@ def fleet_runs(where: str) -> tuple[list[dict], list[dict]]:
         return runs, s.points([r["id"] for r in runs])
 
 
+@pytest.mark.slow  # a three-node Ray cluster on this host
 def test_cluster_sweep_stores_one_run_per_device_with_the_local_sweeps_points(cluster, pg_url, tmp_path):
     shapes = ["--shapes", "64x64,128x64,256x64", "--budget-ms", "5"]
     from profilers.store import Store
@@ -111,6 +112,7 @@ def _start(db: Path, address: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # a three-node Ray cluster on this host
 def test_a_killed_worker_s_group_is_retried_once_then_failed_with_the_reason_never_stored_twice(cluster, tmp_path):
     db = tmp_path / "fleet.db"
     shapes = "64x64,128x64,256x64,512x64"
@@ -143,6 +145,7 @@ def test_a_killed_worker_s_group_is_retried_once_then_failed_with_the_reason_nev
     assert [r["group"] + 1 for r in record["lost"]] == [int(group)]
 
 
+@pytest.mark.slow  # a three-node Ray cluster on this host
 def test_a_cancel_of_one_device_s_run_stops_every_worker_and_ends_every_run_cancelled(cluster, tmp_path):
     from profilers import jobs
     from profilers.store import Store
@@ -219,6 +222,7 @@ def test_twenty_signals_inside_ray_wait_each_end_the_sweep_cancelled_with_exit_1
             assert s.query("SELECT * FROM leases") == []
 
 
+@pytest.mark.slow  # a three-node Ray cluster on this host
 def test_the_dashboard_lists_the_cluster_and_starts_a_sweep_on_it(cluster, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -275,6 +279,7 @@ def test_cluster_flags_refused_in_one_line(tmp_path):
     assert not db.exists() or run_cli("runs", db=db).stdout.count("\n") <= 1
 
 
+@pytest.mark.slow  # a three-node Ray cluster on this host
 def test_a_training_grid_on_the_cluster_resumes_after_its_driver_is_killed(cluster, tmp_path):
     """The stability grid's cells as Ray tasks: the driver killed after a few cells, the same command again
     carries them over and trains the rest on the cluster; every cell stored once, as a local grid stores it."""

@@ -14,6 +14,7 @@ from profilers.spec import PRESETS, Point, default_cpu_spec
 from profilers.store import Store
 
 
+@pytest.mark.slow
 def test_estimate_is_at_least_the_measured_peak_on_the_default_sweep_and_bert_preset():
     bert = tuple(PRESETS["bert-base"].shapes())
     points = (

@@ -158,6 +158,7 @@ def test_each_round_moves_the_inputs_once_and_keeps_their_values():
     assert off.describe() is None and off.spacer_pages == []
 
 
+@pytest.mark.slow
 def test_cli_placement_per_round_is_recorded_and_fixed_is_a_method_difference(db):
     tiny = ("--shapes", "16x64", "--variants", "layernorm,rmsnorm", "--impls", "native", "--budget-ms", "5")
     tiny += ("--rounds", "3", "--ci-target-pct", "50")

@@ -36,13 +36,22 @@ def seeded(tmp_path_factory) -> Path:
     return db
 
 
-@pytest.fixture
-def one_run(tmp_path) -> Path:
-    """A store holding one finished one-point run."""
-    db = tmp_path / "one.db"
+@pytest.fixture(scope="module")
+def one_run_made(tmp_path_factory) -> Path:
+    """A store holding one finished one-point run, measured once for the module."""
+    db = tmp_path_factory.mktemp("one") / "one.db"
     p = run_cli("run", "--shapes", "8x64", "--variants", "rmsnorm", "--impls", "native", "--budget-ms", "2", db=db)
     assert p.returncode == 0, p.stderr
     return db
+
+
+@pytest.fixture
+def one_run(one_run_made, tmp_path) -> Path:
+    """A test's own copy of that store (a test may relabel, delete or add runs in it)."""
+    import shutil
+
+    folder = shutil.copytree(one_run_made.parent, tmp_path / "one")  # the store and anything kept beside it
+    return folder / one_run_made.name
 
 
 def page(name: str, db: Path, monkeypatch, references: Path | None = None) -> AppTest:

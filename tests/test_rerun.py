@@ -91,6 +91,7 @@ def test_bad_calibration_specs_are_one_line():
 TINY = ["--runs", "3", "--spread-s", "0", "--rounds", "3", "--budget-ms", "3", "--shapes", "64x256"]
 
 
+@pytest.mark.slow
 def test_calibrate_then_a_run_states_its_rerun_intervals_and_the_report_shows_the_calibration(tmp_path):
     db = tmp_path / "r.db"
     p = run_cli("calibrate", *TINY, "--json", db=db)

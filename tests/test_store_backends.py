@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli, sweep
@@ -240,15 +241,21 @@ def test_locations_name_the_store_without_its_password():
     assert jobs.worker_env(loc.target)["NORMSCOPE_DB"] == loc.target
 
 
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    """A SQLite store holding one small sweep, measured once for the module (tests copy it where they need it)."""
+    src = tmp_path_factory.mktemp("swept") / "a.db"
+    p = run_cli(*sweep("8x64", "rmsnorm,layernorm", "native"), db=src)
+    assert p.returncode == 0, p.stderr
+    return src
+
+
 @pytest.mark.parametrize("name", ["pages/runs.py", "pages/results.py", "pages/run.py"])
-def test_pages_read_a_postgresql_store_and_never_show_its_password(name, tmp_path, pg_url, monkeypatch):
+def test_pages_read_a_postgresql_store_and_never_show_its_password(name, tmp_path, pg_url, monkeypatch, swept):
     from streamlit.testing.v1 import AppTest
     from test_pages import _text, page
 
-    src = tmp_path / "a.db"
-    p = run_cli(*sweep("8x64", "rmsnorm,layernorm", "native"), db=src)
-    assert p.returncode == 0, p.stderr
-    assert run_cli("store", "copy", str(src), pg_url).returncode == 0
+    assert run_cli("store", "copy", str(swept), pg_url).returncode == 0
     at = page(name, pg_url, monkeypatch, references=tmp_path / "none")
     text = _text(at) + " ".join(c.value for c in at.sidebar.caption)
     assert "pw-" not in text and not at.error, [e.value for e in at.error]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -141,7 +142,10 @@ def compile_fresh(fn: Callable[..., Any]) -> Compiled:
 
 
 def reset() -> None:
-    """Drop every compiled graph (between groups: the finished group's compiled points are done)."""
+    """Drop every compiled graph (between groups: the finished group's compiled points are done). Where dynamo
+    was never imported nothing was compiled, and importing it (1-2 s) only to reset it is skipped."""
+    if "torch._dynamo" not in sys.modules:
+        return
     dynamo, _ = _dynamo()
     dynamo.reset()
 

@@ -232,7 +232,9 @@ class Session:
     ) -> Session:
         """The run's record (status running) with the machine as measured now; ``fleet`` is stored with it."""
         allocator = set_cpu_allocator(spec.cpu_allocator) if device.type == "cpu" else None
-        compile_setting = compiling.configure(device.type)
+        # inductor costs 1-2 s to import: configured only for a sweep that compiles (a spec without impls may)
+        compiles = "compiled" in getattr(spec, "impls", ("compiled",))
+        compile_setting = compiling.configure(device.type) if compiles else "not used (no compiled implementation)"
         sensors = Sensors.open(spec, device)
         machine = provenance.machine(str(device) if fleet else spec.device, nvml=sensors.nvml)
         machine["cpu_allocator"] = allocator
