@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test soak lint format gpu-check device-wheels corpus clean
+.PHONY: install run test test-long lint format gpu-check device-wheels corpus clean
 
 install: $(STAMP)
 
@@ -20,12 +20,14 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# every CPU test but the long ones below (under 10 minutes on a 2-core machine)
 test: lint
-	$(BIN)/python -m pytest -m "not gpu and not soak" -q
+	$(BIN)/python -m pytest -m "not gpu and not soak and not slow" -q
 
-# races' scenarios repeated many times (a cancel's signal inside ray.wait, 20 times); CI runs it after `make test`
-soak: install
-	$(BIN)/python -m pytest -m "soak and not gpu" -q
+# the long ones: whole-stack tests (a Ray cluster, a calibration, the default sweep's memory peaks; marked slow)
+# and races' scenarios repeated many times (soak); CI runs them after `make test`, on every submission
+test-long: install
+	$(BIN)/python -m pytest -m "(slow or soak) and not gpu" -q
 
 format: install
 	$(BIN)/ruff check --fix .
