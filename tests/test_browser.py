@@ -26,6 +26,7 @@ def server(tmp_path_factory):
 browser = pytest.fixture(scope="module")(browser_fixture)
 
 
+@pytest.mark.slow  # a sweep started, run and charted through the served dashboard
 def test_tiny_sweep_from_the_run_page_to_results_charts(server, browser):
     base, db, tmp = server
     page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -111,6 +111,7 @@ def test_processes_are_a_method_field():
     assert method_of({"spec": {"device": "cuda"}, "machine": {}})["processes"] is None
 
 
+@pytest.mark.slow
 def test_cli_runs_a_sweep_in_two_processes_and_stores_one_merged_run(tmp_path, monkeypatch):
     db = tmp_path / "p.db"
     args = ["run", "--variants", "layernorm,rmsnorm", "--impls", "native", "--shapes", "32x64"]
