@@ -60,6 +60,18 @@ def test_points_export_round_trips(store_with_run, tmp_path, fmt):
         assert json.loads(row["extra_json"]) == p["extra"]
 
 
+def _shipped(store: Store, tmp_path, name: str) -> int:
+    """One shipped reference run (``data/reference/NAME``) imported into ``store``; its run id."""
+    from conftest import ROOT
+
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
+    (run_id,), problems = reference.sync(store, ref)
+    assert not problems
+    return run_id
+
+
 def test_report_decides_at_the_margin_it_is_given_and_refuses_a_bad_one(store_with_run, tmp_path):
     default, wide = tmp_path / "d.html", tmp_path / "w.html"
     assert run_cli("report", "1", "-o", str(default), db=store_with_run).returncode == 0
@@ -76,18 +88,12 @@ def test_report_decides_at_the_margin_it_is_given_and_refuses_a_bad_one(store_wi
 
 def test_the_shipped_h200_fp16_forward_calls_its_0_9_percent_difference_equivalent_not_a_lead(tmp_path):
     """The fp16 forward reference: compiled RMSNorm vs compiled LayerNorm differ by 0.9%, an interval inside ±2%."""
-    from conftest import ROOT
-
     from profilers.analysis import equivalence as eq
     from profilers.analysis import recommend
     from profilers.report.kernels import questions
 
-    ref = tmp_path / "reference"
-    ref.mkdir()
-    name = "h200-2026-11-27-fp16-fwd.json"
-    (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
     with Store(tmp_path / "r.db") as s:
-        (run_id,), _ = reference.sync(s, ref)
+        run_id = _shipped(s, tmp_path, "h200-2026-11-27-fp16-fwd.json")
         run, points = s.get_run(run_id), s.points(run_id)
         (q,) = questions([run], points)
         r = recommend.rank(points, q["target"], device=q["device"])
@@ -129,16 +135,8 @@ def test_pdf_export(store_with_run, tmp_path):
 
 def test_report_names_launch_bound_points_with_their_launch_time(tmp_path):
     """The shipped H200 forward+backward run: 7 points at 8192×4096 take longer to launch than to run."""
-    from conftest import ROOT
-
-    ref = tmp_path / "reference"
-    ref.mkdir()
-    name = "h200-2026-11-27-bf16-fwdbwd.json"
-    (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
     with Store(tmp_path / "r.db") as s:
-        (run_id,), problems = reference.sync(s, ref)
-        assert not problems
-        html = build(s, [run_id])
+        html = build(s, [_shipped(s, tmp_path, "h200-2026-11-27-bf16-fwdbwd.json")])
     assert "7 points launch-bound on the measured host" in html
     assert "launch (µs, host)" in html and "cuda_event_flush_queued" in html
 

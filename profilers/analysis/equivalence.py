@@ -64,6 +64,15 @@ class Verdict:
             UNDECIDED: f"undecided at {m}",
         }[self.kind]
 
+    def phrase(self, of: str = "") -> str:
+        """The verdict as a sentence's clause: the label, ``of`` what the margin is a share, and what would
+        decide an undecided one."""
+        if self.kind == EQUIVALENT and of:
+            return f"{self.label} of the {of}"
+        if self.kind == UNDECIDED:
+            return f"{self.label}: {self.decides}"
+        return self.label
+
     @property
     def change_text(self) -> str:
         """The measured change with its interval, in % of the reference (negative: less time)."""
@@ -159,13 +168,12 @@ def claimed_saving(v: Verdict, low_pct: float, high_pct: float, cheaper: str) ->
     """A claimed saving of ``low_pct``-``high_pct``% checked against ``v`` (the claimed cheaper one over the
     other): not supported when they are equivalent within the margin, else the claim's size against the
     interval; ``cheaper`` says what won when the claim's direction is wrong."""
-    m = f"±{v.margin_pct:g}%"
     if v.kind == EQUIVALENT:
-        return f"not supported: equivalent within {m} here"
+        return f"not supported: {v.label} here"
     if v.kind == UNDECIDED:
-        return f"undecided at {m}: {v.decides}"
+        return v.phrase()
     if v.kind == SLOWER:
-        return f"opposite: {cheaper} by more than {m}"
+        return f"opposite: {cheaper} by more than ±{v.margin_pct:g}%"
     s_lo, s_hi = 100 * (1 - v.hi), 100 * (1 - v.lo)
     if s_hi < low_pct:
         return "smaller than claimed"

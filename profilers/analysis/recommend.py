@@ -443,12 +443,11 @@ def claims_check(
         r = ratio_between(ln, dyt, "time")
         v = eq.from_ratio(r, margin_pct, _rounds(ln, dyt))
         shape = f"{ln['tokens']}×{ln['hidden']}"
-        m = f"±{margin_pct:g}%"
         verdict = {
-            eq.FASTER: f"confirmed here: faster by more than {m}",
-            eq.SLOWER: f"not confirmed: LayerNorm is faster here by more than {m}",
-            eq.EQUIVALENT: f"not supported: equivalent within {m} here",
-            eq.UNDECIDED: f"undecided at {m}: {v.decides}",
+            eq.FASTER: f"confirmed here: {v.label}",
+            eq.SLOWER: f"not confirmed: LayerNorm is faster here by more than ±{margin_pct:g}%",
+            eq.EQUIVALENT: f"not supported: {v.label} here",
+            eq.UNDECIDED: v.phrase(),
         }[v.kind]
         verdict, again = _on_rerun(r, ln, dyt, v, verdict)
         out.append(

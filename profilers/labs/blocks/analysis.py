@@ -108,7 +108,7 @@ def switch_sentence(s: Switch, margin_pct: float = STEP_MARGIN_PCT) -> str:
         text = f"Switching LayerNorm → RMSNorm changes a training step's time by {s.change_pct:+.1f}%"
     else:
         text = f"Switching LayerNorm → RMSNorm changes this block's {_what(s.mode)} by {s.change_pct:+.1f}%"
-    text += f" (95% interval {lo:+.1f}% to {hi:+.1f}%: {v.label}" + (f"; {v.decides})" if v.decides else ")")
+    text += f" (95% interval {lo:+.1f}% to {hi:+.1f}%: {v.phrase()})"
     if s.ln_share_pct is not None:
         text += f"; the norm is {s.ln_share_pct:.1f}% of the {'step' if s.mode == STEP else 'block'} with LayerNorm"
         if s.rms_share_pct is not None:

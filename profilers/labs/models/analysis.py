@@ -81,12 +81,7 @@ class Saving:
             else f"takes {-self.saving_pct:.1f}% more {what} time"
         )
         interval = f"95% interval {self.lo_pct:+.1f}% to {self.hi_pct:+.1f}% saved"
-        decided = {
-            eq.EQUIVALENT: f"equivalent within ±{v.margin_pct:g}% of the {what}",
-            eq.FASTER: f"faster by more than ±{v.margin_pct:g}%",
-            eq.SLOWER: f"slower by more than ±{v.margin_pct:g}%",
-            eq.UNDECIDED: f"undecided at ±{v.margin_pct:g}%: {v.decides}",
-        }[v.kind]
+        decided = v.phrase(of=what)
         text = f"{candidate_name(self.base)} → {label(p['variant'], p['impl'])} {change} ({interval}: {decided})"
         share = norm_share_pct(self.base)
         if share is not None:
