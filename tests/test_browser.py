@@ -81,7 +81,11 @@ def test_killed_worker_leaves_dashboard_serving_and_run_interrupted(server, brow
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{base}/runs")
     page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
-    page.get_by_text("interrupted", exact=False).first.wait_for(timeout=30_000)
+    # the user picks the killed run: whether the shipped reference runs were imported before it (ids below it)
+    # or by this first page load (ids above it, so newer) depends on the tests that ran before this one
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="run ").first.click()
+    page.get_by_role("option").filter(has_text="to be killed").first.click()
+    page.get_by_text(f"Run {run['id']} is interrupted", exact=False).first.wait_for(timeout=30_000)
     page.screenshot(path=str(tmp / "runs_interrupted.png"), full_page=True)
     with Store(db) as s:
         assert s.get_run(run["id"])["status"] == "interrupted"
