@@ -15,20 +15,29 @@ its group's baseline), it counts:
 - silent misses: both runs `ok` with disjoint rerun intervals (two confident, different answers) — goal ≤ 1
   in 100 ratios;
 
-and, for contrast, run 2 inside run 1's own 95% interval (which covers run 1's moment, not a rerun's). Also
+and, for contrast, run 2 inside run 1's own 95% interval (which covers run 1's moment, not a rerun's).
+
+The analysis refits the stored calibration from its first K runs (``--refit 6,10,16``: the calibration a K-run
+`calibrate` would have made, with its wall time) and recomputes run 1's and run 2's rerun intervals under two
+models: ``state`` (the between-run spread within a memory state) and ``bandwidth`` (each calibrated
+comparison's ratio regressed on the copy bandwidth its group was probed at; run 2 is held to run 1's interval
+at the bandwidth run 2 measured). It also quotes the half-width a decision rests on (over every bandwidth the
+calibration saw), and checks the refit of all runs against the intervals the sweeps stored. Also
 prints the points stored plain `ok` in a busy run at more than 2× their quiet p50, and every sweep's wall
 time (goal: the default sweep ≤ 60 s on an idle machine; the calibration ≤ 5 minutes).
 
-Takes the whole machine for ~35 minutes at the defaults: run it with nothing else on the CPUs.
+Takes the whole machine for ~35-40 minutes at the defaults: run it with nothing else on the CPUs.
 
     .venv/bin/python benchmarks/cpu_agreement.py [--pairs-quiet 10] [--pairs-busy 6] [--busy-share 0.5]
-        [--kinds memory,compute] [--calibration-runs 6] [--db PATH (reuse a calibrated store)] [--analyze DB]
+        [--kinds memory,compute] [--calibration-runs 16] [--refit 6,10,16] [--db PATH (reuse a calibrated store)]
+        [--analyze DB]
         [--cpu-pages base] [--cpu-placement fixed] [--rounds accurate] [--processes 3] [--show-points]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import signal
@@ -42,6 +51,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from profilers.analysis import rerun  # noqa: E402
+from profilers.analysis.noise import Ratio  # noqa: E402
 from profilers.store import Store  # noqa: E402
 
 COMPETITORS = {
@@ -176,32 +187,43 @@ def is_candidate(p: dict) -> bool:
     return p["status"] in TIMED and p.get("ratio") is not None and p["ratio_baseline"] != f"{p['variant']} {p['impl']}"
 
 
-def rerun_of(p: dict) -> dict | None:
-    rr = (p.get("extra") or {}).get("rerun") or {}
-    if rr.get("lo") is None or rr.get("between_sd_log") is None:
-        return None  # no calibrated rerun interval on this point
-    return rr
+def rerun_of(p: dict, cal: dict, model: str) -> rerun.Rerun | None:
+    """Point ``p``'s rerun interval against its baseline, recomputed from calibration ``cal`` under ``model``
+    (``state`` or ``bandwidth``); None where the calibration gives it no between-run part."""
+    if p.get("ratio_lo") is None or p.get("ratio_hi") is None or not p.get("rounds"):
+        return None
+    r = Ratio(p["ratio"], p["ratio_lo"], p["ratio_hi"], "paired rounds")
+    rr = rerun.point_rerun(r, p, cal, p["rounds"], bandwidth=model == "bandwidth")
+    return rr if rr.between is not None else None
 
 
-def any_state(rr: dict) -> tuple[float, float]:
-    """Where a rerun lands in any calibrated memory state."""
-    o = rr.get("other_state")
-    return (min(rr["lo"], o["lo"]), max(rr["hi"], o["hi"])) if o else (rr["lo"], rr["hi"])
+def state_index(p: dict, cal: dict) -> int | None:
+    states = cal.get("memory_states") or []
+    if len(states) < 2:
+        return 0 if states else None
+    return rerun.state_of(rerun.memory_copy_gbps(p.get("extra")), states)
+
+
+def half(lo: float, hi: float, value: float) -> float:
+    return 100 * (hi - lo) / (2 * value)
 
 
 class Tally:
     """Run 2 against run 1's rerun interval: the one for run 2's memory state (the same as run 1's, or the
-    other), as the rerun itself would report its state."""
+    other), as the rerun itself would report its state; under the bandwidth model, at run 2's bandwidth."""
 
-    def __init__(self) -> None:
+    def __init__(self, cal: dict, model: str) -> None:
+        self.cal, self.model = cal, model
         self.compared = self.inside_rerun = self.inside_run = self.silent = self.no_rerun = 0
         self.cross = self.cross_inside = 0
         self.run2_ok = self.inside_ok = 0
         self.spanned = self.spanned_inside = self.same_inside = 0
         self.by_level: dict[str, list[float]] = {}
+        self.decide_by_level: dict[str, list[float]] = {}
         self.half_widths: list[float] = []
         self.cross_widths: list[float] = []
         self.run1_not_ok = 0
+        self.fitted = 0
 
     def add(self, a: dict, b: dict, show: bool, name: str) -> None:
         """Run 1's point ``a`` against run 2's ``b`` (the same comparison)."""
@@ -210,45 +232,51 @@ class Tally:
         if a["status"] != "ok":
             self.run1_not_ok += 1
             return
-        rr = rerun_of(a)
+        rr = rerun_of(a, self.cal, self.model)
         if rr is None:
             self.no_rerun += 1
             return
         self.compared += 1
-        rr2 = rerun_of(b)
-        s1, s2 = rr.get("state"), (rr2 or {}).get("state")
-        two = bool(rr.get("other_state")) and s1 is not None
-        crossed = two and s2 is not None and s2 != s1
-        if crossed:  # run 2 was timed in the other state: where run 1 said a rerun there would land
-            lo, hi = rr["other_state"]["lo"], rr["other_state"]["hi"]
-        elif two and s2 is None:  # run 2's group spanned both states (or none was named): either
-            lo, hi = any_state(rr)
+        rr2 = rerun_of(b, self.cal, self.model)
+        k1, k2 = state_index(a, self.cal), state_index(b, self.cal)
+        two = rr.other is not None and k1 is not None
+        crossed = two and k2 is not None and k2 != k1
+        probes2 = rerun.memory_copy_gbps(b.get("extra"))
+        if rr.bandwidth and probes2 and k2 is not None and str(k2) in rr.bandwidth["states"]:
+            self.fitted += 1
+            lo, hi = rerun.at_bandwidth(rr, statistics.geometric_mean(probes2), k2)
+        elif crossed:  # run 2 was timed in the other state: where run 1 said a rerun there would land
+            lo, hi = rr.other["lo"], rr.other["hi"]
+        elif two and k2 is None:  # run 2's group spanned both states (or none was named): either
+            lo, hi = rr.lo_any, rr.hi_any
         else:
-            lo, hi = rr["lo"], rr["hi"]
+            lo, hi = rr.lo, rr.hi
         self.run2_ok += b["status"] == "ok"
         self.inside_ok += b["status"] == "ok" and lo <= b["ratio"] <= hi
         inside = lo <= b["ratio"] <= hi
         self.inside_rerun += inside
         self.inside_run += a["ratio_lo"] <= b["ratio"] <= a["ratio_hi"]
-        width = 100 * (hi - lo) / (2 * a["ratio"])
+        width = half(lo, hi, a["ratio"])
+        level = a.get("roofline_level") or "?"
         if crossed:
             self.cross += 1
             self.cross_inside += inside
             self.cross_widths.append(width)
-        elif two and s2 is None:
+        elif two and k2 is None:
             self.spanned += 1
             self.spanned_inside += inside
         else:
             self.same_inside += inside
             self.half_widths.append(width)
-            self.by_level.setdefault(a.get("roofline_level") or "?", []).append(width)
+            self.by_level.setdefault(level, []).append(width)
+        self.decide_by_level.setdefault(level, []).append(half(rr.lo_any, rr.hi_any, a["ratio"]))
         silent = False
         if b["status"] == "ok" and rr2 is not None:
-            (l1, h1), (l2, h2) = any_state(rr), any_state(rr2)
+            (l1, h1), (l2, h2) = (rr.lo_any, rr.hi_any), (rr2.lo_any, rr2.hi_any)
             silent = l2 > h1 or h2 < l1
         self.silent += silent
         if show or not inside or silent:
-            where = f" (run 2 in the other state: {rr['other_state']['state']})" if crossed else ""
+            where = f" (run 2 in the other state: {rr.other['state']})" if crossed else ""
             print(
                 f"  {name:<44} {a['ratio']:.3f} rerun [{lo:.3f}, {hi:.3f}]{where}  run 2 {b['ratio']:.3f} "
                 f"({b['status']}){'' if inside else '  OUTSIDE'}{'  SILENT MISS' if silent else ''}"
@@ -260,6 +288,7 @@ class Tally:
         n = self.compared
         inside = 100 * self.inside_rerun / n
         levels = ", ".join(f"{lv} ±{statistics.median(w):.1f}% ({len(w)})" for lv, w in sorted(self.by_level.items()))
+        decide = ", ".join(f"{lv} ±{statistics.median(w):.1f}%" for lv, w in sorted(self.decide_by_level.items()))
         same = (
             f"within one state {self.same_inside}/{len(self.half_widths)} inside, median rerun half-width "
             f"±{statistics.median(self.half_widths):.1f}% (goal ≤ "
@@ -282,7 +311,8 @@ class Tally:
             f"{label}: {n} ratios ok in run 1 — run 2 inside run 1's rerun interval {self.inside_rerun}/{n} "
             f"({inside:.0f}%, goal ≥ 90%) [inside run 1's own 95% interval {self.inside_run}/{n} "
             f"({100 * self.inside_run / n:.0f}%)]; of run 2's ratios stored ok, {self.inside_ok}/{self.run2_ok} "
-            f"inside; {same}{cross}; silent misses {self.silent}/{n} "
+            f"inside; {same}{cross}; held at run 2's bandwidth: {self.fitted}; median half-width a decision rests "
+            f"on (any calibrated state and bandwidth): {decide}; silent misses {self.silent}/{n} "
             f"({100 * self.silent / n:.1f}%, goal ≤ 1%); left out: {self.run1_not_ok} not ok in run 1, "
             f"{self.no_rerun} without a rerun interval"
         )
@@ -314,7 +344,8 @@ def main() -> None:
     ap.add_argument("--pairs-busy", type=int, default=6, help="run pairs beside a competitor (kinds alternate)")
     ap.add_argument("--busy-share", type=float, default=0.5, help="the competitor's busy share of the time")
     ap.add_argument("--kinds", default="memory,compute", help="competitor kinds, alternating per busy pair")
-    ap.add_argument("--calibration-runs", type=int, default=6)
+    ap.add_argument("--calibration-runs", type=int, default=16, help="runs of the calibration measured (3-16)")
+    ap.add_argument("--refit", default="6,10,16", help="refit the calibration from its first K runs, for each K")
     ap.add_argument("--db", help="a store already calibrated on this machine (skips the calibration)")
     ap.add_argument("--analyze", metavar="DB", help="measure nothing: read the pairs a run of this benchmark stored")
     ap.add_argument("--cpu-pages", choices=("huge", "base"), help="the sweeps' CPU page mode (default: the CLI's)")
@@ -328,6 +359,12 @@ def main() -> None:
         sys.exit(f"unknown competitor kind {bad[0]!r}: choose from {', '.join(COMPETITORS)}")
     if a.pairs_quiet < 0 or a.pairs_busy < 0 or a.pairs_quiet + a.pairs_busy == 0:
         sys.exit("--pairs-quiet and --pairs-busy leave nothing to run: give one of them a positive count")
+    try:
+        refits = sorted({int(k) for k in a.refit.split(",") if k.strip()})
+    except ValueError:
+        sys.exit(f"--refit {a.refit!r} is not a comma list of run counts: e.g. --refit 6,10,16")
+    if not refits or min(refits) < 3:
+        sys.exit(f"--refit {a.refit!r}: each count must be at least 3 (a fit needs runs to spare)")
     if a.pairs_busy and not kinds:
         sys.exit("--kinds is empty: name memory, compute or both")
     for flag, value in (("--cpu-pages", a.cpu_pages), ("--cpu-placement", a.cpu_placement), ("--rounds", a.rounds)):
@@ -349,48 +386,116 @@ def main() -> None:
             w1, w2 = pair(db, i + 1, kind, a.busy_share)
             what = f"a {kind}-bound competitor ~{a.busy_share:.0%} busy" if kind else "quiet"
             print(f"pair {i + 1}/{len(plan)} ({what}): {w1:.0f} s and {w2:.0f} s", flush=True)
-    analyze(db, plan, a.busy_share, a.show_points)
+    analyze(db, plan, a.busy_share, a.show_points, refits)
     print(f"whole benchmark: {time.perf_counter() - t_start:.0f} s; store: {db}")
 
 
-def analyze(db: Path, plan: list[str | None], share: float, show: bool) -> None:
-    quiet, busy = Tally(), Tally()
-    by_kind: dict[str, Tally] = {}
-    quiet_runs: list[dict] = []
-    busy_runs: list[dict] = []
-    walls_quiet: list[float] = []
+def calibrations(db: Path, refits: list[int]) -> list[tuple[str, dict]]:
+    """The store's calibration refitted from its first K runs for each K in ``refits`` (as K-run calibrations
+    would have been), with each one's wall time; the stored calibration alone where its runs were not kept."""
+    with Store(db) as s:
+        runs = [r for r in s.list_runs(kind="calibration") if r["status"] == "completed"]
+        if not runs:
+            sys.exit(f"{db} holds no completed calibration: run the benchmark without --analyze/--db first")
+        run = runs[0]
+        doc, inputs = s.artifact(run["id"], "calibration"), s.artifact(run["id"], "calibration_runs")
+    if not inputs:
+        print(f"calibration run {run['id']} kept no per-run inputs: analysed with its stored fit only")
+        return [(f"stored calibration ({run['spec']['runs']} runs)", doc)]
+    out = []
+    for k in [k for k in refits if k <= len(inputs)]:
+        fit = rerun.calibrate(inputs[:k], f"refit of run {run['id']} from {k} runs", doc["rounds"], doc["method"])
+        wall = _between(inputs[0]["run"]["created_at"], inputs[k - 1]["run"]["finished_at"])
+        states = ", ".join(f"{st['lo_gbps']:.0f}-{st['hi_gbps']:.0f}" for st in fit["memory_states"])
+        lv = fit["levels"].get("dram") or {}
+        sd = lv.get("between_sd_log")
+        bsd = lv.get("bandwidth_sd_log")
+        print(
+            f"calibration from {k} runs: first run start to run {k}'s end {wall:.0f} s; states {states} GB/s; "
+            f"DRAM between-run sd within a state {100 * sd:.2f}% on {lv.get('dof')} df"
+            if sd is not None
+            else f"calibration from {k} runs: no DRAM level",
+            end="",
+        )
+        print(
+            f", at the bandwidth measured {100 * bsd:.2f}% on {lv.get('bandwidth_dof')} df" if bsd is not None else ""
+        )
+        for row in fit["ratios"]:
+            bw = row.get("bandwidth")
+            if row["level"] == "dram" and bw:
+                print(
+                    f"  {row['variant']} {row['impl']} {row['tokens']}x{row['hidden']}: slope on log copy bandwidth "
+                    f"{bw['slope']:+.2f} ± {bw['slope_se']:.2f} (se), residual sd {100 * math.sqrt(bw['s2']):.2f}% "
+                    f"on {bw['df']} df; without it, within-state sd {100 * (row['within_state_sd_log'] or 0):.2f}%"
+                )
+        out.append((f"calibration from {k} runs", fit))
+    return out
+
+
+def _between(a: str | None, b: str | None) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds() if a and b else float("nan")
+
+
+def check_stored(db: Path, pairs: list, cal: dict) -> str:
+    """The refit of every calibrated run under the bandwidth model against the intervals the sweeps stored."""
+    same = differ = 0
+    for _, r1, r2, *_ in pairs:
+        for run in (r1, r2):
+            for p in points(db, run).values():
+                stored = (p.get("extra") or {}).get("rerun") or {}
+                if not is_candidate(p) or stored.get("lo") is None:
+                    continue
+                rr = rerun_of(p, cal, "bandwidth")
+                ok = rr is not None and math.isclose(rr.lo, stored["lo"], rel_tol=1e-9)
+                ok = ok and math.isclose(rr.hi, stored["hi"], rel_tol=1e-9)
+                same, differ = same + ok, differ + (not ok)
+    return f"recomputed intervals equal to the stored ones: {same}/{same + differ}"
+
+
+def analyze(db: Path, plan: list[str | None], share: float, show: bool, refits: list[int]) -> None:
     pairs = stored_pairs(db, plan)
-    for i, (kind, r1, r2, w1, w2) in enumerate(pairs):
-        one, two = points(db, r1), points(db, r2)
+    fits = calibrations(db, refits)
+    print(check_stored(db, pairs, fits[-1][1]))
+    runs = [(kind, points(db, r1), points(db, r2), w1, w2) for kind, r1, r2, w1, w2 in pairs]
+    for i, (kind, one, two, *_) in enumerate(runs):
         what = f"a {kind}-bound competitor ~{share:.0%} busy" if kind else "quiet"
-        print(f"pair {i + 1}/{len(pairs)} ({what}): runs {r1} and {r2}; run 1 {statuses(one)}; run 2 {statuses(two)}")
-        for key in sorted(set(one) & set(two)):
-            name = f"{key[0]} {key[1]} {key[4]}x{key[5]} {key[2]} {key[3]}"
-            if kind:
-                busy.add(one[key], two[key], show, name)
-                by_kind.setdefault(kind, Tally()).add(one[key], two[key], False, name)
-            else:
-                quiet.add(one[key], two[key], show, name)
-        (busy_runs if kind else quiet_runs).extend([one, two])
-        if not kind:
-            walls_quiet += [w1, w2]
-    print()
-    n_quiet = sum(1 for k, *_ in pairs if not k)
-    if n_quiet:
-        print(quiet.line(f"quiet, {n_quiet} pairs", 5.0))
+        print(f"pair {i + 1}/{len(runs)} ({what}): run 1 {statuses(one)}; run 2 {statuses(two)}")
+    n_quiet = sum(1 for k, *_ in runs if not k)
+    walls_quiet = [w for k, _, _, w1, w2 in runs if not k for w in (w1, w2)]
+    if walls_quiet:
         print(
             f"default CPU sweep wall time, quiet (stored start to end): median {statistics.median(walls_quiet):.0f} "
             f"s, {min(walls_quiet):.0f}-{max(walls_quiet):.0f} s over {len(walls_quiet)} runs (goal ≤ 60 s)"
         )
-    if len(pairs) > n_quiet:
-        print(busy.line(f"with a competitor, {len(pairs) - n_quiet} pairs", 8.0))
-        for kind, t in by_kind.items():
-            print("  " + t.line(f"{kind}-bound", 8.0))
-        if quiet_runs:
-            bad = blowups(busy_runs, quiet_runs)
-            print(f"points stored plain ok in a busy run at more than 2× their quiet p50: {len(bad)}")
-            for line in bad:
-                print("  " + line)
+    for label, cal in fits:
+        for model in ("state", "bandwidth"):
+            print(f"\n== {label}, {model} model")
+            quiet, busy = Tally(cal, model), Tally(cal, model)
+            by_kind: dict[str, Tally] = {}
+            last = (label, model) == (fits[-1][0], "bandwidth")
+            for kind, one, two, *_ in runs:
+                for key in sorted(set(one) & set(two)):
+                    name = f"{key[0]} {key[1]} {key[4]}x{key[5]} {key[2]} {key[3]}"
+                    if kind:
+                        busy.add(one[key], two[key], show and last, name)
+                        by_kind.setdefault(kind, Tally(cal, model)).add(one[key], two[key], False, name)
+                    else:
+                        quiet.add(one[key], two[key], show and last, name)
+            if n_quiet:
+                print(quiet.line(f"quiet, {n_quiet} pairs", 5.0))
+            if len(runs) > n_quiet:
+                print(busy.line(f"with a competitor, {len(runs) - n_quiet} pairs", 8.0))
+                for kind, t in by_kind.items():
+                    print("  " + t.line(f"{kind}-bound", 8.0))
+    quiet_runs = [r for k, one, two, *_ in runs if not k for r in (one, two)]
+    busy_runs = [r for k, one, two, *_ in runs if k for r in (one, two)]
+    if quiet_runs and busy_runs:
+        bad = blowups(busy_runs, quiet_runs)
+        print(f"\npoints stored plain ok in a busy run at more than 2× their quiet p50: {len(bad)}")
+        for line in bad:
+            print("  " + line)
 
 
 if __name__ == "__main__":

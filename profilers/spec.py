@@ -564,8 +564,9 @@ class CalibrationSpec(JsonSpec):
     process's memory layout) is measured once per machine, apart from what differs between rounds.
 
     The shapes are one cache-resident and one memory-resident working set on a CPU, one small and one large on
-    a GPU; the candidates are LayerNorm and RMSNorm, eager and native, fp32 forward: their ratios to LayerNorm
-    native are what later runs on this machine are widened by.
+    a GPU; the candidates are the default CPU sweep's (LayerNorm, RMSNorm and DyT; eager, native and compiled),
+    fp32 forward: their ratios to LayerNorm native are what later runs on this machine are widened by, and each
+    one's own shift between memory states and slope on copy bandwidth.
     """
 
     _what: ClassVar[str] = "calibration spec"
@@ -591,8 +592,8 @@ class CalibrationSpec(JsonSpec):
     def sweep(self) -> SweepSpec:
         """The sweep each of the runs times."""
         return SweepSpec(
-            variants=("layernorm", "rmsnorm"),
-            impls=("eager", "native"),
+            variants=("layernorm", "rmsnorm", "dyt"),
+            impls=("eager", "native", "compiled"),
             shapes=self.shapes,
             device=self.device,
             rounds=self.rounds,

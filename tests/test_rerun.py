@@ -98,11 +98,20 @@ def test_calibrate_then_a_run_states_its_rerun_intervals_and_the_report_shows_th
     assert p.returncode == 0, p.stderr[-2000:]
     doc = json.loads(p.stdout)
     assert doc["levels"] and all(lv["runs"] == 3 for lv in doc["levels"].values())
+    # every candidate of the default CPU sweep against LayerNorm native (DyT has no native kernel)
     assert {r["variant"] + " " + r["impl"] for r in doc["ratios"]} == {
         "layernorm eager",
+        "layernorm compiled",
         "rmsnorm eager",
         "rmsnorm native",
+        "rmsnorm compiled",
+        "dyt eager",
+        "dyt compiled",
     }
+    with Store(db) as s:
+        kept = s.artifact(doc["run_id"], "calibration_runs")
+    assert len(kept) == 3 and all(p["extra"].get("memory_state") for p in kept[0]["points"] if p["status"] == "ok")
+    assert rerun.calibrate(kept, doc["source"], doc["rounds"], doc["method"])["ratios"] == doc["ratios"]
     run = run_cli(
         "run", "--shapes", "64x256", "--variants", "layernorm,rmsnorm", "--impls", "native", "--rounds", "3",
         "--budget-ms", "3", "--warmup-ms", "1", db=db,
@@ -256,3 +265,94 @@ def test_the_run_page_is_offered_the_calibrations_processes():
     n, why = recommended_processes(doc, 5.0)
     assert n is None and "more than 16 processes at DRAM" in why
     assert recommended_processes(None)[0] is None
+
+
+def _bandwidth_docs(n, seed, slope=0.8, noise=0.004):
+    """``n`` calibration runs in two memory states whose RMSNorm native ÷ LayerNorm native ratio follows the
+    copy bandwidth within each state (log ratio = state's intercept + slope × log bandwidth + noise)."""
+    rng = random.Random(seed)
+    runs = []
+    for k in range(n):
+        mid, a = (48.0, 0.9) if k % 3 else (95.0, 0.37)
+        g = mid * math.exp(rng.uniform(-0.08, 0.08))
+        ratio = math.exp(a + slope * (math.log(g) - math.log(mid)) + rng.gauss(0, noise))
+        runs.append((ratio, g))
+    return runs, [_cal_doc(k, r, g) for k, (r, g) in enumerate(runs)]
+
+
+def test_within_a_state_the_ratio_is_fitted_on_copy_bandwidth_and_a_rerun_is_held_at_the_bandwidth_it_measured():
+    _, docs = _bandwidth_docs(16, seed=3)
+    cal = rerun.calibrate(docs, "planted", 7)
+    row = next(r for r in cal["ratios"] if r["variant"] == "rmsnorm")
+    fit, lv = row["bandwidth"], cal["levels"]["DRAM"]
+    assert fit["slope"] == pytest.approx(0.8, abs=0.15) and fit["df"] == 16 - 2 - 1
+    # the spread the slope leaves is a fraction of the spread within a state without it
+    assert lv["bandwidth_sd_log"] < 0.5 * lv["between_sd_log"] and lv["bandwidth_dof"] == 13
+    point = {
+        "roofline_level": "DRAM", "ratio_baseline": "layernorm native", "tokens": 4096, "hidden": 4096,
+        "dtype": "float32", "mode": "fwd", "variant": "rmsnorm", "impl": "native",
+        "extra": {"memory_state": {"copy_gbps": [45.0, 45.9]}},
+    }  # fmt: skip
+    x1 = math.exp(0.9 + 0.8 * (0.5 * (math.log(45.0) + math.log(45.9)) - math.log(48.0)))
+    r = Ratio(x1, x1 * 0.99, x1 * 1.01, "paired rounds")
+    iv = rerun.point_rerun(r, point, cal, 7)
+    flat = rerun.point_rerun(r, point, cal, 7, bandwidth=False)
+    assert iv.bandwidth and iv.bandwidth["state"] == 0 and flat.bandwidth is None
+    assert iv.half_width_pct < flat.half_width_pct  # narrower once the bandwidth is known
+    assert rerun.at_bandwidth(iv, math.exp(iv.bandwidth["x1"]), 0) == pytest.approx((iv.lo, iv.hi))
+    # a rerun at 50 GB/s: the interval moves along the slope and holds where the planted ratio lands
+    at50 = math.exp(0.9 + 0.8 * (math.log(50.0) - math.log(48.0)))
+    lo, hi = rerun.at_bandwidth(iv, 50.0, 0)
+    assert lo > iv.lo and lo < at50 < hi and not iv.lo <= at50 <= iv.hi
+    # in the other state, at its own bandwidth: the fitted intercepts, signed
+    olo, ohi = rerun.at_bandwidth(iv, 95.0, 1)
+    assert olo < math.exp(0.37) < ohi < 1.6 and iv.other["signed"] and iv.other["at_gbps"] > 85
+    # a decision holds over every bandwidth the calibration saw, so it is never narrower than the point's own
+    assert iv.lo_any <= min(iv.lo, lo, olo) and iv.hi_any >= max(iv.hi, hi, ohi)
+    assert "at this run's copy bandwidth (45 GB/s" in rerun.interval_text(iv)
+    stored = rerun.rerun_of_point({"ratio": r.value, "extra": {"rerun": iv.to_dict()}})
+    assert stored.bandwidth == iv.bandwidth and stored.lo_any == pytest.approx(iv.lo_any)
+    pt = {
+        **point,
+        "ratio": r.value,
+        "ratio_lo": r.lo,
+        "ratio_hi": r.hi,
+        "extra": {**point["extra"], "rerun": iv.to_dict()},
+    }
+    assert rerun.rerun_for(r, pt).hi == iv.hi  # the point's own ratio: its interval at its bandwidth
+    another = Ratio(1.1, 1.05, 1.15, "paired rounds")  # another pair of the run: the spread without the slope
+    assert rerun.rerun_for(another, pt).bandwidth is None
+
+
+def test_reruns_planted_on_the_bandwidth_model_land_in_their_interval_about_95_percent_of_the_time():
+    point = {
+        "roofline_level": "DRAM", "ratio_baseline": "layernorm native", "tokens": 4096, "hidden": 4096,
+        "dtype": "float32", "mode": "fwd", "variant": "rmsnorm", "impl": "native",
+    }  # fmt: skip
+    w = rerun.within_sd_log(Ratio(1.0, math.exp(-0.01), math.exp(0.01), "paired rounds"), 7)
+    rng = random.Random(5)
+    inside = total = 0
+    for seed in range(6):  # over calibrations, as each machine gets its own
+        _, docs = _bandwidth_docs(16, seed=20 + seed)
+        cal = rerun.calibrate(docs, "planted", 7)
+        for _ in range(100):
+            g1, g2 = (48.0 * math.exp(rng.uniform(-0.08, 0.08)) for _ in range(2))
+            # each run: the model at its bandwidth, the between-run noise planted, its own rounds' error
+            y1, y2 = (0.9 + 0.8 * math.log(g / 48.0) + rng.gauss(0, 0.004) + rng.gauss(0, w) for g in (g1, g2))
+            r = Ratio(math.exp(y1), math.exp(y1 - 0.01), math.exp(y1 + 0.01), "paired rounds")
+            iv = rerun.point_rerun(r, {**point, "extra": {"memory_state": {"copy_gbps": [g1, g1]}}}, cal, 7)
+            lo, hi = rerun.at_bandwidth(iv, g2, 0)
+            inside += lo <= math.exp(y2) <= hi
+            total += 1
+    assert 0.9 <= inside / total <= 0.995, inside / total
+
+
+def test_a_calibration_keeps_its_runs_inputs_and_refits_from_the_first_of_them():
+    _, docs = _bandwidth_docs(10, seed=4)
+    kept = rerun.calibration_inputs(docs)
+    assert set(kept[0]["points"][0]["extra"]) == {"rounds_us", "memory_state"}
+    assert rerun.calibrate(kept, "planted", 7)["ratios"] == rerun.calibrate(docs, "planted", 7)["ratios"]
+    six = rerun.calibrate(kept[:6], "planted", 7)
+    assert next(r for r in six["ratios"] if r["variant"] == "rmsnorm")["bandwidth"]["df"] == 3
+    assert rerun.bandwidth_fit([0.1, 0.2], [0.01, 0.01], [1.0, 1.1], [0, 0]) is None  # no degree of freedom left
+    assert rerun.bandwidth_fit([0.1, 0.2, 0.3], [0.0] * 3, [1.0, 1.0, 1.0], [0, 0, 0]) is None  # bandwidth never moved

@@ -12,6 +12,13 @@ The within-run part is read from the run's own interval; the between-run part is
 time (``--spread-s``), from the spread of its processes. The rerun interval is where a rerun's ratio falls with
 95% probability: the difference of two runs has twice each variance, and its t quantile takes the degrees of
 freedom of the parts by Welch–Satterthwaite, so a between-run part resting on few runs widens it honestly.
+
+Within one memory state, much of what moves a memory-bound ratio between runs is the copy bandwidth the run met
+(each CPU group is timed between two probes of it). Where the calibration timed this very comparison, its log
+ratio is regressed on the probes' log bandwidth, one intercept per memory state and one slope (an analysis of
+covariance); the rerun interval is then the regression's prediction interval for a rerun at the bandwidth it
+measures, centred on this run's ratio moved along the slope, with the slope's and the states' estimation
+error in it (``Bandwidth``). A decision a user acts on holds over the state's whole calibrated bandwidth range.
 """
 
 from __future__ import annotations
@@ -57,15 +64,23 @@ class Rerun:
     within_df: int | None = None
     state: str | None = None  # the calibrated memory state the run was in, when the machine has more than one
     other: dict[str, Any] | None = None  # where a rerun in the machine's other memory state is expected
+    bandwidth: dict[str, Any] | None = None  # the calibrated ratio-on-bandwidth model (``Bandwidth.to_dict``)
+
+    def _envelope(self) -> list[tuple[float, float]]:
+        spans = [(self.lo, self.hi)] + ([(self.other["lo"], self.other["hi"])] if self.other else [])
+        if self.bandwidth:  # a rerun may meet any bandwidth the calibration saw in either state
+            for k, st in self.bandwidth["states"].items():
+                spans += [at_bandwidth(self, g, int(k)) for g in (st["lo_gbps"], st["hi_gbps"])]
+        return spans
 
     @property
     def lo_any(self) -> float:
-        """The low end of where a rerun lands in any calibrated state."""
-        return min(self.lo, self.other["lo"]) if self.other else self.lo
+        """The low end of where a rerun lands in any calibrated state (at any calibrated bandwidth)."""
+        return min(lo for lo, _ in self._envelope())
 
     @property
     def hi_any(self) -> float:
-        return max(self.hi, self.other["hi"]) if self.other else self.hi
+        return max(hi for _, hi in self._envelope())
 
     @property
     def excludes_one(self) -> bool:
@@ -88,6 +103,7 @@ class Rerun:
             "within_df": self.within_df,
             "state": self.state,
             "other_state": self.other,
+            "bandwidth": self.bandwidth,
         }
 
 
@@ -107,20 +123,34 @@ def rerun_interval(
     """Where a rerun of the same comparison on this machine is expected to land (``level``, 95%). The run's own
     part rests on ``within_df`` degrees of freedom (its rounds less one; a run over P processes, P − 1)."""
     w = within_sd_log(r, rounds)
-    b = between.sd_log if between and not between.included else 0.0
     wdf = max(1, within_df if within_df is not None else rounds - 1)
-    var = 2 * (w * w + b * b)  # the difference of two runs: each carries both parts
+    lo, hi = _spread(r, w, wdf, between)
+    return Rerun(r.value, lo, hi, w, between, wdf)
+
+
+def _spread(
+    r: Ratio, w: float, wdf: int, between: Between | None, moved_log: float = 0.0, model_var: float = 0.0,
+    level: float = CI_LEVEL,
+) -> tuple[float, float]:  # fmt: skip
+    """The rerun interval's ends: the difference of two runs carries each run's own part (``w``) and its
+    between-run part twice, plus ``model_var``, the variance of an estimated move of the centre by
+    ``moved_log`` (a bandwidth slope, a state shift), which rests on the between part's degrees of freedom."""
+    b = between.sd_log if between and not between.included else 0.0
+    var = 2 * (w * w + b * b) + model_var
     if not math.isfinite(var):
-        return Rerun(r.value, 0.0, math.inf, w, between, wdf)
-    parts = [(w * w, wdf)] + ([(b * b, between.df)] if between and b > 0 else [])
+        return 0.0, math.inf
+    parts = [(2 * w * w, wdf)] + ([(2 * b * b, between.df)] if between and b > 0 else [])
+    parts += [(model_var, between.df)] if between and model_var > 0 else []
     num = sum(v for v, _ in parts) ** 2
     den = sum(v * v / df for v, df in parts)
     df = max(1, int(num / den)) if den > 0 else wdf
-    q = t_quantile(0.5 + level / 2, df)
-    half = q * math.sqrt(var)
+    half = t_quantile(0.5 + level / 2, df) * math.sqrt(var)
+    centre = r.value * math.exp(moved_log)
     # never narrower than the run's own interval on either side (a skewed interval keeps its long side)
-    lo, hi = min(r.lo, r.value * math.exp(-half)), max(r.hi, r.value * math.exp(half))
-    return Rerun(r.value, lo, hi, w, between, wdf)
+    lo, hi = centre * math.exp(-half), centre * math.exp(half)
+    if moved_log == 0.0:
+        lo, hi = min(r.lo, lo), max(r.hi, hi)
+    return lo, hi
 
 
 def rerun_for(r: Ratio, point: Mapping[str, Any]) -> Rerun | None:
@@ -131,6 +161,9 @@ def rerun_for(r: Ratio, point: Mapping[str, Any]) -> Rerun | None:
     part = extra.get("rerun") or {}
     if part.get("between_sd_log") is None or not r.method.startswith("paired"):
         return None
+    own = (point.get("ratio"), point.get("ratio_lo"), point.get("ratio_hi")) == (r.value, r.lo, r.hi)
+    if own and part.get("bandwidth") and part.get("lo") is not None:
+        return rerun_of_point(point)  # the point's own ratio: its stored interval, at its measured bandwidth
     between = Between(
         part["between_sd_log"], part["between_runs"], part["between_source"], bool(part.get("between_included"))
     )
@@ -185,6 +218,14 @@ def from_processes(ratios: Sequence[Ratio], rounds: Sequence[int], spread_s: flo
 def interval_text(rerun: Rerun) -> str:
     """The rerun interval as a user reads it: with the memory state it holds for, and the other state's."""
     text = f"rerun interval [{rerun.lo:.3f}, {rerun.hi:.3f}]"
+    bw = rerun.bandwidth
+    if bw and bw.get("range_gbps"):
+        lo_g, hi_g = bw["range_gbps"]
+        spans = [at_bandwidth(rerun, g, bw["state"]) for g in (lo_g, hi_g)]
+        text += (
+            f" at this run's copy bandwidth ({math.exp(bw['x1']):.0f} GB/s; [{min(a for a, _ in spans):.3f}, "
+            f"{max(b for _, b in spans):.3f}] at {lo_g:.0f}-{hi_g:.0f} GB/s)"
+        )
     if rerun.other:
         o = rerun.other
         text += f" in this run's {rerun.state}; [{o['lo']:.3f}, {o['hi']:.3f}] in its {o['state']}"
@@ -209,6 +250,61 @@ def decision(name: str, other: str, r: Ratio, rerun: Rerun | None) -> str:
     return f"{name} is {pct:.1f}% {verb} than {other} in this run; a rerun may not agree ({interval_text(rerun)})"
 
 
+def at_bandwidth(rerun: Rerun, gbps: float, state: int) -> tuple[float, float]:
+    """Where a rerun that measures copy bandwidth ``gbps`` in calibrated memory state ``state`` lands, from the
+    calibrated regression of this comparison's log ratio on log bandwidth (``rerun.bandwidth``): this run's
+    ratio moved by the fitted difference between the two bandwidths (and states), the fit's error in that move
+    added to the two runs' own and between-run parts. Without a fitted model, the stored interval."""
+    bw = rerun.bandwidth
+    if not bw or str(state) not in bw["states"] or not (gbps and gbps > 0):
+        return rerun.lo, rerun.hi
+    here, there = bw["states"][str(bw["state"])], bw["states"][str(state)]
+    x1, x2, slope = bw["x1"], math.log(gbps), bw["slope"]
+    moved = slope * (x2 - x1)
+    lever = (x2 - there["x_mean"]) - (x1 - here["x_mean"])
+    model_var = bw["s2"] * lever * lever / bw["sxx"]
+    if state != bw["state"]:  # the states' intercepts: each a mean of that state's calibrated runs
+        moved += (there["y_mean"] - slope * there["x_mean"]) - (here["y_mean"] - slope * here["x_mean"])
+        model_var += bw["s2"] * (1 / there["n"] + 1 / here["n"])
+    between = Between(bw["between_sd_log"], bw["runs"], "", dof=bw["df"])
+    ratio = Ratio(rerun.value, rerun.lo, rerun.hi, "paired rounds")
+    return _spread(ratio, rerun.within_sd_log, rerun.within_df or 1, between, moved, model_var)
+
+
+def bandwidth_fit(
+    logs: Sequence[float], sds: Sequence[float], xs: Sequence[float | None], labels: Sequence[int | None]
+) -> dict[str, Any] | None:
+    """One comparison's K calibrated runs as log ratio = intercept of its memory state + slope × log copy
+    bandwidth (an analysis of covariance; runs without probes, or whose probes span two states, left out):
+    the slope, the within-state spread of log bandwidth (Sxx), the residual mean square and its degrees of
+    freedom, the between-run sd left beyond the runs' own errors, and each state's means. None where the runs
+    leave no degree of freedom or the bandwidth never moved."""
+    use = [(y, x, sd, lab) for y, x, sd, lab in zip(logs, xs, sds, labels) if x is not None and lab is not None]
+    by: dict[int, list[tuple[float, float]]] = {}
+    for y, x, _, lab in use:
+        by.setdefault(lab, []).append((x, y))
+    df = len(use) - len(by) - 1
+    if df < 1:
+        return None
+    means = {k: (statistics.fmean(x for x, _ in v), statistics.fmean(y for _, y in v)) for k, v in by.items()}
+    sxx = sum((x - means[k][0]) ** 2 for k, v in by.items() for x, _ in v)
+    if sxx <= 1e-12:
+        return None
+    slope = sum((x - means[k][0]) * (y - means[k][1]) for k, v in by.items() for x, y in v) / sxx
+    ss = sum((y - means[k][1] - slope * (x - means[k][0])) ** 2 for k, v in by.items() for x, y in v)
+    s2 = ss / df
+    own = statistics.fmean(sd * sd for *_, sd, _ in use)
+    return {
+        "slope": slope,
+        "slope_se": math.sqrt(s2 / sxx),
+        "sxx": sxx,
+        "s2": s2,
+        "df": df,
+        "sd_log": math.sqrt(max(0.0, s2 - own)),
+        "states": {str(k): {"n": len(v), "x_mean": means[k][0], "y_mean": means[k][1]} for k, v in by.items()},
+    }
+
+
 def rerun_of_point(point: Mapping[str, Any]) -> Rerun | None:
     """A candidate's stored rerun interval (``extra.rerun``) against its baseline, or None where its run had no
     calibration (or spread processes) to give one."""
@@ -220,7 +316,7 @@ def rerun_of_point(point: Mapping[str, Any]) -> Rerun | None:
     )
     return Rerun(
         point["ratio"], part["lo"], part["hi"], part.get("within_sd_log") or 0.0, between, part.get("within_df"),
-        part.get("state"), part.get("other_state"),
+        part.get("state"), part.get("other_state"), part.get("bandwidth"),
     )  # fmt: skip
 
 
@@ -320,6 +416,20 @@ def _within_states(logs: Sequence[float], sds: Sequence[float], labels: Sequence
     return {"sd": math.sqrt(max(0.0, ss / df - own)), "df": df, "shift": shift}
 
 
+def calibration_inputs(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The K runs' exports cut to what ``calibrate`` reads (each point's rounds and memory probes, each run's
+    times): stored beside the calibration, so it can be refitted from any of its first runs."""
+    keep = ("rounds_us", "rounds_process", "rounds_index", "memory_state")
+    fields = ("variant", "impl", "tokens", "hidden", "dtype", "mode", "status", "p50_us", "roofline_level")
+
+    def cut(p: Mapping[str, Any]) -> dict[str, Any]:
+        extra = {k: v for k, v in (p.get("extra") or {}).items() if k in keep}
+        return {**{k: p.get(k) for k in (*fields, "bytes_moved")}, "extra": extra}
+
+    times = ("created_at", "finished_at")
+    return [{"run": {k: d["run"].get(k) for k in times}, "points": [cut(p) for p in d["points"]]} for d in docs]
+
+
 def calibrate(
     docs: Sequence[Mapping[str, Any]], source: str, rounds: int, method: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -360,17 +470,24 @@ def calibrate(
             d["round_sds"].append(statistics.stdev(logs) if len(logs) > 1 else 0.0)
             d["probes"].append(memory_copy_gbps(base.get("extra")))
     states = memory_states(probes)
+
+    def log_copy(values: Sequence[float]) -> float | None:
+        return statistics.fmean(math.log(v) for v in values) if values else None
+
     rows = []
     by_level: dict[str, list[tuple[Between, dict[str, Any]]]] = {}
     round_sd: dict[str, list[float]] = {}
+    fits: dict[str, list[dict[str, Any] | None]] = {}
     for (key, variant, impl), d in per.items():
         b = between_from_runs(d["logs"], d["sds"], source)
         if b is None:
             continue
         labels = [state_of(v, states) for v in d["probes"]] if len(states) > 1 else [0] * len(d["logs"])
         ws = _within_states(d["logs"], d["sds"], labels)
+        fit = bandwidth_fit(d["logs"], d["sds"], [log_copy(v) for v in d["probes"]], labels)
         level = level_of_group[key]
         by_level.setdefault(level, []).append((b, ws))
+        fits.setdefault(level, []).append(fit)
         round_sd.setdefault(level, []).extend(d["round_sds"])
         rows.append(
             {
@@ -385,7 +502,9 @@ def calibrate(
                 "states": labels,
                 "copy_gbps": d["probes"],
                 "within_sd_log": statistics.fmean(d["sds"]),
+                "within_sd_logs": d["sds"],
                 "between_sd_log": b.sd_log,
+                "bandwidth": fit,
                 "within_state_sd_log": ws["sd"],
                 "state_shift_log": ws["shift"],
                 "runs": b.runs,
@@ -404,7 +523,12 @@ def calibrate(
         shifts = [ws["shift"] for _, ws in parts if ws["shift"] is not None]
         groups = [k for k, lv in level_of_group.items() if lv == level]
         sd_round = math.sqrt(statistics.fmean(s * s for s in round_sd[level])) if round_sd[level] else 0.0
+        fitted = [f for f in fits.get(level, []) if f]
         levels[level] = {
+            # within a state at the bandwidth a run measured: the spread the regression on bandwidth leaves
+            "bandwidth_sd_log": math.sqrt(statistics.fmean(f["sd_log"] ** 2 for f in fitted)) if fitted else None,
+            "bandwidth_dof": min(f["df"] for f in fitted) if fitted else None,
+            "bandwidth_fits": len(fitted),
             "between_sd_log": sd_b,
             "runs": every.runs,
             "dof": dof,
@@ -462,43 +586,96 @@ def between_for(point: Mapping[str, Any], calibration: Mapping[str, Any] | None)
 
 def point_rerun(
     r: Ratio, point: Mapping[str, Any], calibration: Mapping[str, Any] | None, rounds: int,
-    within_df: int | None = None, own: Between | None = None,
+    within_df: int | None = None, own: Between | None = None, bandwidth: bool = True,
 ) -> Rerun:  # fmt: skip
     """A candidate's rerun interval: from ``own`` (its run's spread processes) or the calibration's between-run
     part in the point's memory state; where the machine has a second state, where a rerun there is expected
-    (the level's calibrated shift either way, since its sign differs between comparisons)."""
+    (the level's calibrated shift either way, since its sign differs between comparisons). Where the
+    calibration fitted this very comparison's ratio on copy bandwidth (and ``bandwidth``), the interval is
+    that regression's prediction for a rerun at this run's bandwidth (``at_bandwidth`` for another)."""
     between = own or between_for(point, calibration)
     base = rerun_interval(r, between, rounds, within_df=within_df)
-    states = (calibration or {}).get("memory_states") or []
-    k = state_of(memory_copy_gbps(point.get("extra")), states) if len(states) > 1 else None
-    if own is not None or k is None:
+    if own is not None or not calibration:
         return base
+    fitted = _bandwidth_rerun(base, r, point, calibration) if bandwidth else None
+    states = calibration.get("memory_states") or []
+    k = state_of(memory_copy_gbps(point.get("extra")), states) if len(states) > 1 else None
+    if k is None:
+        return fitted or base
     o = 1 - k
-    own_shift = _calibrated_shift(point, calibration)
+    if fitted is not None and fitted.other is not None:
+        return fitted
+    row = _calibrated_row(point, calibration)
+    own_shift = (row or {}).get("state_shift_log")
     if own_shift is not None:  # this very comparison was calibrated: the other state moves it one way
         d = own_shift * (o - k)
         other = {"lo": base.lo * math.exp(d), "hi": base.hi * math.exp(d), "shift_log": d, "signed": True}
     else:
         shift = _level_of(point, calibration).get("state_shift_log")
         if not shift:
-            return base
+            return fitted or base
         s = abs(shift)  # the level's shift, either way: its sign differs between comparisons
         other = {"lo": base.lo * math.exp(-s), "hi": base.hi * math.exp(s), "shift_log": s, "signed": False}
     other["state"] = state_name(states, o)
+    if fitted is not None:
+        return Rerun(fitted.value, fitted.lo, fitted.hi, fitted.within_sd_log, fitted.between, fitted.within_df,
+                     fitted.state, other, fitted.bandwidth)  # fmt: skip
     return Rerun(base.value, base.lo, base.hi, base.within_sd_log, base.between, base.within_df,
                  state_name(states, k), other)  # fmt: skip
 
 
-def _calibrated_shift(point: Mapping[str, Any], calibration: Mapping[str, Any]) -> float | None:
-    """The calibrated shift of log ratio from memory state 1 to state 2 for this very comparison (the same
-    variant, implementation, shape, dtype and mode against LayerNorm native), or None."""
+def _bandwidth_rerun(base: Rerun, r: Ratio, point: Mapping[str, Any], calibration: Mapping[str, Any]) -> Rerun | None:
+    """The rerun interval from the calibrated regression of this comparison's ratio on copy bandwidth, at the
+    bandwidth this point's group was probed at, with where a rerun in the other state lands (at that state's
+    mean calibrated bandwidth); None where the comparison was not fitted or the point has no probes in a state
+    the fit saw."""
+    row = _calibrated_row(point, calibration)
+    fit = (row or {}).get("bandwidth")
+    lv = _level_of(point, calibration)
+    probes = memory_copy_gbps(point.get("extra"))
+    states = calibration.get("memory_states") or []
+    if not fit or not probes or not states or lv.get("bandwidth_sd_log") is None:
+        return None
+    k = state_of(probes, states) if len(states) > 1 else 0
+    if k is None or str(k) not in fit["states"]:
+        return None
+    x1 = statistics.fmean(math.log(v) for v in probes)
+    bw = {
+        **{key: fit[key] for key in ("slope", "slope_se", "sxx", "s2")},
+        "df": lv["bandwidth_dof"],
+        "between_sd_log": lv["bandwidth_sd_log"],
+        "runs": int(lv["runs"]),
+        "x1": x1,
+        "state": k,
+        "range_gbps": [states[k]["lo_gbps"], states[k]["hi_gbps"]],
+        "states": {key: {**st, **_range(states[int(key)])} for key, st in fit["states"].items()},
+    }
+    name = state_name(states, k) if len(states) > 1 else None
+    pre = Rerun(r.value, r.lo, r.hi, base.within_sd_log, base.between, base.within_df, name, None, bw)
+    lo, hi = at_bandwidth(pre, math.exp(x1), k)
+    other = None
+    if len(states) > 1 and str(1 - k) in fit["states"]:
+        there = math.exp(fit["states"][str(1 - k)]["x_mean"])
+        olo, ohi = at_bandwidth(pre, there, 1 - k)
+        other = {"lo": olo, "hi": ohi, "shift_log": math.log(math.sqrt(olo * ohi) / r.value), "signed": True,
+                 "state": state_name(states, 1 - k), "at_gbps": there}  # fmt: skip
+    return Rerun(r.value, lo, hi, base.within_sd_log, base.between, base.within_df, name, other, bw)
+
+
+def _range(state: Mapping[str, Any]) -> dict[str, float]:
+    return {"lo_gbps": state["lo_gbps"], "hi_gbps": state["hi_gbps"]}
+
+
+def _calibrated_row(point: Mapping[str, Any], calibration: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The calibration's row for this very comparison (the same variant, implementation, shape, dtype and mode
+    against LayerNorm native), or None."""
     if point.get("ratio_baseline") != " ".join(BASELINE):
         return None
     key = (point.get("tokens"), point.get("hidden"), point.get("dtype"), point.get("mode"))
     key += (point.get("variant"), point.get("impl"))
     for row in calibration.get("ratios") or []:
         if (row["tokens"], row["hidden"], row["dtype"], row["mode"], row["variant"], row["impl"]) == key:
-            return row.get("state_shift_log")
+            return row
     return None
 
 

@@ -5,14 +5,17 @@ No SciPy: each is a few lines whose accuracy is stated, checked against publishe
 
 from __future__ import annotations
 
+import functools
 import math
 
 Z95 = 1.959963984540054  # the normal 97.5% quantile: two-sided 95%
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(p: float, df: int) -> float:
     """Student's t quantile (0.5 < p < 1, df ≥ 1): the density integrated by Simpson's rule, inverted by
-    bisection; good to about 1e-6, which is all an interval's width needs (and no SciPy)."""
+    bisection; good to about 1e-6, which is all an interval's width needs (and no SciPy). Remembered: an
+    interval asks for the same few (p, df) again and again."""
     if not 0.5 < p < 1 or df < 1:
         raise ValueError("t_quantile needs 0.5 < p < 1 and df ≥ 1")
     c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)

@@ -25,6 +25,12 @@ def level_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
     for name, lv in sorted((doc or {}).get("levels", {}).items()):
         need = lv.get("processes_for") or {}
         row = {"level": name, "between-run sd" + (" within a state" if two else ""): _pct(lv["between_sd_log"])}
+        fitted = lv.get("bandwidth_sd_log")
+        row["at the copy bandwidth measured"] = (
+            f"{_pct(fitted)} ({lv['bandwidth_fits']} comparisons fitted, {lv['bandwidth_dof']} df)"
+            if fitted is not None
+            else "N/A (too few runs to fit the bandwidth)"
+        )
         if two:
             shift = lv.get("state_shift_log")
             row["between the two states"] = f"×{math.exp(shift):.2f}" if shift else "N/A (not seen in both)"
@@ -80,7 +86,9 @@ def section(store: Store, run: dict[str, Any], figs: Any) -> list[str]:
     parts.append(
         f"<p>{esc(spec.get('runs'))} runs of the same small sweep in fresh processes, {esc(spec.get('spread_s'))} s "
         "apart: the spread of their ratios beyond what each run's own interval explains is what a rerun adds. "
-        "Later runs on this machine state a rerun interval from it.</p>"
+        "Later runs on this machine state a rerun interval from it. Each comparison it timed is also fitted on the "
+        "copy bandwidth its group was probed at (within each memory state): a rerun of that comparison is then "
+        "held at the bandwidth it measures, with the fit's own error.</p>"
     )
     parts.append(f"<p>{esc(states_line(doc))}</p>")
     if rows:

@@ -1,8 +1,9 @@
 """The dimensioning experiment of this machine: the calibration sweep in K fresh processes spread in time.
 
-Its one stored record (run kind ``calibration``) holds, per working-set level, the between-run spread of
+Its stored record (run kind ``calibration``) holds, per working-set level, the between-run spread of
 log ratios that later runs on this machine add to their intervals (``analysis/rerun.py``). The processes
-are the runs over processes' own (``processes.py``): each a fresh ``python -m profilers run``.
+are the runs over processes' own (``processes.py``): each a fresh ``python -m profilers run``. Beside it,
+``calibration_runs`` keeps what each process measured that the calibration reads, so it can be refitted.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .processes import ProcessFailed, progress_recorder, run_processes
 from .runner import preflight
 
 ARTIFACT = "calibration"
+RUNS_ARTIFACT = "calibration_runs"  # what the calibration was computed from, to refit or check it
 
 
 def run_calibration(spec: CalibrationSpec, store: Store, say: Callable[[str], None] | None = None) -> Outcome:
@@ -42,5 +44,6 @@ def run_calibration(spec: CalibrationSpec, store: Store, say: Callable[[str], No
         else:
             when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
             cal = calibrate(docs, f"calibration run {run_id} ({when})", spec.rounds, rerun.method_of(sweep.to_dict()))
+            store.put_artifact(run_id, RUNS_ARTIFACT, rerun.calibration_inputs(docs))
             store.put_artifact(run_id, ARTIFACT, cal)
     return outcome
