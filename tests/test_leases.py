@@ -58,6 +58,27 @@ def test_a_remote_holder_lapses_on_the_database_clock(any_store):
         assert leases.renew(s, lease)
 
 
+def test_a_dead_worker_s_lease_is_dropped_by_its_pid_and_start_and_the_device_is_free_at_once(any_store):
+    """What a cluster sweep's driver does for a worker Ray says died: on another host, where its process
+    cannot be checked, the lease would hold the device until it lapses."""
+    gpu = Device("cuda:0", "this-host", "cuda", "gpu/GPU-dead-worker")
+    with Store(any_store) as s:
+        now = s.dialect.epoch
+        s.execute(
+            "INSERT INTO leases (device, host, device_type, name, holder, pid, pid_started, purpose, acquired_at, "
+            f"heartbeat_at, expires_at) VALUES ('gpu/GPU-dead-worker', 'node-b', 'cuda', 'cuda:0', 'w', 4242, "
+            f"1000.0, 'a cluster sweep', {now}, {now}, {now} + 60)"
+        )
+        with pytest.raises(DeviceBusy, match="a cluster sweep"):
+            leases.acquire(s, gpu)
+        assert leases.release_process(s, "node-b", 4242, 1500.0) == 0  # another process that reused the pid
+        assert leases.release_process(s, "node-c", 4242, 1000.0) == 0  # another host's pid 4242
+        assert [r["pid"] for r in leases.holders(s, "cuda:0")] == [4242]
+        assert leases.release_process(s, "node-b", 4242, 1000.4) == 1
+        assert leases.holders(s, "cuda:0") == []
+        leases.release(s, leases.acquire(s, gpu))  # free at once, not in 60 s
+
+
 _HOLDER = """
 import sys, time
 from profilers.store import Store, leases

@@ -188,6 +188,26 @@ def release(store: Store, lease: Lease) -> None:
     store.execute("DELETE FROM leases WHERE device=:d AND holder=:h", d=lease.device.key, h=lease.holder)
 
 
+def release_process(store: Store, host: str, pid: int, pid_started: float | None) -> int:
+    """Drop every lease held by process ``pid`` of ``host`` (the one started at ``pid_started``): what a
+    driver does for a worker it knows is dead, which cannot release its own. Were that worker still alive,
+    its next heartbeat finds its lease gone and stops it, so two sweeps never time one device. The count
+    dropped back."""
+    with store._write() as c:
+        _lock_table(c, store)
+        rows = c.execute(
+            text("SELECT device, holder, pid_started FROM leases WHERE host=:h AND pid=:p"), {"h": host, "p": pid}
+        ).mappings()
+        mine = [
+            r
+            for r in rows
+            if pid_started is None or r["pid_started"] is None or abs(float(r["pid_started"]) - pid_started) < 1.0
+        ]
+        for r in mine:
+            c.execute(text("DELETE FROM leases WHERE device=:d AND holder=:o"), {"d": r["device"], "o": r["holder"]})
+    return len(mine)
+
+
 def holders(store: Store, name: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
     """Live leases, of one device name and host when given; each with its seconds left. A lease that lapsed,
     or whose holder on this host is gone, holds nothing (``acquire`` takes it over)."""

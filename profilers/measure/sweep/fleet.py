@@ -101,10 +101,13 @@ class DeviceWorker:
     def info(self) -> dict[str, Any]:
         import torch
 
+        from ...store.db import process_start
+
         gpu = self.session.sensors.gpu
         return {
             "run_id": self.session.run_id,
             "pid": os.getpid(),
+            "pid_started": process_start(os.getpid()),
             "host": socket.gethostname(),
             "device": torch.cuda.get_device_name(0) if self.device_name != "cpu" else "cpu",
             "gpu_uuid": gpu.uuid().value if gpu else None,
@@ -274,6 +277,8 @@ def _schedule(ray: Any, groups: list[list[tuple[int, Any]]], outcome: FleetOutco
             except Exception as e:
                 reason = why(e)
                 d.alive, d.reason = _alive(ray, d), reason
+                if not d.alive:
+                    _bury(store, d)
                 say(f"group {gi + 1} of {len(groups)} on {d.slot.name}: lost ({reason})")
                 if len(tried[gi]) <= RETRIES and any(x.alive and x not in tried[gi] for x in outcome.devices):
                     outcome.retried.append({"group": gi, "from_run": d.info.get("run_id"), "reason": reason})
@@ -285,6 +290,16 @@ def _schedule(ray: Any, groups: list[list[tuple[int, Any]]], outcome: FleetOutco
             outcome.timing.append({"group": gi, "slot": d.slot.index, "measure_s": got["measure_s"], "trip_s": trip})
             counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(got["statuses"]).items()))
             say(f"group {gi + 1} of {len(groups)} done on {d.slot.name} (run {got['run_id']}): {counts}")
+
+
+def _bury(store: Store, d: Device) -> None:
+    """A dead worker's leases dropped: killed mid-group, it could not release the one it held, and a lease of a
+    process on another host (or one no later sweep on this host asks for) would otherwise stay until it lapses."""
+    from ...store import leases
+
+    if d.info.get("pid") and d.info.get("host"):
+        with contextlib.suppress(StoreError):
+            leases.release_process(store, d.info["host"], d.info["pid"], d.info.get("pid_started"))
 
 
 def _alive(ray: Any, d: Device) -> bool:
@@ -320,6 +335,7 @@ def _finish(ray: Any, outcome: FleetOutcome, store: Store, groups: list, say: Sa
                 continue
             except Exception as e:
                 d.alive, d.reason = False, why(e)
+        _bury(store, d)
         if d.info.get("run_id") is not None:
             store.finish_run(d.info["run_id"], "interrupted", f"its worker was lost: {d.reason}")
     record = fleet_record(outcome, len(groups))
