@@ -150,9 +150,9 @@ for oid in others:
         margin_pct=margin,
     )
     st.subheader(f"Run {oid} vs baseline run {base_id}")
-    gpu = lambda r: (r["machine"].get("gpu") or {}).get("name") or r["machine"].get("cpu_model")  # noqa: E731
     if not same:
-        st.caption(f"Different machines ({gpu(base)} vs {gpu(other)}): differences are shown, not flagged.")
+        apart = "; ".join(compare.machine_differences(base, other)) or "their identities differ"
+        st.caption(f"Different machines ({apart}): differences are shown, not flagged.")
     elif diffs:
         st.warning("Same machine, measured differently: " + "; ".join(diffs) + ". Differences are not flagged.")
     elif spread:

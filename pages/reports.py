@@ -38,7 +38,7 @@ with open_store() as store:
         value=None,
         step=0.5,
         format="%.1f",
-        placeholder=f"{KERNEL_MARGIN_PCT:g} kernel, {STEP_MARGIN_PCT:g} step",
+        placeholder=f"default: {KERNEL_MARGIN_PCT:g} kernel, {STEP_MARGIN_PCT:g} step",
         key="report-margin",
         help=(
             "The margin every verdict in the report is decided at: inside it two candidates are equivalent. "

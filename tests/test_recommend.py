@@ -202,6 +202,20 @@ def test_other_machines_are_compared_not_flagged():
     assert match_points([pt("rmsnorm", "native", 1.0)], [pt("rmsnorm", "eager", 1.0)], same=True) == []
 
 
+def test_two_machines_are_told_apart_by_what_differs_not_by_the_model_they_share():
+    from profilers.analysis.compare import machine_differences
+
+    h200 = {"name": "NVIDIA H200", "uuid": "GPU-aaa"}
+    a = {"machine": {"hostname": "box", "cpu_model": "x", "gpu": h200}, "spec": {"device": "cuda:0"}}
+    b = {"machine": {"hostname": "box", "cpu_model": "x", "gpu": {**h200, "uuid": "GPU-bbb"}}, "spec": a["spec"]}
+    assert not same_machine(a, b)
+    assert machine_differences(a, b) == ["NVIDIA H200 GPU-aaa vs GPU-bbb"]
+    assert machine_differences(a, a) == []
+    assert machine_differences(RUN_A, RUN_B) == ["host h100-a vs a100-b", "CPU x vs y", "GPU GPU-1 vs GPU-2"]
+    c = {"machine": {"hostname": "box", "cpu_model": "x", "gpu": {"name": "NVIDIA H100", "uuid": "GPU-ccc"}}}
+    assert machine_differences(a, {**c, "spec": a["spec"]}) == ["GPU NVIDIA H200 vs NVIDIA H100"]
+
+
 def _alloc_run(run_id: int, mode: str, host: str = "box", budget: float = 100.0) -> dict:
     return {
         "id": run_id,

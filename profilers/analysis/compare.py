@@ -43,6 +43,26 @@ def machine_key(run: dict[str, Any]) -> tuple:
     )
 
 
+def machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What tells two runs' machines apart, each as 'what: a vs b', in ``machine_key``'s order: the host, the
+    CPU model, the device measured, the GPU (its UUID where both runs name the same model). [] on one machine."""
+    ma, mb = a.get("machine") or {}, b.get("machine") or {}
+    ga, gb = ma.get("gpu") or {}, mb.get("gpu") or {}
+    out = []
+    for what, x, y in (
+        ("host", ma.get("hostname"), mb.get("hostname")),
+        ("CPU", ma.get("cpu_model"), mb.get("cpu_model")),
+        ("device", (a.get("spec") or {}).get("device"), (b.get("spec") or {}).get("device")),
+    ):
+        if x != y:
+            out.append(f"{what} {x or 'unknown'} vs {y or 'unknown'}")
+    if ga.get("name") != gb.get("name"):
+        out.append(f"GPU {ga.get('name') or 'none'} vs {gb.get('name') or 'none'}")
+    elif (ga.get("uuid") or ga.get("name")) != (gb.get("uuid") or gb.get("name")):
+        out.append(f"{ga.get('name') or 'GPU'} {ga.get('uuid') or 'unknown'} vs {gb.get('uuid') or 'unknown'}")
+    return out
+
+
 def machine_label(run: dict[str, Any]) -> str:
     """How a picker names a run's machine: its host and the device it measured (the GPU, or the CPU model)."""
     m = run.get("machine") or {}
