@@ -223,7 +223,8 @@ class Tally:
         self.half_widths: list[float] = []
         self.cross_widths: list[float] = []
         self.run1_not_ok = 0
-        self.fitted = 0
+        self.fitted = self.fitted_inside = 0
+        self.fitted_widths: list[float] = []
 
     def add(self, a: dict, b: dict, show: bool, name: str) -> None:
         """Run 1's point ``a`` against run 2's ``b`` (the same comparison)."""
@@ -242,18 +243,26 @@ class Tally:
         two = rr.other is not None and k1 is not None
         crossed = two and k2 is not None and k2 != k1
         probes2 = rerun.memory_copy_gbps(b.get("extra"))
-        if rr.bandwidth and probes2 and k2 is not None and str(k2) in rr.bandwidth["states"]:
-            self.fitted += 1
+        held = bool(rr.bandwidth and probes2)
+        if held and k2 is not None and str(k2) in rr.bandwidth["states"]:
             lo, hi = rerun.at_bandwidth(rr, statistics.geometric_mean(probes2), k2)
+        elif held and k2 is None:  # run 2's group spanned both states: at either probe's bandwidth, in either
+            ends = [rerun.at_bandwidth(rr, g, int(k)) for k in rr.bandwidth["states"] for g in probes2]
+            lo, hi = min(e[0] for e in ends), max(e[1] for e in ends)
         elif crossed:  # run 2 was timed in the other state: where run 1 said a rerun there would land
             lo, hi = rr.other["lo"], rr.other["hi"]
         elif two and k2 is None:  # run 2's group spanned both states (or none was named): either
             lo, hi = rr.lo_any, rr.hi_any
         else:
             lo, hi = rr.lo, rr.hi
+        held = held and (k2 is None or str(k2) in rr.bandwidth["states"])
         self.run2_ok += b["status"] == "ok"
         self.inside_ok += b["status"] == "ok" and lo <= b["ratio"] <= hi
         inside = lo <= b["ratio"] <= hi
+        if held:
+            self.fitted += 1
+            self.fitted_inside += inside
+            self.fitted_widths.append(half(lo, hi, a["ratio"]))
         self.inside_rerun += inside
         self.inside_run += a["ratio_lo"] <= b["ratio"] <= a["ratio_hi"]
         width = half(lo, hi, a["ratio"])
@@ -262,7 +271,7 @@ class Tally:
             self.cross += 1
             self.cross_inside += inside
             self.cross_widths.append(width)
-        elif two and k2 is None:
+        elif (two or held) and k2 is None:
             self.spanned += 1
             self.spanned_inside += inside
         else:
@@ -307,11 +316,17 @@ class Tally:
             if self.cross
             else "; none across memory states"
         )
+        held = (
+            f"held at run 2's bandwidth: {self.fitted} ({self.fitted_inside} inside, median half-width "
+            f"±{statistics.median(self.fitted_widths):.1f}%)"
+            if self.fitted
+            else "none held at run 2's bandwidth"
+        )
         return (
             f"{label}: {n} ratios ok in run 1 — run 2 inside run 1's rerun interval {self.inside_rerun}/{n} "
             f"({inside:.0f}%, goal ≥ 90%) [inside run 1's own 95% interval {self.inside_run}/{n} "
             f"({100 * self.inside_run / n:.0f}%)]; of run 2's ratios stored ok, {self.inside_ok}/{self.run2_ok} "
-            f"inside; {same}{cross}; held at run 2's bandwidth: {self.fitted}; median half-width a decision rests "
+            f"inside; {same}{cross}; {held}; median half-width a decision rests "
             f"on (any calibrated state and bandwidth): {decide}; silent misses {self.silent}/{n} "
             f"({100 * self.silent / n:.1f}%, goal ≤ 1%); left out: {self.run1_not_ok} not ok in run 1, "
             f"{self.no_rerun} without a rerun interval"
@@ -407,7 +422,7 @@ def calibrations(db: Path, refits: list[int]) -> list[tuple[str, dict]]:
         fit = rerun.calibrate(inputs[:k], f"refit of run {run['id']} from {k} runs", doc["rounds"], doc["method"])
         wall = _between(inputs[0]["run"]["created_at"], inputs[k - 1]["run"]["finished_at"])
         states = ", ".join(f"{st['lo_gbps']:.0f}-{st['hi_gbps']:.0f}" for st in fit["memory_states"])
-        lv = fit["levels"].get("dram") or {}
+        lv = fit["levels"].get("DRAM") or {}
         sd = lv.get("between_sd_log")
         bsd = lv.get("bandwidth_sd_log")
         print(
@@ -422,7 +437,7 @@ def calibrations(db: Path, refits: list[int]) -> list[tuple[str, dict]]:
         )
         for row in fit["ratios"]:
             bw = row.get("bandwidth")
-            if row["level"] == "dram" and bw:
+            if row["level"] == "DRAM" and bw:
                 print(
                     f"  {row['variant']} {row['impl']} {row['tokens']}x{row['hidden']}: slope on log copy bandwidth "
                     f"{bw['slope']:+.2f} ± {bw['slope_se']:.2f} (se), residual sd {100 * math.sqrt(bw['s2']):.2f}% "

@@ -322,6 +322,9 @@ def rerun_of_point(point: Mapping[str, Any]) -> Rerun | None:
 
 # ---- the dimensioning experiment: what K runs of the same small sweep say about this machine ---------------
 BASELINE = ("layernorm", "native")
+# the fewest residual degrees of freedom a bandwidth fit must leave before a rerun interval rests on it: below
+# that its t-factor (2.78 at 4 df, 4.30 at 2) makes the fit's interval wider than the memory state's alone
+MIN_BANDWIDTH_DF = 4
 STATE_GAP = math.log(1.25)  # two memory states: their copy bandwidths more than 25% apart
 
 
@@ -628,13 +631,16 @@ def _bandwidth_rerun(base: Rerun, r: Ratio, point: Mapping[str, Any], calibratio
     """The rerun interval from the calibrated regression of this comparison's ratio on copy bandwidth, at the
     bandwidth this point's group was probed at, with where a rerun in the other state lands (at that state's
     mean calibrated bandwidth); None where the comparison was not fitted or the point has no probes in a state
-    the fit saw."""
+    the fit saw, or where the fits leave fewer than ``MIN_BANDWIDTH_DF`` degrees of freedom (the state's
+    interval is then the narrower one)."""
     row = _calibrated_row(point, calibration)
     fit = (row or {}).get("bandwidth")
     lv = _level_of(point, calibration)
     probes = memory_copy_gbps(point.get("extra"))
     states = calibration.get("memory_states") or []
     if not fit or not probes or not states or lv.get("bandwidth_sd_log") is None:
+        return None
+    if (lv.get("bandwidth_dof") or 0) < MIN_BANDWIDTH_DF:
         return None
     k = state_of(probes, states) if len(states) > 1 else 0
     if k is None or str(k) not in fit["states"]:

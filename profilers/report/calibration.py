@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..analysis.rerun import MIN_BANDWIDTH_DF
 from ..store import Store
 from .html import esc, table
 
@@ -25,12 +26,14 @@ def level_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
     for name, lv in sorted((doc or {}).get("levels", {}).items()):
         need = lv.get("processes_for") or {}
         row = {"level": name, "between-run sd" + (" within a state" if two else ""): _pct(lv["between_sd_log"])}
-        fitted = lv.get("bandwidth_sd_log")
-        row["at the copy bandwidth measured"] = (
-            f"{_pct(fitted)} ({lv['bandwidth_fits']} comparisons fitted, {lv['bandwidth_dof']} df)"
-            if fitted is not None
-            else "N/A (too few runs to fit the bandwidth)"
-        )
+        fitted, dof = lv.get("bandwidth_sd_log"), lv.get("bandwidth_dof") or 0
+        if fitted is None:
+            at_bw = "N/A (too few runs to fit the bandwidth)"
+        elif dof < MIN_BANDWIDTH_DF:
+            at_bw = f"not used: {dof} df, under {MIN_BANDWIDTH_DF} (calibrate with more runs)"
+        else:
+            at_bw = f"{_pct(fitted)} ({lv['bandwidth_fits']} comparisons fitted, {dof} df)"
+        row["at the copy bandwidth measured"] = at_bw
         if two:
             shift = lv.get("state_shift_log")
             row["between the two states"] = f"×{math.exp(shift):.2f}" if shift else "N/A (not seen in both)"
