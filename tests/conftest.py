@@ -52,6 +52,18 @@ def run_json(*args: str, db: Path, timeout: float = 300) -> dict:
     return json.loads(p.stdout)
 
 
+def import_shipped(store, tmp_path: Path, name: str) -> int:
+    """One shipped reference run (``data/reference/NAME``) imported into ``store``; its run id."""
+    from profilers.store import reference
+
+    ref = tmp_path / f"reference-{name}"
+    ref.mkdir()
+    (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
+    (run_id,), problems = reference.sync(store, ref)
+    assert not problems
+    return run_id
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "results.db"

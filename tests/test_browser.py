@@ -55,6 +55,7 @@ def test_tiny_sweep_from_the_run_page_to_results_charts(server, browser):
     page.close()
 
 
+@pytest.mark.slow  # a sweep started, its worker killed mid-point, and the page followed in Chromium
 def test_killed_worker_leaves_dashboard_serving_and_run_interrupted(server, browser):
     base, db, tmp = server
     spec = SweepSpec(
@@ -94,13 +95,17 @@ def test_killed_worker_leaves_dashboard_serving_and_run_interrupted(server, brow
 
 
 def test_report_renders_offline(server, browser):
-    _, db, tmp = server
+    """The report of a shipped reference run (its own store: what the served one holds depends on the tests
+    before this one) opens with no network and draws its figures."""
+    _, _, tmp = server
     out = tmp / "report.html"
-    from conftest import run_cli
+    from conftest import import_shipped, run_cli
 
+    db = tmp / "report.db"
     with Store(db) as s:
-        run_id = s.list_runs()[-1]["id"]
-    assert run_cli("report", str(run_id), "-o", str(out), db=db).returncode == 0
+        run_id = import_shipped(s, tmp, "h200-2026-11-27-fp16-fwd.json")
+    p = run_cli("report", str(run_id), "-o", str(out), db=db)
+    assert p.returncode == 0, p.stderr
     ctx = browser.new_context(offline=True, viewport={"width": 1200, "height": 1400})
     page = ctx.new_page()
     requests = []

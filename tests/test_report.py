@@ -5,7 +5,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import run_cli, sweep
+from conftest import import_shipped, run_cli, sweep
 
 from profilers.report.document import build, chromium, to_pdf
 from profilers.store import Store, reference
@@ -60,18 +60,6 @@ def test_points_export_round_trips(store_with_run, tmp_path, fmt):
         assert json.loads(row["extra_json"]) == p["extra"]
 
 
-def _shipped(store: Store, tmp_path, name: str) -> int:
-    """One shipped reference run (``data/reference/NAME``) imported into ``store``; its run id."""
-    from conftest import ROOT
-
-    ref = tmp_path / "reference"
-    ref.mkdir()
-    (ref / name).write_bytes((ROOT / "data" / "reference" / name).read_bytes())
-    (run_id,), problems = reference.sync(store, ref)
-    assert not problems
-    return run_id
-
-
 def test_report_decides_at_the_margin_it_is_given_and_refuses_a_bad_one(store_with_run, tmp_path):
     default, wide = tmp_path / "d.html", tmp_path / "w.html"
     assert run_cli("report", "1", "-o", str(default), db=store_with_run).returncode == 0
@@ -93,7 +81,7 @@ def test_the_shipped_h200_fp16_forward_calls_its_0_9_percent_difference_equivale
     from profilers.report.kernels import questions
 
     with Store(tmp_path / "r.db") as s:
-        run_id = _shipped(s, tmp_path, "h200-2026-11-27-fp16-fwd.json")
+        run_id = import_shipped(s, tmp_path, "h200-2026-11-27-fp16-fwd.json")
         run, points = s.get_run(run_id), s.points(run_id)
         (q,) = questions([run], points)
         r = recommend.rank(points, q["target"], device=q["device"])
@@ -136,7 +124,7 @@ def test_pdf_export(store_with_run, tmp_path):
 def test_report_names_launch_bound_points_with_their_launch_time(tmp_path):
     """The shipped H200 forward+backward run: 7 points at 8192×4096 take longer to launch than to run."""
     with Store(tmp_path / "r.db") as s:
-        html = build(s, [_shipped(s, tmp_path, "h200-2026-11-27-bf16-fwdbwd.json")])
+        html = build(s, [import_shipped(s, tmp_path, "h200-2026-11-27-bf16-fwdbwd.json")])
     assert "7 points launch-bound on the measured host" in html
     assert "launch (µs, host)" in html and "cuda_event_flush_queued" in html
 
