@@ -85,6 +85,7 @@ def test_oom_guard_skips_what_does_not_fit_and_a_killed_worker_says_why(tmp_path
             assert "SIGKILL" in s.get_run(run["id"])["error"] and s.get_run(run["id"])["status"] == "interrupted"
 
 
+@pytest.mark.slow  # a served dashboard of its own, reloaded in Chromium
 def test_a_refused_sweep_shows_one_line_that_survives_a_reload(tmp_path, browser):
     db = tmp_path / "results.db"
     with (

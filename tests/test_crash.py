@@ -73,7 +73,7 @@ def test_sigkill_mid_sweep_leaves_intact_store_marked_interrupted(db):
         assert all(p["status"] in TIMED and p["p50_us"] > 0 for p in s.points(run["id"]) if p["status"] != "skipped")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_ctrl_c_or_term_cancels_and_keeps_finished_points(db, sig):
     proc = _start(db)
     _wait_for_points(db, 2, proc)

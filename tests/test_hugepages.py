@@ -116,6 +116,7 @@ def test_page_mode_is_a_method_field_and_older_runs_are_base():
 
 
 @pytest.mark.skipif(hugepages.kernel_thp() not in ("always", "madvise"), reason="the kernel's huge pages are off")
+@pytest.mark.slow  # a sweep per page mode through the CLI
 def test_cli_run_holds_the_page_mode_it_asked_for(db):
     tiny = ("--shapes", "16x64", "--variants", "layernorm", "--impls", "native", "--budget-ms", "5")
     for mode, advised in (("huge", True), ("base", False)):

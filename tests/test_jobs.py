@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from profilers import jobs
 from profilers.jobs import device_busy
 from profilers.spec import SweepSpec, default_cpu_spec
@@ -33,6 +35,7 @@ def test_estimate_grows_with_the_sweep():
     assert jobs.estimate_seconds(default_cpu_spec(energy=True)) > jobs.estimate_seconds(default_cpu_spec())
 
 
+@pytest.mark.slow  # a dashboard worker's sweep run and cancelled
 def test_worker_runs_apart_holds_the_device_and_cancels_cleanly(tmp_path):
     db = tmp_path / "results.db"
     job = jobs.start(LONG, db)

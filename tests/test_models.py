@@ -252,7 +252,7 @@ def test_cli_runs_shows_and_reports_a_model(tmp_path):
     assert "<h2>Model: qwen2.5-0.5b (run" in html and "The fine-tuning claim" in html
 
 
-@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "bert-base-uncased"])
+@pytest.mark.parametrize("name", [pytest.param("qwen2.5-0.5b", marks=pytest.mark.slow), "bert-base-uncased"])
 def test_a_lora_fine_tune_trains_only_the_adapters_and_its_gate_still_catches_a_wrong_norm(name, tmp_path):
     """LoRA (peft) on the attention and MLP projections: the norms and every other weight frozen, a swapped-in
     norm type frozen like the module it replaces, the adapters stay float32 through the float64 check, and a

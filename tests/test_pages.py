@@ -300,6 +300,7 @@ def test_compare_picks_machines_and_the_devices_of_a_cluster_sweep(seeded, monke
     assert host not in " ".join(base.options)
 
 
+@pytest.mark.slow  # two sweeps measured, one under the system allocator
 def test_compare_never_flags_across_an_allocator_change(seeded, monkeypatch, tmp_path):
     """A run with the system allocator against one that reuses memory: the method difference is stated."""
     import shutil

@@ -151,6 +151,7 @@ def test_cli_refuses_a_bad_process_count_in_one_line(tmp_path):
     assert not (tmp_path / "x.db").exists() or Store(tmp_path / "x.db").list_runs() == []
 
 
+@pytest.mark.slow  # a two-process run started and cancelled through the CLI
 def test_cancel_stops_the_running_process_and_keeps_no_points(tmp_path):
     """The dashboard's Cancel is a SIGTERM to the CLI: the child measuring goes too; the run the user followed
     (running, with the processes' progress) ends cancelled with no points, and says why."""

@@ -162,6 +162,7 @@ def test_two_writers_at_once_lose_and_duplicate_nothing(any_store):
             assert {p["extra"]["writer"] for p in pts} == {r["label"]}
 
 
+@pytest.mark.slow  # two sweeps at once into PostgreSQL
 def test_two_sweeps_on_two_cpu_sets_write_into_one_database_at_once(pg_url):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs: each sweep holds one CPU set")
@@ -192,6 +193,7 @@ def test_two_sweeps_on_two_cpu_sets_write_into_one_database_at_once(pg_url):
         assert len({p["id"] for rid in ids for p in s.points(rid)}) == 16
 
 
+@pytest.mark.slow  # a PostgreSQL cluster of its own, stopped mid-sweep
 def test_the_database_going_away_mid_sweep_stops_it_with_a_reason_and_keeps_its_points(tmp_path):
     import pg
 

@@ -157,6 +157,7 @@ def test_parallel_workers_train_the_same_runs(corpus_files, tmp_path):
         assert docs[2][name]["finished_pid"] != os.getpid()  # trained in a worker
 
 
+@pytest.mark.slow  # a training grid killed and started again
 def test_killed_grid_resumes_where_it_stopped(corpus_files, tmp_path):
     """A worker killed with SIGKILL mid-grid: starting the same grid again carries its finished cells over
     (they keep the killed worker's pid) and trains only the rest."""
