@@ -211,6 +211,9 @@ def test_two_machines_are_told_apart_by_what_differs_not_by_the_model_they_share
     assert not same_machine(a, b)
     assert machine_differences(a, b) == ["NVIDIA H200 GPU-aaa vs GPU-bbb"]
     assert machine_differences(a, a) == []
+    long_a = {**a, "machine": {**a["machine"], "gpu": {**h200, "uuid": "GPU-9be310f0-8b52-f484-a26b-f87802246cce"}}}
+    long_b = {**a, "machine": {**a["machine"], "gpu": {**h200, "uuid": "GPU-9be310f0-8b52-0000-a26b-f87802246cce"}}}
+    assert machine_differences(long_a, long_b) == ["NVIDIA H200 GPU-9be310f0-8b52-f… vs GPU-9be310f0-8b52-0…"]
     assert machine_differences(RUN_A, RUN_B) == ["host h100-a vs a100-b", "CPU x vs y", "GPU GPU-1 vs GPU-2"]
     c = {"machine": {"hostname": "box", "cpu_model": "x", "gpu": {"name": "NVIDIA H100", "uuid": "GPU-ccc"}}}
     assert machine_differences(a, {**c, "spec": a["spec"]}) == ["GPU NVIDIA H200 vs NVIDIA H100"]

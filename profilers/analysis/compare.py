@@ -59,7 +59,10 @@ def machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     if ga.get("name") != gb.get("name"):
         out.append(f"GPU {ga.get('name') or 'none'} vs {gb.get('name') or 'none'}")
     elif (ga.get("uuid") or ga.get("name")) != (gb.get("uuid") or gb.get("name")):
-        out.append(f"{ga.get('name') or 'GPU'} {ga.get('uuid') or 'unknown'} vs {gb.get('uuid') or 'unknown'}")
+        ua, ub = ga.get("uuid") or "unknown", gb.get("uuid") or "unknown"
+        n = next((i for i in range(12, max(len(ua), len(ub)) + 1) if ua[:i] != ub[:i]), 12)  # enough to tell apart
+        cut = lambda u: u if len(u) <= n else f"{u[:n]}…"  # noqa: E731
+        out.append(f"{ga.get('name') or 'GPU'} {cut(ua)} vs {cut(ub)}")
     return out
 
 
