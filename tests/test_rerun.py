@@ -358,7 +358,7 @@ def test_a_calibration_keeps_its_runs_inputs_and_refits_from_the_first_of_them()
     assert rerun.bandwidth_fit([0.1, 0.2, 0.3], [0.0] * 3, [1.0, 1.0, 1.0], [0, 0, 0]) is None  # bandwidth never moved
 
 
-def test_a_bandwidth_fit_with_under_four_degrees_of_freedom_is_not_used_and_the_report_says_so():
+def test_a_bandwidth_fit_with_under_eight_degrees_of_freedom_is_not_used_and_the_report_says_so():
     from profilers.report.calibration import level_rows
 
     point = {
@@ -367,16 +367,16 @@ def test_a_bandwidth_fit_with_under_four_degrees_of_freedom_is_not_used_and_the_
         "extra": {"memory_state": {"copy_gbps": [47.0, 47.5]}},
     }  # fmt: skip
     r = Ratio(2.45, 2.42, 2.48, "paired rounds")
-    _, docs = _bandwidth_docs(7, seed=4)  # 7 runs in two states: 7 - 2 - 1 = 4 df, the fewest used
+    _, docs = _bandwidth_docs(11, seed=4)  # 11 runs in two states: 11 - 2 - 1 = 8 df, the fewest used
     used = rerun.calibrate(docs, "planted", 7)
-    assert used["levels"]["DRAM"]["bandwidth_dof"] == rerun.MIN_BANDWIDTH_DF
+    assert used["levels"]["DRAM"]["bandwidth_dof"] == rerun.MIN_BANDWIDTH_DF == 8
     assert rerun.point_rerun(r, point, used, 7).bandwidth is not None
-    six = rerun.calibrate(docs[:6], "planted", 7)  # 3 df: its t-factor (3.18) would outweigh the fit
-    lv = six["levels"]["DRAM"]
-    assert lv["bandwidth_dof"] == 3 and lv["bandwidth_sd_log"] is not None
-    iv = rerun.point_rerun(r, point, six, 7)
-    assert iv.bandwidth is None and iv == rerun.point_rerun(r, point, six, 7, bandwidth=False)
-    (row,) = [x for x in level_rows(six) if x["level"] == "DRAM"]
-    assert row["at the copy bandwidth measured"] == "not used: 3 df, under 4 (calibrate with more runs)"
+    ten = rerun.calibrate(docs[:10], "planted", 7)  # 7 df: the fit's spread too poorly known
+    lv = ten["levels"]["DRAM"]
+    assert lv["bandwidth_dof"] == 7 and lv["bandwidth_sd_log"] is not None
+    iv = rerun.point_rerun(r, point, ten, 7)
+    assert iv.bandwidth is None and iv == rerun.point_rerun(r, point, ten, 7, bandwidth=False)
+    (row,) = [x for x in level_rows(ten) if x["level"] == "DRAM"]
+    assert row["at the copy bandwidth measured"] == "not used: 7 df, under 8 (calibrate with more runs)"
     (row,) = [x for x in level_rows(used) if x["level"] == "DRAM"]
-    assert row["at the copy bandwidth measured"].endswith("(1 comparisons fitted, 4 df)"), row
+    assert row["at the copy bandwidth measured"].endswith("(1 comparison fitted, 8 df)"), row

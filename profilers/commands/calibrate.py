@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
         help="the dimensioning experiment: a small sweep in K fresh processes spread over minutes; later runs on "
         "this machine state rerun intervals from it",
     )
-    c.add_argument("--runs", type=int, help="fresh processes, one run each (default 6, 3-16)")
+    c.add_argument("--runs", type=int, help="fresh processes, one run each (default 12, 3-16)")
     c.add_argument("--spread-s", type=float, help="seconds between the runs' starts (default 20)")
     c.add_argument("--rounds", type=int, help="interleaved rounds per run (default 7)")
     c.add_argument("--budget-ms", type=float, help="measurement budget per visit in ms (default 40)")

@@ -32,7 +32,8 @@ def level_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
         elif dof < MIN_BANDWIDTH_DF:
             at_bw = f"not used: {dof} df, under {MIN_BANDWIDTH_DF} (calibrate with more runs)"
         else:
-            at_bw = f"{_pct(fitted)} ({lv['bandwidth_fits']} comparisons fitted, {dof} df)"
+            n = lv["bandwidth_fits"]
+            at_bw = f"{_pct(fitted)} ({n} comparison{'' if n == 1 else 's'} fitted, {dof} df)"
         row["at the copy bandwidth measured"] = at_bw
         if two:
             shift = lv.get("state_shift_log")
