@@ -48,9 +48,9 @@ def _common(a: list[dict], b: list[dict]) -> int:
     return sum(1 for p in b if p.get("p50_us") and tuple(p[k] for k in compare.KEY) in keys)
 
 
-def _run_label(r: dict) -> str:
+def _run_label(r: dict, machines: dict[int, str]) -> str:
     """A run as the pickers name it: with its machine, so runs of several machines in one store are told apart."""
-    return f"{run_label(r)} · {compare.machine_label(r)}"
+    return f"{run_label(r)} · {machines[r['id']]}"
 
 
 def _sweep_label(uid: str, members: list[dict]) -> str:
@@ -74,7 +74,8 @@ with open_store() as store:
         st.info("Comparing needs two runs: measure another, or import one on the Runs page.")
         st.stop()
     # which machines: every one in the store by default, a few of them, or the devices of one cluster sweep
-    machines = sorted({compare.machine_label(r) for r in runs})
+    machine_of = compare.machine_labels(runs)
+    machines = sorted(set(machine_of.values()))
     sweeps = compare.fleets(runs)
     left, right = st.columns(2)
     picked = left.multiselect(
@@ -95,7 +96,7 @@ with open_store() as store:
     if sweep is not None:
         runs = sweeps[sweep]
     elif picked:
-        runs = [r for r in runs if compare.machine_label(r) in picked]
+        runs = [r for r in runs if machine_of[r["id"]] in picked]
     if len(runs) < 2:
         st.info("Comparing needs two runs: these machines hold fewer; pick more machines.")
         st.stop()
@@ -115,7 +116,7 @@ with open_store() as store:
         "Baseline run",
         ids,
         index=ids.index(default_base),
-        format_func=lambda i: _run_label(by_id[i]),
+        format_func=lambda i: _run_label(by_id[i], machine_of),
         key=f"compare-base-{scope}",
     )
     candidates = [i for i in ids if i != base_id]
@@ -123,7 +124,7 @@ with open_store() as store:
         "Compared with",
         candidates,
         default=[i for i in default_others if i in candidates] or candidates[:1],
-        format_func=lambda i: _run_label(by_id[i]),
+        format_func=lambda i: _run_label(by_id[i], machine_of),
         key=f"compare-others-{scope}",
     )
     base_points = points.get(base_id) or store.points(base_id)

@@ -277,10 +277,21 @@ def test_compare_picks_machines_and_the_devices_of_a_cluster_sweep(seeded, monke
             run = {**doc["run"], "uid": uuid.uuid4().hex, "machine": {**doc["run"]["machine"], "hostname": host}}
             run["extra"] = {**(run.get("extra") or {}), "fleet": {"uid": "f1eet0123456", "slot": slot, "devices": 3}}
             ids.append(import_run(s, {**doc, "run": run}))
+        for uid in ("GPU-9be310f0-8b52-f484-a26b-f87802246cce", "GPU-9be310f0-8b52-0000-a26b-f87802246cce"):
+            gpu = {"name": "NVIDIA H200", "uuid": uid}  # two GPUs of one model in one host
+            machine = {**doc["run"]["machine"], "hostname": "h200-box", "gpu": gpu}
+            spec = {**doc["run"]["spec"], "device": "cuda:0"}
+            run = {**doc["run"], "uid": uuid.uuid4().hex, "machine": machine, "spec": spec}
+            import_run(s, {**doc, "run": run})
     at = page("pages/compare.py", db, monkeypatch)
     machines = next(m for m in at.multiselect if m.label == "Machines")
     host = doc["run"]["machine"]["hostname"]
-    assert len(machines.options) == 4 and any(o.startswith("gpu-box-b · ") for o in machines.options)
+    assert machines.proto.placeholder == "every machine (6)"
+    assert len(machines.options) == 6 and any(o.startswith("gpu-box-b · ") for o in machines.options)
+    assert [o for o in machines.options if o.startswith("h200-box")] == [
+        "h200-box · NVIDIA H200 · GPU-9be310f0-8b52-0…",
+        "h200-box · NVIDIA H200 · GPU-9be310f0-8b52-f…",
+    ]
     machines.set_value([o for o in machines.options if o.startswith(("gpu-box-a", "gpu-box-c"))]).run()
     assert not at.exception
     base = next(b for b in at.selectbox if b.label == "Baseline run")

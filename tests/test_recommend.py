@@ -219,6 +219,26 @@ def test_two_machines_are_told_apart_by_what_differs_not_by_the_model_they_share
     assert machine_differences(a, {**c, "spec": a["spec"]}) == ["GPU NVIDIA H200 vs NVIDIA H100"]
 
 
+def test_a_picker_names_two_gpus_of_one_model_on_one_host_apart_by_their_uuids():
+    from profilers.analysis.compare import machine_labels
+
+    def run(i, host, uuid, cpu="x", name="NVIDIA H200"):
+        gpu = {"name": name, "uuid": uuid}
+        return {"id": i, "machine": {"hostname": host, "cpu_model": cpu, "gpu": gpu}, "spec": {"device": "cuda:0"}}
+
+    u1, u2 = "GPU-9be310f0-8b52-f484-a26b-f87802246cce", "GPU-9be310f0-8b52-0000-a26b-f87802246cce"
+    labels = machine_labels([run(1, "box", u1), run(2, "box", u2), run(3, "box", u1), run(4, "other", u2)])
+    assert labels == {
+        1: "box · NVIDIA H200 · GPU-9be310f0-8b52-f…",
+        2: "box · NVIDIA H200 · GPU-9be310f0-8b52-0…",
+        3: "box · NVIDIA H200 · GPU-9be310f0-8b52-f…",  # one GPU, one name
+        4: "other · NVIDIA H200",  # alone under its label: nothing added
+    }
+    # one host and GPU under two recorded CPU models: the CPU tells them apart
+    labels = machine_labels([run(1, "box", u1, cpu="x"), run(2, "box", u1, cpu="y")])
+    assert labels == {1: "box · NVIDIA H200 · x", 2: "box · NVIDIA H200 · y"}
+
+
 def _alloc_run(run_id: int, mode: str, host: str = "box", budget: float = 100.0) -> dict:
     return {
         "id": run_id,

@@ -59,11 +59,17 @@ def machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     if ga.get("name") != gb.get("name"):
         out.append(f"GPU {ga.get('name') or 'none'} vs {gb.get('name') or 'none'}")
     elif (ga.get("uuid") or ga.get("name")) != (gb.get("uuid") or gb.get("name")):
-        ua, ub = ga.get("uuid") or "unknown", gb.get("uuid") or "unknown"
-        n = next((i for i in range(12, max(len(ua), len(ub)) + 1) if ua[:i] != ub[:i]), 12)  # enough to tell apart
-        cut = lambda u: u if len(u) <= n else f"{u[:n]}…"  # noqa: E731
-        out.append(f"{ga.get('name') or 'GPU'} {cut(ua)} vs {cut(ub)}")
+        ua, ub = _cut_apart([ga.get("uuid") or "unknown", gb.get("uuid") or "unknown"])
+        out.append(f"{ga.get('name') or 'GPU'} {ua} vs {ub}")
     return out
+
+
+def _cut_apart(uuids: Sequence[str], least: int = 12) -> list[str]:
+    """Each of ``uuids`` cut at the first length (at least ``least``) where no two distinct ones agree."""
+    distinct = sorted(set(uuids))
+    longest = max(map(len, distinct), default=least)
+    n = next((i for i in range(least, longest + 1) if len({u[:i] for u in distinct}) == len(distinct)), longest)
+    return [u if len(u) <= n else f"{u[:n]}…" for u in uuids]
 
 
 def machine_label(run: dict[str, Any]) -> str:
@@ -72,6 +78,27 @@ def machine_label(run: dict[str, Any]) -> str:
     gpu = (m.get("gpu") or {}).get("name")
     device = gpu if gpu and run.get("spec", {}).get("device", "cpu") != "cpu" else m.get("cpu_model") or "CPU"
     return f"{m.get('hostname') or 'unknown host'} · {device}"
+
+
+def machine_labels(runs: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """Each run's ``machine_label`` by its id, with its GPU's UUID (cut where they part) added wherever runs of
+    one label are on machines ``machine_key`` tells apart, so a picker offers every machine once and no two
+    machines under one name."""
+    groups: dict[str, dict[tuple, list[int]]] = {}
+    for r in runs:
+        groups.setdefault(machine_label(r), {}).setdefault(machine_key(r), []).append(r["id"])
+    out: dict[int, str] = {}
+    for label, keys in groups.items():
+        if len(keys) == 1:
+            out.update({i: label for ids in keys.values() for i in ids})
+            continue
+        # the label holds the host and the device's name: add whichever of CPU, device and UUID differ
+        parts = [[str(k[j] or "unknown") for k in keys] for j in (1, 2, 3) if len({k[j] for k in keys}) > 1]
+        if len({k[3] for k in keys}) > 1:
+            parts[-1] = _cut_apart(parts[-1])
+        for suffix, ids in zip(zip(*parts), keys.values()):
+            out.update({i: f"{label} · {' · '.join(suffix)}" for i in ids})
+    return out
 
 
 def fleets(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
