@@ -81,9 +81,9 @@ def machine_label(run: dict[str, Any]) -> str:
 
 
 def machine_labels(runs: Sequence[dict[str, Any]]) -> dict[int, str]:
-    """Each run's ``machine_label`` by its id, with its GPU's UUID (cut where they part) added wherever runs of
-    one label are on machines ``machine_key`` tells apart, so a picker offers every machine once and no two
-    machines under one name."""
+    """Each run's ``machine_label`` by its id. Where runs of one label are on machines ``machine_key`` tells
+    apart, whichever of CPU, device and GPU UUID (cut where they part) differ are added, so a picker offers
+    every machine once and no two machines under one name."""
     groups: dict[str, dict[tuple, list[int]]] = {}
     for r in runs:
         groups.setdefault(machine_label(r), {}).setdefault(machine_key(r), []).append(r["id"])
